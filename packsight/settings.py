@@ -1,0 +1,96 @@
+"""Runtime settings, read once from `PACKSIGHT_*` environment variables (or a .env file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "token"}
+
+
+class Settings(BaseSettings):
+    """Everything a process of packsight can be configured with.
+
+    With nothing set, packsight runs on the embedded default: a SQLite file and a local
+    object folder under `data_dir`, tasks executed in-process.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PACKSIGHT_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path(".packsight")
+    database_url: str | None = None
+    broker_url: str | None = None
+    # How long Redis waits before handing an unacknowledged task to another worker. Must exceed
+    # the longest task (decoding a long video, a training run), or tasks are redelivered while
+    # still running (celery#5935).
+    visibility_timeout_s: int = 6 * 3600
+    max_attempts: int = 3
+
+    storage: Literal["local", "s3"] = "local"
+    local_root: Path | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None
+    artifact_bucket: str = "packsight-artifacts"
+
+    queue_cpu: str = "cpu"
+    queue_gpu: str = "gpu.t4"
+    queue_train: str = "gpu.t4.train"
+
+    model: str = "Qwen/Qwen2-VL-2B-Instruct"
+    adapter: str | None = None
+    quantization: Literal["nf4", "none"] = "nf4"
+    device: str = "auto"
+    max_new_tokens: int = 96
+    gpu_batch_size: int = Field(default=8, ge=1)
+
+    frames_per_clip: int = Field(default=8, ge=2)
+    clip_seconds: float = Field(default=5.0, gt=0)
+    frame_max_side: int = Field(default=336, ge=28)
+    motion_width: int = 160
+    motion_height: int = 120
+    taxonomy: str = "assignment"
+
+    api_token: SecretStr | None = None
+    flower_basic_auth: str | None = None
+
+    @field_validator("frames_per_clip")
+    @classmethod
+    def _even_frames(cls, value: int) -> int:
+        # Qwen2-VL merges frames in temporal pairs; an odd count wastes a padded frame.
+        if value % 2:
+            raise ValueError("frames_per_clip must be even (Qwen2-VL groups frames in pairs)")
+        return value
+
+    @field_validator("api_token")
+    @classmethod
+    def _no_placeholder_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("PACKSIGHT_API_TOKEN is a placeholder; set a real secret")
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        """True when no broker is configured: tasks run in-process."""
+        return self.broker_url is None
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'packsight.db').resolve()}"
+
+    @property
+    def resolved_local_root(self) -> Path:
+        return (self.local_root or self.data_dir / "objects").resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests clear the cache after changing the env)."""
+    return Settings()
