@@ -46,7 +46,9 @@ class Taxonomy:
 
 def builtin_taxonomies() -> list[str]:
     folder = resources.files("packsight") / "taxonomies"
-    return sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json"))
+    return sorted(
+        p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json")
+    )
 
 
 def load_taxonomy(name_or_path: str) -> Taxonomy:
@@ -58,7 +60,9 @@ def load_taxonomy(name_or_path: str) -> Taxonomy:
         resource = resources.files("packsight") / "taxonomies" / f"{name_or_path}.json"
         if not resource.is_file():
             known = ", ".join(builtin_taxonomies())
-            raise TaxonomyError(f"unknown taxonomy {name_or_path!r}: use one of {known} or a .json path")
+            raise TaxonomyError(
+                f"unknown taxonomy {name_or_path!r}: use one of {known} or a .json path"
+            )
         text = resource.read_text()
     try:
         data = json.loads(text)

@@ -1,0 +1,119 @@
+"""Videos, clips and predictions: idempotent writes and the results query."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from packsight.models.tables import (
+    Clip,
+    JobItem,
+    Prediction,
+    PredictionStatus,
+    Video,
+)
+
+
+@dataclass(frozen=True)
+class ClipOutcome:
+    """What the GPU stage produced for one clip: a label (error is None) or an error."""
+
+    clip_id: int
+    dominant_operation: str | None = None
+    start_frame: int | None = None
+    end_frame: int | None = None
+    anticipated_next_operation: str | None = None
+    confidence: float | None = None
+    raw_output: str | None = None
+    error: str | None = None
+
+
+def _insert(session: Session):  # type: ignore[no-untyped-def]
+    return (postgresql if session.bind.dialect.name == "postgresql" else sqlite).insert
+
+
+def upsert_video(session: Session, **values: object) -> Video:
+    """The row for (bucket, key, etag), created or refreshed."""
+    stmt = _insert(session)(Video).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["bucket", "key", "etag"],
+        set_={k: stmt.excluded[k] for k in ("fps", "frame_count", "width", "height", "duration_s")},
+    )
+    session.execute(stmt)
+    return session.scalars(
+        select(Video).where(
+            Video.bucket == values["bucket"],
+            Video.key == values["key"],
+            Video.etag == values["etag"],
+        )
+    ).one()
+
+
+def upsert_clips(session: Session, *, video_id: int, clips: Sequence[dict]) -> list[Clip]:
+    """Create or refresh the clips of a video (unique by window start), in window order."""
+    if clips:
+        stmt = _insert(session)(Clip).values([{"video_id": video_id, **c} for c in clips])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["video_id", "start_frame"],
+            set_={
+                k: stmt.excluded[k]
+                for k in ("clip_key", "index", "end_frame", "frame_indices", "frames_uri")
+            },
+        )
+        session.execute(stmt)
+    starts = [c["start_frame"] for c in clips]
+    rows = session.scalars(
+        select(Clip).where(Clip.video_id == video_id, Clip.start_frame.in_(starts))
+    ).all()
+    return sorted(rows, key=lambda clip: clip.start_frame)
+
+
+def upsert_predictions(
+    session: Session, *, model_version_id: int, outcomes: Sequence[ClipOutcome]
+) -> None:
+    """One row per (clip, model version). A retry may replace an error with a label, never
+    the other way round, so a duplicate delivery cannot erase a good result."""
+    if not outcomes:
+        return
+    rows = [
+        {
+            "clip_id": o.clip_id,
+            "model_version_id": model_version_id,
+            "status": PredictionStatus.FAILED if o.error else PredictionStatus.OK,
+            "dominant_operation": o.dominant_operation,
+            "start_frame": o.start_frame,
+            "end_frame": o.end_frame,
+            "anticipated_next_operation": o.anticipated_next_operation,
+            "confidence": o.confidence,
+            "raw_output": o.raw_output,
+            "error": o.error,
+        }
+        for o in outcomes
+    ]
+    stmt = _insert(session)(Prediction).values(rows)
+    updated = {k: stmt.excluded[k] for k in rows[0] if k not in ("clip_id", "model_version_id")}
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["clip_id", "model_version_id"],
+        set_=updated,
+        where=or_(
+            Prediction.status != PredictionStatus.OK,
+            stmt.excluded.status == PredictionStatus.OK,
+        ),
+    )
+    session.execute(stmt)
+
+
+def job_results_query(*, job_id: str, model_version_id: int) -> Select:
+    """(Prediction, Clip, Video key) rows of a job, in a stable order for pagination."""
+    return (
+        select(Prediction, Clip, Video.key)
+        .join(Clip, Clip.id == Prediction.clip_id)
+        .join(Video, Video.id == Clip.video_id)
+        .join(JobItem, and_(JobItem.video_id == Video.id, JobItem.job_id == job_id))
+        .where(Prediction.model_version_id == model_version_id)
+        .order_by(Clip.clip_key, Clip.start_frame, Clip.id)
+    )

@@ -1,0 +1,226 @@
+"""The schema. Postgres in production, SQLite for the embedded default; every change is an
+Alembic revision under migrations/versions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments INTEGER PRIMARY KEY columns.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    # Named constraints let later migrations drop/alter them, SQLite batch mode included.
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class JobState:
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PARTIALLY_FAILED = "partially_failed"
+    FINAL = (SUCCEEDED, FAILED, PARTIALLY_FAILED)
+
+
+class ItemState:
+    QUEUED = "queued"
+    DECODING = "decoding"
+    INFERRING = "inferring"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ALL = (QUEUED, DECODING, INFERRING, SUCCEEDED, FAILED)
+    FINAL = (SUCCEEDED, FAILED)
+
+
+class PredictionStatus:
+    OK = "ok"
+    FAILED = "failed"
+
+
+class ModelVersion(Base):
+    """A base model + optional adapter + quantization that predictions are attributed to."""
+
+    __tablename__ = "model_versions"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(512), unique=True)
+    base_model: Mapped[str] = mapped_column(String(512))
+    adapter_uri: Mapped[str | None] = mapped_column(String(1024))
+    quantization: Mapped[str] = mapped_column(String(16))
+    taxonomy: Mapped[str] = mapped_column(String(128))
+    is_serving: Mapped[bool] = mapped_column(Boolean, default=False)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    state: Mapped[str] = mapped_column(String(32), default=JobState.QUEUED, index=True)
+    bucket: Mapped[str] = mapped_column(String(255))
+    prefix: Mapped[str | None] = mapped_column(String(1024))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    # The sampling parameters the job ran with, so results can be reproduced.
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class JobItem(Base):
+    """One video key of a job; ends in exactly one of ItemState.FINAL."""
+
+    __tablename__ = "job_items"
+    __table_args__ = (
+        UniqueConstraint("job_id", "key", name="uq_job_items_job_key"),
+        Index("ix_job_items_job_state", "job_id", "state"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(1024))
+    state: Mapped[str] = mapped_column(String(32), default=ItemState.QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    video_id: Mapped[int | None] = mapped_column(ForeignKey("videos.id"))
+    clip_count: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class Video(Base):
+    __tablename__ = "videos"
+    __table_args__ = (UniqueConstraint("bucket", "key", "etag", name="uq_videos_object"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    bucket: Mapped[str] = mapped_column(String(255))
+    key: Mapped[str] = mapped_column(String(1024))
+    etag: Mapped[str] = mapped_column(String(128))
+    size: Mapped[int] = mapped_column(BigInteger)
+    fps: Mapped[float] = mapped_column(Float)
+    frame_count: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    duration_s: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Clip(Base):
+    """A window of a video with the frames sampled from it (positions within the window)."""
+
+    __tablename__ = "clips"
+    __table_args__ = (UniqueConstraint("video_id", "start_frame", name="uq_clips_window"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    video_id: Mapped[int] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
+    clip_key: Mapped[str] = mapped_column(String(512), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    start_frame: Mapped[int] = mapped_column(Integer)
+    end_frame: Mapped[int] = mapped_column(Integer)  # exclusive, in video frames
+    frame_indices: Mapped[list[int]] = mapped_column(JSON)
+    frames_uri: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    @property
+    def frame_count(self) -> int:
+        return self.end_frame - self.start_frame
+
+
+class Prediction(Base):
+    """The outcome of one clip under one model version: a label, or the error that prevented it."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (
+        UniqueConstraint("clip_id", "model_version_id", name="uq_predictions_clip_model"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    clip_id: Mapped[int] = mapped_column(ForeignKey("clips.id", ondelete="CASCADE"))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    dominant_operation: Mapped[str | None] = mapped_column(String(128))
+    start_frame: Mapped[int | None] = mapped_column(Integer)  # within the clip
+    end_frame: Mapped[int | None] = mapped_column(Integer)  # within the clip, inclusive
+    anticipated_next_operation: Mapped[str | None] = mapped_column(String(128))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    raw_output: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Label(Base):
+    """Ground truth: an annotated operation interval of a video (annotation import or a human)."""
+
+    __tablename__ = "labels"
+    __table_args__ = (Index("ix_labels_video", "bucket", "video_key"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    bucket: Mapped[str] = mapped_column(String(255))
+    video_key: Mapped[str] = mapped_column(String(1024))
+    subject: Mapped[str | None] = mapped_column(String(64))
+    session: Mapped[str | None] = mapped_column(String(64))
+    taxonomy: Mapped[str] = mapped_column(String(128))
+    operation: Mapped[str] = mapped_column(String(128))
+    start_frame: Mapped[int] = mapped_column(Integer)
+    end_frame: Mapped[int] = mapped_column(Integer)  # exclusive
+    source: Mapped[str] = mapped_column(String(32))  # "annotation" | "human"
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ConfusionCount(Base):
+    """One cell of a confusion matrix (true x predicted operation) of a model version."""
+
+    __tablename__ = "confusion_counts"
+    __table_args__ = (
+        UniqueConstraint(
+            "model_version_id",
+            "split",
+            "true_operation",
+            "predicted_operation",
+            name="uq_confusion_cell",
+        ),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    split: Mapped[str] = mapped_column(String(32))
+    true_operation: Mapped[str] = mapped_column(String(128))
+    predicted_operation: Mapped[str] = mapped_column(String(128))
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class TaskAttempt(Base):
+    """How often a task message was delivered; caps redelivery loops (e.g. repeated OOM kills),
+    which `task_reject_on_worker_lost` alone would repeat forever."""
+
+    __tablename__ = "task_attempts"
+    task_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )

@@ -1,0 +1,225 @@
+"""Object storage behind one interface: S3 (AWS, MinIO, SeaweedFS) and a local folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from packsight.settings import Settings
+
+
+class StorageError(Exception):
+    """Base class for storage problems a user can act on."""
+
+
+class InvalidKeyError(StorageError):
+    """A bucket name or key is malformed or would escape its root."""
+
+
+class BucketNotFoundError(StorageError):
+    pass
+
+
+class ObjectNotFoundError(StorageError):
+    pass
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+
+
+def validate_key(key: str) -> str:
+    """Reject keys that are empty, absolute, or climb out of their bucket ("..")."""
+    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
+        raise InvalidKeyError(f"invalid object key {key!r}")
+    parts = PurePosixPath(key).parts
+    if any(part in ("..", ".") for part in parts):
+        raise InvalidKeyError(f"object key {key!r} must not contain '.' or '..' segments")
+    return key
+
+
+def validate_bucket(bucket: str) -> str:
+    if not bucket or "/" in bucket or bucket in (".", "..") or "\x00" in bucket:
+        raise InvalidKeyError(f"invalid bucket name {bucket!r}")
+    return bucket
+
+
+class Storage(Protocol):
+    def bucket_exists(self, bucket: str) -> bool: ...
+    def ensure_bucket(self, bucket: str) -> None: ...
+    def list_objects(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]: ...
+    def head(self, bucket: str, key: str) -> ObjectInfo: ...
+    def download(self, bucket: str, key: str, dest: Path) -> ObjectInfo: ...
+    def get_bytes(self, bucket: str, key: str) -> bytes: ...
+    def put_bytes(self, bucket: str, key: str, data: bytes) -> None: ...
+
+
+class LocalStorage:
+    """Buckets are sub-folders of `root`; keys are relative POSIX paths inside them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+
+    def _bucket_dir(self, bucket: str) -> Path:
+        return self.root / validate_bucket(bucket)
+
+    def _path(self, bucket: str, key: str) -> Path:
+        base = self._bucket_dir(bucket).resolve()
+        path = (base / validate_key(key)).resolve()
+        # Symlinks inside the folder could still point outside it.
+        if not path.is_relative_to(base):
+            raise InvalidKeyError(f"object key {key!r} resolves outside bucket {bucket!r}")
+        return path
+
+    def bucket_exists(self, bucket: str) -> bool:
+        return self._bucket_dir(bucket).is_dir()
+
+    def ensure_bucket(self, bucket: str) -> None:
+        self._bucket_dir(bucket).mkdir(parents=True, exist_ok=True)
+
+    def list_objects(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        base = self._bucket_dir(bucket)
+        if not base.is_dir():
+            raise BucketNotFoundError(f"bucket {bucket!r} does not exist under {self.root}")
+        for path in sorted(p for p in base.rglob("*") if p.is_file()):
+            key = path.relative_to(base).as_posix()
+            if key.startswith(prefix):
+                yield self._info(key, path)
+
+    @staticmethod
+    def _info(key: str, path: Path) -> ObjectInfo:
+        stat = path.stat()
+        # Size + mtime identify a local file's content well enough to detect a replaced video.
+        return ObjectInfo(key=key, size=stat.st_size, etag=f"{stat.st_size:x}-{stat.st_mtime_ns:x}")
+
+    def head(self, bucket: str, key: str) -> ObjectInfo:
+        path = self._path(bucket, key)
+        if not path.is_file():
+            raise ObjectNotFoundError(f"object {key!r} not found in bucket {bucket!r}")
+        return self._info(key, path)
+
+    def download(self, bucket: str, key: str, dest: Path) -> ObjectInfo:
+        info = self.head(bucket, key)
+        shutil.copyfile(self._path(bucket, key), dest)
+        return info
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        self.head(bucket, key)
+        return self._path(bucket, key).read_bytes()
+
+    def put_bytes(self, bucket: str, key: str, data: bytes) -> None:
+        path = self._path(bucket, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)  # atomic: readers never see half a file
+
+
+class S3Storage:
+    """S3 through boto3; works against AWS, MinIO and SeaweedFS (path-style addressing)."""
+
+    def __init__(
+        self,
+        *,
+        endpoint_url: str | None,
+        access_key: str | None,
+        secret_key: str | None,
+        region: str = "us-east-1",
+    ) -> None:
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            region_name=region,
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 5, "mode": "standard"},
+                connect_timeout=10,
+                read_timeout=120,
+            ),
+        )
+
+    @staticmethod
+    def _code(exc: ClientError) -> str:
+        return str(exc.response.get("Error", {}).get("Code", ""))
+
+    def bucket_exists(self, bucket: str) -> bool:
+        try:
+            self.client.head_bucket(Bucket=validate_bucket(bucket))
+            return True
+        except ClientError as exc:
+            if self._code(exc) in ("404", "NoSuchBucket", "NotFound"):
+                return False
+            raise
+
+    def ensure_bucket(self, bucket: str) -> None:
+        if not self.bucket_exists(bucket):
+            try:
+                self.client.create_bucket(Bucket=bucket)
+            except ClientError as exc:
+                if self._code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+
+    def list_objects(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=validate_bucket(bucket), Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(
+                        key=item["Key"], size=int(item["Size"]), etag=item["ETag"].strip('"')
+                    )
+        except ClientError as exc:
+            if self._code(exc) == "NoSuchBucket":
+                raise BucketNotFoundError(f"bucket {bucket!r} does not exist") from exc
+            raise
+
+    def head(self, bucket: str, key: str) -> ObjectInfo:
+        try:
+            meta = self.client.head_object(Bucket=validate_bucket(bucket), Key=validate_key(key))
+        except ClientError as exc:
+            if self._code(exc) in ("404", "NoSuchKey", "NotFound"):
+                raise ObjectNotFoundError(f"object {key!r} not found in bucket {bucket!r}") from exc
+            raise
+        return ObjectInfo(key=key, size=int(meta["ContentLength"]), etag=meta["ETag"].strip('"'))
+
+    def download(self, bucket: str, key: str, dest: Path) -> ObjectInfo:
+        info = self.head(bucket, key)
+        self.client.download_file(bucket, key, str(dest))
+        return info
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        try:
+            body = self.client.get_object(Bucket=validate_bucket(bucket), Key=validate_key(key))
+        except ClientError as exc:
+            if self._code(exc) in ("404", "NoSuchKey", "NotFound"):
+                raise ObjectNotFoundError(f"object {key!r} not found in bucket {bucket!r}") from exc
+            raise
+        return body["Body"].read()
+
+    def put_bytes(self, bucket: str, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=validate_bucket(bucket), Key=validate_key(key), Body=data)
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The storage backend the settings name."""
+    if settings.storage == "s3":
+        secret = settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None
+        return S3Storage(
+            endpoint_url=settings.s3_endpoint_url,
+            access_key=settings.s3_access_key,
+            secret_key=secret,
+            region=settings.s3_region,
+        )
+    return LocalStorage(settings.resolved_local_root)
