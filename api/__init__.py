@@ -1,0 +1,1 @@
+"""HTTP API: validation, DB queries and queueing; no pipeline logic lives here."""

@@ -223,3 +223,15 @@ def open_storage(settings: Settings) -> Storage:
             region=settings.s3_region,
         )
     return LocalStorage(settings.resolved_local_root)
+
+
+def open_artifact_storage(settings: Settings) -> Storage:
+    """Where packsight keeps its own objects (sampled frames, adapters): the S3 server when S3
+    is configured, else a folder under data_dir, never inside the user's source folder."""
+    storage = (
+        open_storage(settings)
+        if settings.storage == "s3"
+        else LocalStorage(settings.data_dir.resolve() / "objects")
+    )
+    storage.ensure_bucket(settings.artifact_bucket)
+    return storage

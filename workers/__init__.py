@@ -1,0 +1,1 @@
+"""Celery side of packsight: the app, its signals and the per-stage tasks (kept thin)."""

@@ -1,0 +1,17 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from packsight.api.routes import health, jobs
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="packsight", version="0.1.0")
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    return app
+
+
+app = create_app()

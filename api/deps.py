@@ -1,0 +1,50 @@
+"""Shared route dependencies, as Annotated aliases so signatures read plainly."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from packsight.models.db import session_factory
+from packsight.settings import Settings, get_settings
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+_bearer = HTTPBearer(auto_error=False)
+
+
+def get_session(settings: SettingsDep) -> Iterator[Session]:
+    session = session_factory(settings.resolved_database_url)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def require_token(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    expected = settings.api_token.get_secret_value() if settings.api_token else None
+    if expected is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "PACKSIGHT_API_TOKEN is not set")
+    if credentials is None or not secrets.compare_digest(credentials.credentials, expected):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing or wrong bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+Authorized = Depends(require_token)

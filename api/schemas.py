@@ -1,0 +1,83 @@
+"""Request and response bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bucket: str = Field(min_length=1, max_length=255)
+    prefix: str | None = Field(default=None, max_length=1024)
+    keys: list[str] | None = Field(default=None, max_length=100_000)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JobCreate:
+        if (self.prefix is None) == (self.keys is None):
+            raise ValueError("give exactly one of 'prefix' or 'keys'")
+        if self.prefix is not None and not self.prefix.strip():
+            # An empty prefix would label the whole bucket; make that a deliberate choice.
+            raise ValueError("'prefix' must not be empty; name a folder or list 'keys'")
+        if self.keys is not None and not self.keys:
+            raise ValueError("'keys' must not be empty")
+        return self
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    state: str
+    items: int
+
+
+class ClipCounts(BaseModel):
+    total: int
+    labelled: int
+    failed: int
+    pending: int
+
+
+class FailedItem(BaseModel):
+    key: str
+    error: str | None
+
+
+class JobStatus(BaseModel):
+    id: str
+    state: str
+    bucket: str
+    prefix: str | None
+    model_version: str
+    created_at: datetime
+    finished_at: datetime | None
+    items: dict[str, int]
+    clips: ClipCounts
+    failed_items: list[FailedItem]
+
+
+class TemporalSegment(BaseModel):
+    start_frame: int
+    end_frame: int
+
+
+class ClipResult(BaseModel):
+    clip_id: str
+    video_key: str
+    window_start_frame: int
+    window_end_frame: int
+    status: str
+    dominant_operation: str | None
+    temporal_segment: TemporalSegment | None
+    anticipated_next_operation: str | None
+    confidence: float | None
+    error: str | None
+
+
+class ResultsPage(BaseModel):
+    items: list[ClipResult]
+    total: int
+    offset: int
+    limit: int
+    next_offset: int | None

@@ -1,0 +1,242 @@
+"""The `packsight` command: synthesise an archive, label it, read results, run services."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from packsight.settings import get_settings
+
+    get_settings.cache_clear()
+    return get_settings()
+
+
+@click.group()
+def main() -> None:
+    """packsight: label warehouse packaging video with a fine-tuned vision-language model."""
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--videos", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+def synth(out_dir: Path, videos: int, seed: int) -> None:
+    """Write a synthetic packaging-video archive with OpenPack-style annotations."""
+    from packsight.synth import write_synthetic_archive
+
+    written = write_synthetic_archive(out_dir, videos=videos, seed=seed)
+    for video in written:
+        click.echo(f"{video.key}\t{video.frame_count / video.fps:.1f}s\t{len(video.segments)} ops")
+    click.echo(f"wrote {len(written)} videos to {out_dir}")
+
+
+@main.command("tiny-model")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--family", type=click.Choice(["qwen2_vl", "qwen2_5_vl"]), default="qwen2_vl")
+def tiny_model(out_dir: Path, family: str) -> None:
+    """Build a tiny random-weight Qwen2-VL locally (for demos and tests; no downloads)."""
+    from packsight.vlm.tiny import build_tiny_model
+
+    click.echo(str(build_tiny_model(out_dir, family=family)))  # type: ignore[arg-type]
+
+
+@main.command()
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+    from packsight.models.migrate import upgrade_database
+
+    settings = _settings()
+    upgrade_database(settings.resolved_database_url)
+    click.echo(f"database at head: {_redacted(settings.resolved_database_url)}")
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _parse_source(source: str) -> tuple[str, str]:
+    """(bucket, prefix) for s3://bucket/prefix; a local folder sets the local storage root."""
+    if source.startswith("s3://"):
+        bucket, _, prefix = source.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise click.BadParameter("s3:// source needs a bucket name", param_hint="SOURCE")
+        os.environ.setdefault("PACKSIGHT_STORAGE", "s3")
+        return bucket, prefix
+    folder = Path(source).expanduser().resolve()
+    if not folder.is_dir():
+        raise click.BadParameter(f"{source!r} is not a folder or s3:// URL", param_hint="SOURCE")
+    if os.environ.get("PACKSIGHT_STORAGE", "local") != "local":
+        raise click.UsageError("a local folder needs PACKSIGHT_STORAGE=local")
+    # The folder becomes a bucket of a local storage rooted at its parent.
+    os.environ["PACKSIGHT_LOCAL_ROOT"] = str(folder.parent)
+    return folder.name, ""
+
+
+@main.command()
+@click.argument("source")
+@click.option("--wait/--no-wait", default=True, help="Follow the job until it ends.")
+def label(source: str, wait: bool) -> None:
+    """Label every video under SOURCE (a local folder or s3://bucket/prefix)."""
+    from packsight.models.migrate import upgrade_database
+    from packsight.storage import StorageError
+    from packsight.workers.submit import create_labelling_job, enqueue_items
+
+    bucket, prefix = _parse_source(source)
+    settings = _settings()
+    if settings.embedded:
+        upgrade_database(settings.resolved_database_url)
+        click.echo(f"embedded mode: {_redacted(settings.resolved_database_url)}, in-process tasks")
+    try:
+        submission = create_labelling_job(settings, bucket=bucket, prefix=prefix)
+    except (ValueError, StorageError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"job {submission.job_id}: {len(submission.item_ids)} videos")
+    started = time.monotonic()
+    enqueue_items(submission.item_ids)
+    if wait:
+        _follow(settings, submission.job_id)
+    _print_summary(settings, submission.job_id, time.monotonic() - started)
+
+
+def _follow(settings, job_id: str) -> None:  # type: ignore[no-untyped-def]
+    from packsight.models.db import session_scope
+    from packsight.models.jobs import job_counts
+    from packsight.models.tables import Job, JobState
+
+    while True:
+        with session_scope(settings.resolved_database_url) as session:
+            job = session.get(Job, job_id)
+            counts = job_counts(session, job=job)
+            state = job.state
+        items = " ".join(f"{k}={v}" for k, v in counts.items.items() if v)
+        clips = counts.clips
+        click.echo(
+            f"  {state}: items {items}; clips {clips['labelled']}/{clips['total']}", err=True
+        )
+        if state in JobState.FINAL:
+            return
+        time.sleep(2)
+
+
+def _print_summary(settings, job_id: str, elapsed: float) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import func, select
+
+    from packsight.models.db import session_scope
+    from packsight.models.jobs import job_counts
+    from packsight.models.tables import Clip, Job, JobItem, Prediction
+
+    with session_scope(settings.resolved_database_url) as session:
+        job = session.get(Job, job_id)
+        counts = job_counts(session, job=job)
+        click.echo(f"\n{'video':<44} {'state':<10} {'clips':>5} {'labelled':>8}  error")
+        for item in session.scalars(select(JobItem).where(JobItem.job_id == job_id)):
+            labelled = session.scalar(
+                select(func.count(Prediction.id))
+                .join(Clip, Clip.id == Prediction.clip_id)
+                .where(
+                    Clip.video_id == item.video_id,
+                    Prediction.model_version_id == job.model_version_id,
+                    Prediction.status == "ok",
+                )
+            )
+            error = (item.error or "")[:60]
+            clips = item.clip_count if item.clip_count is not None else "-"
+            click.echo(f"{item.key[-44:]:<44} {item.state:<10} {clips:>5} {labelled:>8}  {error}")
+        c = counts.clips
+        click.echo(
+            f"\njob {job.id} {job.state}: {counts.items_total} videos, {c['total']} clips, "
+            f"{c['labelled']} labelled, {c['failed']} failed, {elapsed:.1f}s"
+        )
+
+
+@main.command()
+@click.option("--job", "job_id", help="Job id (default: the latest job).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "table"]), default="jsonl")
+def results(job_id: str | None, fmt: str) -> None:
+    """Print a job's per-clip predictions."""
+    from sqlalchemy import select
+
+    from packsight.models.db import session_scope
+    from packsight.models.predictions import job_results_query
+    from packsight.models.tables import Job
+
+    settings = _settings()
+    with session_scope(settings.resolved_database_url) as session:
+        if job_id is None:
+            job = session.scalars(select(Job).order_by(Job.created_at.desc()).limit(1)).first()
+        else:
+            job = session.get(Job, job_id)
+        if job is None:
+            raise click.ClickException("no such job" if job_id else "no jobs yet")
+        rows = session.execute(
+            job_results_query(job_id=job.id, model_version_id=job.model_version_id)
+        ).all()
+        failed = 0
+        for pred, clip, _key in rows:
+            if pred.status != "ok":
+                failed += 1
+                click.echo(f"{clip.clip_key}: {pred.error}", err=True)
+                continue
+            record = {
+                "clip_id": clip.clip_key,
+                "dominant_operation": pred.dominant_operation,
+                "temporal_segment": {"start_frame": pred.start_frame, "end_frame": pred.end_frame},
+                "anticipated_next_operation": pred.anticipated_next_operation,
+                "confidence": round(pred.confidence, 4),
+            }
+            if fmt == "jsonl":
+                click.echo(json.dumps(record))
+            else:
+                seg = record["temporal_segment"]
+                click.echo(
+                    f"{clip.clip_key:<28} {pred.dominant_operation:<14} "
+                    f"{seg['start_frame']:>4}-{seg['end_frame']:<4} "
+                    f"{pred.anticipated_next_operation:<14} {pred.confidence:.3f}"
+                )
+        if failed:
+            click.echo(f"{failed} clips have no label (errors above)", err=True)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+def api(host: str, port: int) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    settings = _settings()
+    if settings.api_token is None:
+        raise click.UsageError("set PACKSIGHT_API_TOKEN to a secret before serving the API")
+    uvicorn.run("packsight.api.app:app", host=host, port=port, log_level="info")
+
+
+@main.command()
+@click.option("--queue", "queues", multiple=True, required=True, help="Queue(s) to consume.")
+@click.option("--concurrency", type=int, default=None)
+@click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), default=None)
+def worker(queues: tuple[str, ...], concurrency: int | None, pool: str | None) -> None:
+    """Run a Celery worker. GPU queues default to --pool solo (CUDA is not fork-safe)."""
+    from packsight.workers.app import app
+
+    settings = _settings()
+    if settings.embedded:
+        raise click.UsageError("set PACKSIGHT_BROKER_URL: a worker needs a broker")
+    gpu = any(q.startswith("gpu") for q in queues)
+    pool = pool or ("solo" if gpu else "prefork")
+    argv = ["worker", "-Q", ",".join(queues), "--pool", pool, "--loglevel", "INFO", "-E"]
+    if concurrency and pool != "solo":
+        argv += ["--concurrency", str(concurrency)]
+    app.worker_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

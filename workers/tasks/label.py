@@ -1,0 +1,138 @@
+"""GPU stage: label a batch of sampled clips with the job's model version and record every
+clip's outcome (a prediction or the reason there is none)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import select
+
+from packsight.framepack import FramePackError, unpack_frames
+from packsight.models.db import session_scope
+from packsight.models.jobs import register_attempt, settle_items, settle_job
+from packsight.models.predictions import ClipOutcome, upsert_predictions
+from packsight.models.tables import Clip, Job, JobItem, ModelVersion
+from packsight.parsing import ClipPrediction
+from packsight.settings import Settings, get_settings
+from packsight.storage import StorageError, open_artifact_storage
+from packsight.taxonomy import load_taxonomy
+from packsight.vlm.labeler import ClipInput, Labeler, load_labeler
+from packsight.workers.app import INFER_TASK, app, retry_or_give_up
+
+log = logging.getLogger(__name__)
+
+# One model per process: GPU workers run `--pool solo`, so the model is loaded in the process
+# that uses it (after any fork) and kept across tasks. A different version replaces it.
+_cache_lock = threading.Lock()
+_cached: tuple[str, Labeler] | None = None
+
+
+def labeler_for(version: ModelVersion, settings: Settings) -> Labeler:
+    global _cached
+    with _cache_lock:
+        if _cached is None or _cached[0] != version.name:
+            _cached = None  # drop the old model before loading the new one
+            labeler = load_labeler(
+                model=version.base_model,
+                adapter=version.adapter_uri,
+                quantization=version.quantization,  # type: ignore[arg-type]
+                device=settings.device,
+                taxonomy=load_taxonomy(version.taxonomy),
+                max_new_tokens=settings.max_new_tokens,
+            )
+            _cached = (version.name, labeler)
+        return _cached[1]
+
+
+@app.task(name=INFER_TASK, bind=True)
+def label_clips_task(self, item_id: int, clip_ids: list[int]) -> None:  # type: ignore[no-untyped-def]
+    try:
+        run_labelling(item_id=item_id, clip_ids=clip_ids, task_id=self.request.id or "local")
+    except Exception as exc:
+        log.exception("labelling clips %s of item %s failed", clip_ids, item_id)
+
+        def give_up(error: str) -> None:
+            fail_clips(get_settings(), item_id=item_id, clip_ids=clip_ids, error=error)
+
+        retry_or_give_up(self, exc, give_up)
+
+
+def _outcome(clip_id: int, result: ClipPrediction | Exception) -> ClipOutcome:
+    if isinstance(result, ClipPrediction):
+        return ClipOutcome(
+            clip_id=clip_id,
+            dominant_operation=result.dominant_operation,
+            start_frame=result.start_frame,
+            end_frame=result.end_frame,
+            anticipated_next_operation=result.anticipated_next_operation,
+            confidence=result.confidence,
+            raw_output=result.raw_output,
+        )
+    raw = getattr(result, "raw_output", None)
+    return ClipOutcome(clip_id=clip_id, error=f"invalid model output: {result}", raw_output=raw)
+
+
+def label_clips(clips: list[Clip], labeler: Labeler, settings: Settings) -> list[ClipOutcome]:
+    """Run the model over clips whose frames can be read; the others get an error outcome."""
+    artifacts = open_artifact_storage(settings)
+    outcomes: list[ClipOutcome] = []
+    ready: list[tuple[int, ClipInput]] = []
+    for clip in clips:
+        bucket, _, key = clip.frames_uri.partition("/")
+        try:
+            frames, _meta = unpack_frames(artifacts.get_bytes(bucket, key))
+        except (FramePackError, StorageError) as exc:
+            outcomes.append(ClipOutcome(clip_id=clip.id, error=f"sampled frames unreadable: {exc}"))
+            continue
+        ready.append((clip.id, ClipInput(frames, clip.frame_count, tuple(clip.frame_indices))))
+    if ready:
+        results = labeler.predict([clip_input for _, clip_input in ready])
+        outcomes += [_outcome(cid, r) for (cid, _), r in zip(ready, results, strict=True)]
+    return outcomes
+
+
+def run_labelling(
+    *, item_id: int, clip_ids: list[int], task_id: str, settings: Settings | None = None
+) -> None:
+    settings = settings or get_settings()
+    db = settings.resolved_database_url
+    with session_scope(db) as session:
+        item = session.get(JobItem, item_id)
+        job = session.get(Job, item.job_id)
+        version = session.get(ModelVersion, job.model_version_id)
+        clips = list(session.scalars(select(Clip).where(Clip.id.in_(clip_ids)).order_by(Clip.id)))
+        attempts = register_attempt(session, task_id=f"label:{task_id}")
+        job_id = job.id
+
+    if attempts > settings.max_attempts:
+        error = f"gave up after {settings.max_attempts} attempts: the GPU worker died on this batch"
+        outcomes = [ClipOutcome(clip_id=clip.id, error=error) for clip in clips]
+    else:
+        outcomes = label_clips(clips, labeler_for(version, settings), settings)
+    record_outcomes(
+        settings, item_id=item_id, job_id=job_id, version_id=version.id, outcomes=outcomes
+    )
+
+
+def record_outcomes(
+    settings: Settings, *, item_id: int, job_id: str, version_id: int, outcomes: list[ClipOutcome]
+) -> None:
+    db = settings.resolved_database_url
+    with session_scope(db) as session:
+        upsert_predictions(session, model_version_id=version_id, outcomes=outcomes)
+    # Separate transactions: whoever commits the last outcome also sees every other one.
+    with session_scope(db) as session:
+        settle_items(session, item_ids=[item_id])
+    with session_scope(db) as session:
+        settle_job(session, job_id=job_id)
+
+
+def fail_clips(settings: Settings, *, item_id: int, clip_ids: list[int], error: str) -> None:
+    with session_scope(settings.resolved_database_url) as session:
+        job = session.get(Job, session.get(JobItem, item_id).job_id)
+        job_id, version_id = job.id, job.model_version_id
+    outcomes = [ClipOutcome(clip_id=cid, error=f"labelling failed: {error}") for cid in clip_ids]
+    record_outcomes(
+        settings, item_id=item_id, job_id=job_id, version_id=version_id, outcomes=outcomes
+    )
