@@ -104,7 +104,9 @@ def label(source: str, wait: bool) -> None:
     enqueue_items(submission.item_ids)
     if wait:
         _follow(settings, submission.job_id)
-    _print_summary(settings, submission.job_id, time.monotonic() - started)
+    state = _print_summary(settings, submission.job_id, time.monotonic() - started)
+    if state in ("failed", "partially_failed"):
+        sys.exit(1)
 
 
 def _follow(settings, job_id: str) -> None:  # type: ignore[no-untyped-def]
@@ -127,7 +129,7 @@ def _follow(settings, job_id: str) -> None:  # type: ignore[no-untyped-def]
         time.sleep(2)
 
 
-def _print_summary(settings, job_id: str, elapsed: float) -> None:  # type: ignore[no-untyped-def]
+def _print_summary(settings, job_id: str, elapsed: float) -> str:  # type: ignore[no-untyped-def]
     from sqlalchemy import func, select
 
     from packsight.models.db import session_scope
@@ -156,6 +158,7 @@ def _print_summary(settings, job_id: str, elapsed: float) -> None:  # type: igno
             f"\njob {job.id} {job.state}: {counts.items_total} videos, {c['total']} clips, "
             f"{c['labelled']} labelled, {c['failed']} failed, {elapsed:.1f}s"
         )
+        return job.state
 
 
 @main.command()

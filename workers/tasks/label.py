@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -17,8 +18,10 @@ from packsight.parsing import ClipPrediction
 from packsight.settings import Settings, get_settings
 from packsight.storage import StorageError, open_artifact_storage
 from packsight.taxonomy import load_taxonomy
-from packsight.vlm.labeler import ClipInput, Labeler, load_labeler
 from packsight.workers.app import INFER_TASK, app, retry_or_give_up
+
+if TYPE_CHECKING:
+    from packsight.vlm.labeler import Labeler
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,9 @@ _cached: tuple[str, Labeler] | None = None
 
 
 def labeler_for(version: ModelVersion, settings: Settings) -> Labeler:
+    # Imported here so CPU workers and the API never load torch.
+    from packsight.vlm.labeler import load_labeler
+
     global _cached
     with _cache_lock:
         if _cached is None or _cached[0] != version.name:
@@ -75,6 +81,8 @@ def _outcome(clip_id: int, result: ClipPrediction | Exception) -> ClipOutcome:
 
 def label_clips(clips: list[Clip], labeler: Labeler, settings: Settings) -> list[ClipOutcome]:
     """Run the model over clips whose frames can be read; the others get an error outcome."""
+    from packsight.vlm.labeler import ClipInput
+
     artifacts = open_artifact_storage(settings)
     outcomes: list[ClipOutcome] = []
     ready: list[tuple[int, ClipInput]] = []

@@ -15,8 +15,8 @@ from packsight.models.jobs import register_attempt, set_item_state, settle_items
 from packsight.models.predictions import upsert_clips, upsert_video
 from packsight.models.tables import ItemState, Job, JobItem, Prediction, PredictionStatus
 from packsight.settings import Settings, get_settings
-from packsight.storage import StorageError, open_artifact_storage, open_storage
-from packsight.video import VideoDecodeError, clip_id, sample_video
+from packsight.storage import Storage, StorageError, open_artifact_storage, open_storage
+from packsight.video import SampledClip, VideoDecodeError, clip_id, decode_clips, plan_clips
 from packsight.workers.app import DECODE_TASK, app, retry_or_give_up
 
 log = logging.getLogger(__name__)
@@ -25,12 +25,17 @@ log = logging.getLogger(__name__)
 @app.task(name=DECODE_TASK, bind=True)
 def sample_video_task(self, item_id: int) -> None:  # type: ignore[no-untyped-def]
     try:
-        run_sampling(item_id=item_id, task_id=self.request.id or f"local-{item_id}")
+        batches = run_sampling(item_id=item_id, task_id=self.request.id or f"local-{item_id}")
     except Exception as exc:
         log.exception("sampling item %s failed", item_id)
         retry_or_give_up(
             self, exc, lambda error: fail_item(get_settings(), item_id=item_id, error=error)
         )
+        return
+    from packsight.workers.tasks.label import label_clips_task
+
+    for clip_ids in batches:
+        label_clips_task.apply_async(args=[item_id, clip_ids])
 
 
 def fail_item(settings: Settings, *, item_id: int, error: str) -> None:
@@ -43,13 +48,32 @@ def fail_item(settings: Settings, *, item_id: int, error: str) -> None:
         settle_job(session, job_id=job_id)
 
 
-def run_sampling(*, item_id: int, task_id: str, settings: Settings | None = None) -> None:
+def store_clip(
+    settings: Settings, artifacts: Storage, *, bucket: str, key: str, etag: str, clip: SampledClip
+) -> dict:
+    """Write a clip's sampled frames to the artifact store; returns its row values."""
+    frames_key = f"frames/{bucket}/{key}/{etag}/{clip.start_frame:09d}.zip"
+    meta = {"key": key, "start_frame": clip.start_frame, "frame_indices": list(clip.frame_indices)}
+    artifacts.put_bytes(settings.artifact_bucket, frames_key, pack_frames(clip.frames, meta=meta))
+    return {
+        "index": clip.index,
+        "start_frame": clip.start_frame,
+        "end_frame": clip.end_frame,
+        "frame_indices": list(clip.frame_indices),
+        "frames_uri": f"{settings.artifact_bucket}/{frames_key}",
+    }
+
+
+def run_sampling(
+    *, item_id: int, task_id: str, settings: Settings | None = None
+) -> list[list[int]]:
+    """Sample one item's video; returns the batches of clip ids still to be labelled."""
     settings = settings or get_settings()
     db = settings.resolved_database_url
     with session_scope(db) as session:
         item = session.get(JobItem, item_id)
         if item is None or item.state in ItemState.FINAL:
-            return
+            return []
         job = session.get(Job, item.job_id)
         attempts = register_attempt(session, task_id=f"sample:{task_id}")
         if attempts <= settings.max_attempts:
@@ -59,43 +83,30 @@ def run_sampling(*, item_id: int, task_id: str, settings: Settings | None = None
     if attempts > settings.max_attempts:
         error = f"gave up after {settings.max_attempts} attempts: the worker died while decoding"
         fail_item(settings, item_id=item_id, error=error)
-        return
+        return []
 
     storage = open_storage(settings)
+    artifacts = open_artifact_storage(settings)
     try:
         with tempfile.TemporaryDirectory(prefix="packsight-") as tmp:
             path = Path(tmp) / PurePosixPath(key).name
             obj = storage.download(bucket, key, path)
-            info, clips = sample_video(
+            info, plans = plan_clips(
                 path,
                 frames_per_clip=params["frames_per_clip"],
                 clip_seconds=params["clip_seconds"],
-                max_side=params["frame_max_side"],
                 motion_size=(settings.motion_width, settings.motion_height),
             )
+            # One clip's frames in memory at a time, however long the video.
+            records = [
+                store_clip(settings, artifacts, bucket=bucket, key=key, etag=obj.etag, clip=clip)
+                | {"clip_key": clip_id(key, clip.start_frame, info.fps)}
+                for clip in decode_clips(path, info, plans, max_side=params["frame_max_side"])
+            ]
     except (VideoDecodeError, StorageError) as exc:
         log.warning("item %s (%s) failed: %s", item_id, key, exc)
         fail_item(settings, item_id=item_id, error=str(exc))
-        return
-
-    artifacts = open_artifact_storage(settings)
-    records = []
-    for clip in clips:
-        frames_key = f"frames/{bucket}/{key}/{obj.etag}/{clip.start_frame:09d}.zip"
-        meta = {"key": key, "start_frame": clip.start_frame, "frame_indices": clip.frame_indices}
-        artifacts.put_bytes(
-            settings.artifact_bucket, frames_key, pack_frames(clip.frames, meta=meta)
-        )
-        records.append(
-            {
-                "clip_key": clip_id(key, clip.start_frame, info.fps),
-                "index": clip.index,
-                "start_frame": clip.start_frame,
-                "end_frame": clip.end_frame,
-                "frame_indices": list(clip.frame_indices),
-                "frames_uri": f"{settings.artifact_bucket}/{frames_key}",
-            }
-        )
+        return []
 
     with session_scope(db) as session:
         video = upsert_video(
@@ -137,10 +148,5 @@ def run_sampling(*, item_id: int, task_id: str, settings: Settings | None = None
             settle_items(session, item_ids=[item_id])
         with session_scope(db) as session:
             settle_job(session, job_id=job_id)
-        return
-
-    from packsight.workers.tasks.label import label_clips_task
-
     size = settings.gpu_batch_size
-    for start in range(0, len(todo), size):
-        label_clips_task.apply_async(args=[item_id, todo[start : start + size]])
+    return [todo[start : start + size] for start in range(0, len(todo), size)]

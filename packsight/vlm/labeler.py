@@ -1,0 +1,217 @@
+"""Label batches of clips with a Qwen2-VL / Qwen2.5-VL model: one generate call per batch."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+from transformers.video_utils import VideoMetadata
+
+from packsight.parsing import ClipPrediction, OutputParseError, parse_prediction
+from packsight.prompts import build_messages
+from packsight.taxonomy import Taxonomy
+from packsight.vlm.grammar import AnswerGrammar, ConstrainedAnswerProcessor
+from packsight.vlm.loading import Quantization, load_model_and_processor, resolve_device
+
+
+@dataclass
+class ClipInput:
+    frames: np.ndarray  # uint8 [n, h, w, 3], n even (8 by default), h and w multiples of 28
+    clip_frame_count: int  # frames in the clip window, e.g. 125 for 5 s at 25 fps
+    frame_indices: tuple[int, ...]  # positions of the sampled frames within the clip
+    # Qwen2.5-VL places frames in absolute time; the sampled frame rate is derived from this.
+    fps: float = 25.0
+
+
+class _ChosenTokenRecorder(LogitsProcessor):
+    """Unconstrained mode: the probability of each greedy choice, per row and step."""
+
+    def __init__(self, batch: int) -> None:
+        self.log_probs: list[list[float]] = [[] for _ in range(batch)]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        best = torch.log_softmax(scores.float(), dim=-1).max(dim=-1).values.cpu().tolist()
+        for row, value in enumerate(best):
+            self.log_probs[row].append(value)
+        return scores
+
+
+class Labeler:
+    """A loaded model that turns clips into `ClipPrediction`s (or per-clip parse errors)."""
+
+    def __init__(
+        self,
+        *,
+        model,
+        processor,
+        taxonomy: Taxonomy,
+        device: torch.device,
+        model_version_name: str,
+        max_new_tokens: int = 96,
+        constrained: bool = True,
+    ) -> None:
+        self.model = model
+        self.processor = processor
+        self.taxonomy = taxonomy
+        self.device = device
+        self.model_version_name = model_version_name
+        self.max_new_tokens = max_new_tokens
+        self.constrained = constrained
+        tokenizer = processor.tokenizer
+        # The grammar ends answers with <|im_end|> (end of turn); free generation may also stop
+        # at the checkpoint's own end tokens (Qwen lists <|endoftext|> too).
+        self.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        configured = configured if isinstance(configured, list) else [configured]
+        self.stop_token_ids = [self.eos_token_id] + [
+            t for t in configured if t is not None and t != self.eos_token_id
+        ]
+        self.pad_token_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_id
+        )
+        self.grammar = AnswerGrammar(
+            tokenizer=tokenizer, taxonomy=taxonomy, eos_token_id=self.eos_token_id
+        )
+        # Frames are given at their final size (no resize), so each side must split into whole
+        # merged patches: patch_size * merge_size pixels (28 for Qwen2-VL and Qwen2.5-VL).
+        video = processor.video_processor
+        self.frame_multiple = video.patch_size * video.merge_size
+        self.temporal_patch = video.temporal_patch_size
+
+    def _check(self, clip: ClipInput) -> None:
+        frames = clip.frames
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(
+                f"frames must be uint8 [n, h, w, 3], got {frames.dtype} {frames.shape}"
+            )
+        n, h, w, _ = frames.shape
+        if n == 0 or n % self.temporal_patch:
+            raise ValueError(
+                f"the frame count must be a positive multiple of {self.temporal_patch}, got {n}"
+            )
+        if h % self.frame_multiple or w % self.frame_multiple:
+            raise ValueError(
+                f"frame size {h}x{w} is not a multiple of {self.frame_multiple} per side"
+            )
+        if len(clip.frame_indices) != n:
+            raise ValueError(f"{n} frames but {len(clip.frame_indices)} frame_indices")
+
+    def _inputs(self, clips: list[ClipInput]):
+        texts = [
+            self.processor.apply_chat_template(
+                build_messages(
+                    taxonomy=self.taxonomy,
+                    clip_frame_count=clip.clip_frame_count,
+                    frame_indices=clip.frame_indices,
+                ),
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+            for clip in clips
+        ]
+        metadata = [
+            VideoMetadata(
+                total_num_frames=clip.clip_frame_count,
+                fps=clip.fps,
+                frames_indices=list(clip.frame_indices),
+            )
+            for clip in clips
+        ]
+        return self.processor(
+            text=texts,
+            videos=[clip.frames for clip in clips],
+            video_metadata=metadata,
+            do_sample_frames=False,  # the clip's frames are already the sampled ones
+            do_resize=False,
+            cap_pixels_per_frame=False,
+            padding=True,
+            padding_side="left",  # generation appends on the right of every row
+            return_tensors="pt",
+        ).to(self.device)
+
+    @torch.inference_mode()
+    def predict(self, clips: list[ClipInput]) -> list[ClipPrediction | OutputParseError]:
+        """One prediction, or the reason there is none, per clip, in order."""
+        if not clips:
+            return []
+        for clip in clips:
+            self._check(clip)
+        inputs = self._inputs(clips)
+        prompt_length = inputs["input_ids"].shape[1]
+        counts = [clip.clip_frame_count for clip in clips]
+        if self.constrained:
+            recorder = ConstrainedAnswerProcessor(
+                self.grammar,
+                clip_frame_counts=counts,
+                prompt_length=prompt_length,
+                pad_token_id=self.pad_token_id,
+            )
+            budget = max(self.max_new_tokens, max(self.grammar.max_tokens(n) for n in counts))
+        else:
+            recorder = _ChosenTokenRecorder(len(clips))
+            budget = self.max_new_tokens
+        sequences = self.model.generate(
+            **inputs,
+            max_new_tokens=budget,
+            do_sample=False,
+            # A repetition penalty would both distort the confidence and fight the template,
+            # which repeats quotes and, often, an operation name.
+            repetition_penalty=1.0,
+            eos_token_id=self.stop_token_ids,
+            pad_token_id=self.pad_token_id,
+            logits_processor=LogitsProcessorList([recorder]),
+        )
+        generated = sequences[:, prompt_length:].tolist()
+        return [
+            self._finish(row, tokens, counts[row], recorder) for row, tokens in enumerate(generated)
+        ]
+
+    def _finish(
+        self, row: int, tokens: list[int], count: int, recorder
+    ) -> ClipPrediction | OutputParseError:
+        stops = [i for i, t in enumerate(tokens) if t in self.stop_token_ids]
+        if stops:
+            tokens = tokens[: stops[0] + 1]
+        text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
+        if isinstance(recorder, ConstrainedAnswerProcessor):
+            confidence = recorder.operation_probability(row, tokens, "dominant")
+        else:
+            # Without the grammar there is no reliable token span for the operation; the
+            # geometric mean of the chosen tokens' probabilities stands in for it.
+            steps = recorder.log_probs[row][: len(tokens)]
+            confidence = math.exp(sum(steps) / len(steps)) if steps else 0.0
+        try:
+            return parse_prediction(
+                text, taxonomy=self.taxonomy, clip_frame_count=count, confidence=confidence
+            )
+        except OutputParseError as exc:
+            return exc
+
+
+def load_labeler(
+    *,
+    model: str,
+    adapter: str | None,
+    quantization: Quantization,
+    device: str = "auto",
+    taxonomy: Taxonomy,
+    max_new_tokens: int = 96,
+    constrained: bool = True,
+) -> Labeler:
+    """Load the model once; `model` and `adapter` are hub ids or local folders."""
+    target = resolve_device(device)
+    network, processor = load_model_and_processor(
+        model=model, adapter=adapter, quantization=quantization, device=target
+    )
+    return Labeler(
+        model=network,
+        processor=processor,
+        taxonomy=taxonomy,
+        device=target,
+        model_version_name=f"{model}@{adapter or 'base'}:{quantization}",
+        max_new_tokens=max_new_tokens,
+        constrained=constrained,
+    )

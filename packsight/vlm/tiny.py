@@ -1,0 +1,207 @@
+"""A tiny random-weight Qwen2-VL / Qwen2.5-VL checkpoint, built offline, for tests and demos.
+
+It has the real architecture, processor and chat format, so every code path that serves the
+2B/3B models runs against it in a second on a CPU; only the weights are meaningless.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from packsight.taxonomy import builtin_taxonomies, load_taxonomy
+
+Family = Literal["qwen2_vl", "qwen2_5_vl"]
+
+# Qwen's pre-tokenizer: among other things it splits every digit into its own token, which the
+# labeler's number grammar relies on.
+QWEN_PRETOKENIZE_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+# The same shape as Qwen's own template: a default system turn, image/video placeholders
+# inside user turns, and "<|im_start|>assistant\n" as the generation prompt.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+HIDDEN = 64
+HEADS = 4  # head_dim 16, so mrope_section must sum to 8
+
+
+def _corpus() -> list[str]:
+    """Text the tiny tokenizer learns merges from: the prompt and answer vocabulary."""
+    lines = [
+        "You are a helpful assistant.",
+        "Which packaging operation dominates this clip? Answer with JSON only.",
+        "The video shows clip frames 0, 17, 35, 53, 71, 89, 107 and 124 of 125.",
+        '{"dominant_operation": "Tape", "temporal_segment": {"start_frame": 14, '
+        '"end_frame": 98}, "anticipated_next_operation": "Put Items", "confidence": 0.87}',
+        " ".join(str(i) for i in range(200)),
+    ]
+    for name in builtin_taxonomies():
+        ops = load_taxonomy(name).operations
+        lines.append("Operations: " + ", ".join(ops) + ".")
+        lines.extend(
+            f'"dominant_operation": "{op}", "anticipated_next_operation": "{op}"' for op in ops
+        )
+    return lines * 4
+
+
+def _train_tokenizer(vocab_size: int = 700) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    data = json.loads(tok.to_str())
+    merges = [
+        tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in data["model"]["merges"]
+    ]
+    return data["model"]["vocab"], merges
+
+
+def _build_processor(family: Family):
+    from transformers import (
+        Qwen2_5_VLProcessor,
+        Qwen2Tokenizer,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    vocab, merges = _train_tokenizer()
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=merges,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens=[
+            t for t in SPECIAL_TOKENS if t not in ("<|endoftext|>", "<|im_end|>")
+        ],
+        model_max_length=32768,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    # Small pixel limits keep tests cheap; the labeler never resizes anyway.
+    pixels = {"min_pixels": 28 * 28, "max_pixels": 28 * 28 * 64}
+    image_processor = Qwen2VLImageProcessor(**pixels)
+    video_processor = Qwen2VLVideoProcessor(**pixels)
+    cls = Qwen2VLProcessor if family == "qwen2_vl" else Qwen2_5_VLProcessor
+    return cls(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def _build_config(family: Family, tokenizer):
+    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": HIDDEN,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": HEADS,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    special = {
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+    }
+    if family == "qwen2_vl":
+        vision = {
+            "depth": 2,
+            "embed_dim": 32,
+            "hidden_size": HIDDEN,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+        }
+        return Qwen2VLConfig(text_config=text, vision_config=vision, **special)
+    vision = {
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "out_hidden_size": HIDDEN,
+        "num_heads": 2,
+        "window_size": 56,
+        "fullatt_block_indexes": [1],
+    }
+    return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **special)
+
+
+def build_tiny_model(out_dir: Path, *, family: Family = "qwen2_vl", seed: int = 42) -> Path:
+    """Build and save a tiny random-weight model plus processor; return `out_dir`."""
+    from transformers import (
+        GenerationConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLForConditionalGeneration,
+    )
+
+    if family not in ("qwen2_vl", "qwen2_5_vl"):
+        raise ValueError(f"unknown model family {family!r}: use 'qwen2_vl' or 'qwen2_5_vl'")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    processor = _build_processor(family)
+    config = _build_config(family, processor.tokenizer)
+    cls = (
+        Qwen2VLForConditionalGeneration
+        if family == "qwen2_vl"
+        else Qwen2_5_VLForConditionalGeneration
+    )
+    torch.manual_seed(seed)
+    model = cls(config).eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.text_config.bos_token_id,
+        eos_token_id=config.text_config.eos_token_id,
+        pad_token_id=config.text_config.pad_token_id,
+        do_sample=False,
+    )
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir

@@ -1,0 +1,53 @@
+"""Session-wide fixtures for real Postgres, Redis and S3 on loopback, each started on first use,
+and the `gpu` marker's skip rule."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import cache
+
+import pytest
+import services
+from services import S3Endpoint
+
+pytest_plugins = ["app_fixtures"]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """SQLAlchemy URL (postgresql+psycopg2) of a fresh database, dropped after the session."""
+    with services.postgres_database() as database:
+        yield database.url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a private, empty Redis, stopped after the session."""
+    with services.redis_server() as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Endpoint]:
+    """A private S3 server (SeaweedFS) that requires `s3.access_key` / `s3.secret_key`."""
+    with services.s3_server() as server:
+        yield server.endpoint
+
+
+@cache
+def _why_no_cuda() -> str | None:
+    # torch takes seconds to import, so only sessions that collected a gpu test pay for it.
+    try:
+        import torch
+    except ImportError:
+        return "gpu test: torch is not installed"
+    if not torch.cuda.is_available():
+        return "gpu test: no CUDA device available"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu_items and (reason := _why_no_cuda()):
+        for item in gpu_items:
+            item.add_marker(pytest.mark.skip(reason=reason))

@@ -1,0 +1,95 @@
+"""Docker cannot run here, so the compose file is checked against the code it deploys."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from packsight.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "compose" / "docker-compose.yml"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def _command(service: dict) -> list[str]:
+    command = service["command"]
+    return command if isinstance(command, list) else command.split()
+
+
+def test_services_are_the_production_set(compose: dict) -> None:
+    assert set(compose["services"]) == {
+        "postgres", "redis", "minio", "minio-init", "migrate", "api",
+        "worker-cpu", "worker-gpu", "beat", "flower",
+    }  # fmt: skip
+
+
+def test_every_packsight_variable_is_a_setting(compose: dict) -> None:
+    fields = set(Settings.model_fields)
+    for name, service in compose["services"].items():
+        env = service.get("environment") or {}
+        for var in env:
+            if var.startswith("PACKSIGHT_"):
+                assert var.removeprefix("PACKSIGHT_").lower() in fields, f"{name}: {var}"
+
+
+def test_app_services_share_one_configuration(compose: dict) -> None:
+    app_services = ["migrate", "api", "worker-cpu", "worker-gpu", "beat", "flower"]
+    envs = [compose["services"][name]["environment"] for name in app_services]
+    assert all(env == envs[0] for env in envs)
+    env = envs[0]
+    assert env["PACKSIGHT_STORAGE"] == "s3"
+    assert env["PACKSIGHT_S3_ENDPOINT_URL"].startswith("http://minio:")
+    assert env["PACKSIGHT_DATABASE_URL"].startswith("postgresql+psycopg2://")
+    assert env["PACKSIGHT_BROKER_URL"].startswith("redis://redis:")
+
+
+def test_workers_consume_the_configured_queues(compose: dict) -> None:
+    defaults = Settings()
+    env = compose["services"]["api"]["environment"]
+    cpu = _command(compose["services"]["worker-cpu"])
+    gpu = _command(compose["services"]["worker-gpu"])
+    assert cpu[cpu.index("-Q") + 1] == env["PACKSIGHT_QUEUE_CPU"] == defaults.queue_cpu
+    assert gpu[gpu.index("-Q") + 1] == env["PACKSIGHT_QUEUE_GPU"] == defaults.queue_gpu
+    assert gpu[gpu.index("--pool") + 1] == "solo"
+    for command in (cpu, gpu):
+        assert command[:3] == ["celery", "-A", "packsight.workers.app"]
+
+
+def test_gpu_worker_reserves_an_nvidia_device_on_the_pinned_image(compose: dict) -> None:
+    service = compose["services"]["worker-gpu"]
+    devices = service["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    dockerfile = ROOT / "compose" / Path(service["build"]["dockerfile"]).name
+    first = dockerfile.read_text().split("FROM ", 1)[1].split()[0]
+    assert first == "nvidia/cuda:12.1.1-cudnn8-runtime-ubuntu22.04"
+
+
+def test_flower_requires_basic_auth(compose: dict) -> None:
+    assert any(arg.startswith("--basic-auth=") for arg in _command(compose["services"]["flower"]))
+
+
+def test_api_waits_for_migrations(compose: dict) -> None:
+    depends = compose["services"]["api"]["depends_on"]
+    assert depends["migrate"]["condition"] == "service_completed_successfully"
+    assert _command(compose["services"]["migrate"]) == ["packsight", "migrate"]
+
+
+def test_env_example_defines_every_required_variable() -> None:
+    required = set(re.findall(r"\$\{(\w+):\?", COMPOSE.read_text()))
+    example = (ROOT / "compose" / ".env.example").read_text()
+    defined = {line.split("=", 1)[0] for line in example.splitlines() if "=" in line}
+    assert required and required <= defined
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])
+def test_dockerfiles_copy_paths_that_exist(dockerfile: str) -> None:
+    for line in (ROOT / "compose" / dockerfile).read_text().splitlines():
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), f"{dockerfile}: {source}"
