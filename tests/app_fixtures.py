@@ -81,7 +81,7 @@ def stack(
         data_dir=tmp_path_factory.mktemp("data"),
     ) | {"PACKSIGHT_API_TOKEN": token, "PYTHONUNBUFFERED": "1"}
     port = services.free_port()
-    celery = [str(VENV_BIN / "celery"), "-A", "packsight.workers.app", "worker", "-E"]
+    celery = [str(VENV_BIN / "celery"), "-A", "packsight.workers.app", "worker", "-E", "-l", "INFO"]
     processes = [
         services.ProcessGroup(
             "worker-cpu",

@@ -18,11 +18,12 @@ from packsight.settings import Settings, get_settings
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def archive_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture
+def archive_root(tmp_path: Path) -> Path:
+    """Fresh files per test: labels already made for a video would otherwise be reused."""
     from packsight.synth import write_synthetic_archive
 
-    root = tmp_path_factory.mktemp("local-root")
+    root = tmp_path / "local-root"
     write_synthetic_archive(root / "videos", videos=2, seed=7, min_seconds=6, max_seconds=11)
     return root
 
