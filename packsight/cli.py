@@ -150,7 +150,7 @@ def _print_summary(settings, job_id: str, elapsed: float) -> str:  # type: ignor
                     Prediction.status == "ok",
                 )
             )
-            error = (item.error or "")[:60]
+            error = (item.error or "")[:100]
             clips = item.clip_count if item.clip_count is not None else "-"
             click.echo(f"{item.key[-44:]:<44} {item.state:<10} {clips:>5} {labelled:>8}  {error}")
         c = counts.clips

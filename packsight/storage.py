@@ -6,7 +6,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Protocol
 
 import boto3
@@ -43,8 +43,8 @@ def validate_key(key: str) -> str:
     """Reject keys that are empty, absolute, or climb out of their bucket ("..")."""
     if not key or key.startswith("/") or "\\" in key or "\x00" in key:
         raise InvalidKeyError(f"invalid object key {key!r}")
-    parts = PurePosixPath(key).parts
-    if any(part in ("..", ".") for part in parts):
+    # Split by hand: PurePosixPath would normalise "a/./b" to "a/b" and hide the segment.
+    if any(part in ("..", ".") for part in key.split("/")):
         raise InvalidKeyError(f"object key {key!r} must not contain '.' or '..' segments")
     return key
 
@@ -136,7 +136,9 @@ class S3Storage:
         access_key: str | None,
         secret_key: str | None,
         region: str = "us-east-1",
+        page_size: int = 1000,
     ) -> None:
+        self.page_size = page_size
         self.client = boto3.client(
             "s3",
             endpoint_url=endpoint_url,
@@ -175,7 +177,12 @@ class S3Storage:
     def list_objects(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
         try:
-            for page in paginator.paginate(Bucket=validate_bucket(bucket), Prefix=prefix):
+            pages = paginator.paginate(
+                Bucket=validate_bucket(bucket),
+                Prefix=prefix,
+                PaginationConfig={"PageSize": self.page_size},
+            )
+            for page in pages:
                 for item in page.get("Contents", []):
                     yield ObjectInfo(
                         key=item["Key"], size=int(item["Size"]), etag=item["ETag"].strip('"')

@@ -104,8 +104,14 @@ def run_sampling(
                 for clip in decode_clips(path, info, plans, max_side=params["frame_max_side"])
             ]
     except (VideoDecodeError, StorageError) as exc:
-        log.warning("item %s (%s) failed: %s", item_id, key, exc)
-        fail_item(settings, item_id=item_id, error=str(exc))
+        # Name the user's object, not the worker's temporary copy.
+        error = (
+            f"cannot decode {key!r}: {exc.reason}"
+            if isinstance(exc, VideoDecodeError)
+            else str(exc)
+        )
+        log.warning("item %s failed: %s", item_id, error)
+        fail_item(settings, item_id=item_id, error=error)
         return []
 
     with session_scope(db) as session:

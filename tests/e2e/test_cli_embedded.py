@@ -1,0 +1,74 @@
+"""The embedded default through the real `packsight` command: no servers, a SQLite file, a local
+folder and in-process tasks (what scripts/demo.sh runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from packsight.taxonomy import load_taxonomy
+from packsight.video import split_windows
+
+pytestmark = pytest.mark.e2e
+PACKSIGHT = str(Path(sys.executable).parent / "packsight")
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PACKSIGHT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_label_a_local_folder_on_the_embedded_default(tmp_path: Path, tiny_model_dir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PACKSIGHT_")}
+    env["PACKSIGHT_MODEL"] = str(tiny_model_dir)
+
+    synth = run(["synth", "archive", "--videos", "2", "--seed", "3"], tmp_path, env)
+    assert synth.returncode == 0, synth.stderr
+    manifest = json.loads((tmp_path / "archive" / "manifest.json").read_text())
+    expected = sum(len(split_windows(v["frame_count"], v["fps"], 5.0)) for v in manifest["videos"])
+
+    labelled = run(["label", "archive"], tmp_path, env)
+    assert labelled.returncode == 0, labelled.stdout + labelled.stderr
+    assert "embedded mode: sqlite" in labelled.stdout
+    assert f"{expected} clips, {expected} labelled, 0 failed" in labelled.stdout
+    assert (tmp_path / ".packsight" / "packsight.db").is_file()
+
+    results = run(["results", "--format", "jsonl"], tmp_path, env)
+    assert results.returncode == 0, results.stderr
+    records = [json.loads(line) for line in results.stdout.splitlines()]
+    assert len(records) == expected
+    operations = load_taxonomy("assignment").operations
+    for record in records:
+        assert set(record) == {
+            "clip_id", "dominant_operation", "temporal_segment",
+            "anticipated_next_operation", "confidence",
+        }  # fmt: skip
+        assert record["dominant_operation"] in operations
+        assert record["anticipated_next_operation"] in operations
+        segment = record["temporal_segment"]
+        assert 0 <= segment["start_frame"] <= segment["end_frame"]
+        assert 0 < record["confidence"] <= 1
+
+
+def test_a_bad_file_fails_alone_and_sets_the_exit_code(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PACKSIGHT_")}
+    env["PACKSIGHT_MODEL"] = str(tiny_model_dir)
+    assert run(["synth", "archive", "--videos", "1"], tmp_path, env).returncode == 0
+    (tmp_path / "archive" / "broken.mp4").write_bytes(b"")
+
+    labelled = run(["label", "archive"], tmp_path, env)
+    assert labelled.returncode == 1
+    assert "partially_failed" in labelled.stdout
+    broken = next(line for line in labelled.stdout.splitlines() if "broken.mp4" in line)
+    assert "failed" in broken and "empty" in broken
+
+    missing = run(["label", "no-such-folder"], tmp_path, env)
+    assert missing.returncode == 2 and "not a folder" in missing.stderr
