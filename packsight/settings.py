@@ -57,7 +57,6 @@ class Settings(BaseSettings):
     taxonomy: str = "assignment"
 
     api_token: SecretStr | None = None
-    flower_basic_auth: str | None = None
 
     @field_validator("frames_per_clip")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -192,13 +193,21 @@ class S3Storage:
                 raise BucketNotFoundError(f"bucket {bucket!r} does not exist") from exc
             raise
 
-    def head(self, bucket: str, key: str) -> ObjectInfo:
+    @contextmanager
+    def _object(self, bucket: str, key: str) -> Iterator[None]:
+        """Validate the names; turn S3's several spellings of "no such key" into one error."""
+        validate_bucket(bucket)
+        validate_key(key)
         try:
-            meta = self.client.head_object(Bucket=validate_bucket(bucket), Key=validate_key(key))
+            yield
         except ClientError as exc:
             if self._code(exc) in ("404", "NoSuchKey", "NotFound"):
                 raise ObjectNotFoundError(f"object {key!r} not found in bucket {bucket!r}") from exc
             raise
+
+    def head(self, bucket: str, key: str) -> ObjectInfo:
+        with self._object(bucket, key):
+            meta = self.client.head_object(Bucket=bucket, Key=key)
         return ObjectInfo(key=key, size=int(meta["ContentLength"]), etag=meta["ETag"].strip('"'))
 
     def download(self, bucket: str, key: str, dest: Path) -> ObjectInfo:
@@ -207,13 +216,8 @@ class S3Storage:
         return info
 
     def get_bytes(self, bucket: str, key: str) -> bytes:
-        try:
-            body = self.client.get_object(Bucket=validate_bucket(bucket), Key=validate_key(key))
-        except ClientError as exc:
-            if self._code(exc) in ("404", "NoSuchKey", "NotFound"):
-                raise ObjectNotFoundError(f"object {key!r} not found in bucket {bucket!r}") from exc
-            raise
-        return body["Body"].read()
+        with self._object(bucket, key):
+            return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
 
     def put_bytes(self, bucket: str, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=validate_bucket(bucket), Key=validate_key(key), Body=data)
