@@ -64,7 +64,10 @@ def load_model_and_processor(
         Qwen2_5_VLForConditionalGeneration,
         Qwen2VLForConditionalGeneration,
     )
+    from transformers.utils.logging import disable_progress_bar
 
+    # Per-shard progress bars are noise in worker logs and CLI output.
+    disable_progress_bar()
     if quantization not in ("nf4", "none"):
         raise ModelLoadError(f"unknown quantization {quantization!r}: use 'nf4' or 'none'")
     family = model_family(model)

@@ -182,7 +182,10 @@ def build_tiny_model(out_dir: Path, *, family: Family = "qwen2_vl", seed: int = 
         Qwen2_5_VLForConditionalGeneration,
         Qwen2VLForConditionalGeneration,
     )
+    from transformers.utils.logging import disable_progress_bar
 
+    # Per-shard progress bars are noise in worker logs and CLI output.
+    disable_progress_bar()
     if family not in ("qwen2_vl", "qwen2_5_vl"):
         raise ValueError(f"unknown model family {family!r}: use 'qwen2_vl' or 'qwen2_5_vl'")
     out_dir = Path(out_dir)
