@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from packsight.taxonomy import Taxonomy
+from packsight.vlm.answer import operation_codes
 
+ZERO_PADDED = re.compile(r'("(?:start|end)_frame"\s*:\s*)0+(\d)')
 # Model answers are short; a cap keeps a pathological output (thousands of "{") cheap to scan.
 MAX_SCANNED_CHARS = 20_000
 
@@ -76,6 +79,10 @@ def _operation(data: dict[str, Any], key: str, taxonomy: Taxonomy) -> str:
         raise OutputParseError(f"the answer has no {key!r} field")
     value = data[key]
     canonical = taxonomy.canonical(value) if isinstance(value, str) else None
+    if canonical is None and isinstance(value, str):
+        # The prompt lists operations by code (A = first operation, ...); accept either form.
+        codes = dict(zip(operation_codes(taxonomy), taxonomy.operations, strict=True))
+        canonical = codes.get(value.strip().upper())
     if canonical is None:
         known = ", ".join(taxonomy.operations)
         raise OutputParseError(
@@ -134,7 +141,8 @@ def parse_prediction(
 def _validated(
     text: str, taxonomy: Taxonomy, clip_frame_count: int, confidence: float | None
 ) -> ClipPrediction:
-    data = find_json_object(text)
+    # Frames are asked for with three digits ("start_frame": 007), which JSON forbids.
+    data = find_json_object(ZERO_PADDED.sub(r"\1\2", text))
     dominant = _operation(data, "dominant_operation", taxonomy)
     segment = data.get("temporal_segment")
     if not isinstance(segment, dict):

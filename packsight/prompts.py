@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from packsight.taxonomy import Taxonomy
+from packsight.vlm.answer import code_legend
 
 ANSWER_TEMPLATE = (
-    '{"dominant_operation": "<operation>", '
-    '"temporal_segment": {"start_frame": <int>, "end_frame": <int>}, '
-    '"anticipated_next_operation": "<operation>"}'
+    '{"dominant_operation": "<code>", '
+    '"temporal_segment": {"start_frame": <frame>, "end_frame": <frame>}, '
+    '"anticipated_next_operation": "<code>"}'
 )
 
 
@@ -36,10 +37,10 @@ def build_instruction(
         f"The video shows {len(frame_indices)} frames of a packaging clip that has "
         f"{clip_frame_count} frames, numbered 0 to {last}; the shown frames are clip frames "
         f"{shown}.\n"
-        f"Operations: {', '.join(taxonomy.operations)}.\n"
-        "Give the operation that fills most of the clip, the clip frames where it happens "
-        "(start_frame <= end_frame, both between 0 and "
-        f"{last}), and the operation that will come next.\n"
+        f"Operations: {code_legend(taxonomy)}.\n"
+        "Give the code of the operation that fills most of the clip, the clip frames where it "
+        f"happens (start_frame <= end_frame, both between 0 and {last}, written with three "
+        "digits, e.g. 007), and the code of the operation that will come next.\n"
         f"Answer with JSON only: {ANSWER_TEMPLATE}"
     )
 

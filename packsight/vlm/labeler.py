@@ -1,7 +1,13 @@
-"""Label batches of clips with a Qwen2-VL / Qwen2.5-VL model: one generate call per batch."""
+"""Label clips with a Qwen2-VL / Qwen2.5-VL model, in batches, with output that is always valid.
+
+The default path decodes the answer under constraints (see decoding.py): one prefill and seven
+single-token decisions per batch. The free-form path (`constrained=False`) is plain `generate`
+plus parsing; it is the baseline the benchmark compares against.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -13,8 +19,11 @@ from transformers.video_utils import VideoMetadata
 from packsight.parsing import ClipPrediction, OutputParseError, parse_prediction
 from packsight.prompts import build_messages
 from packsight.taxonomy import Taxonomy
-from packsight.vlm.grammar import AnswerGrammar, ConstrainedAnswerProcessor
+from packsight.vlm.answer import DIGITS, HEAD, AnswerFormat
+from packsight.vlm.decoding import LockstepDecoder
 from packsight.vlm.loading import Quantization, load_model_and_processor, resolve_device
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,7 +61,11 @@ class Labeler:
         model_version_name: str,
         max_new_tokens: int = 96,
         constrained: bool = True,
+        batch_size: int = 8,
     ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.batch_size = batch_size
         self.model = model
         self.processor = processor
         self.taxonomy = taxonomy
@@ -61,7 +74,7 @@ class Labeler:
         self.max_new_tokens = max_new_tokens
         self.constrained = constrained
         tokenizer = processor.tokenizer
-        # The grammar ends answers with <|im_end|> (end of turn); free generation may also stop
+        # Answers end with <|im_end|> (end of turn); free generation may also stop
         # at the checkpoint's own end tokens (Qwen lists <|endoftext|> too).
         self.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
         configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -72,9 +85,8 @@ class Labeler:
         self.pad_token_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_id
         )
-        self.grammar = AnswerGrammar(
-            tokenizer=tokenizer, taxonomy=taxonomy, eos_token_id=self.eos_token_id
-        )
+        self.answer_format = AnswerFormat(tokenizer, taxonomy)
+        self.decoder = LockstepDecoder(model, self.answer_format)
         # Frames are given at their final size (no resize), so each side must split into whole
         # merged patches: patch_size * merge_size pixels (28 for Qwen2-VL and Qwen2.5-VL).
         video = processor.video_processor
@@ -98,6 +110,10 @@ class Labeler:
             )
         if len(clip.frame_indices) != n:
             raise ValueError(f"{n} frames but {len(clip.frame_indices)} frame_indices")
+        if not 1 <= clip.clip_frame_count <= 10**DIGITS:
+            raise ValueError(
+                f"clip of {clip.clip_frame_count} frames: frame numbers must fit {DIGITS} digits"
+            )
 
     def _inputs(self, clips: list[ClipInput]):
         texts = [
@@ -110,6 +126,8 @@ class Labeler:
                 tokenize=False,
                 add_generation_prompt=True,
             )
+            # The constrained answer starts with fixed text; it is part of the prefill.
+            + (HEAD if self.constrained else "")
             for clip in clips
         ]
         metadata = [
@@ -132,63 +150,87 @@ class Labeler:
             return_tensors="pt",
         ).to(self.device)
 
-    @torch.inference_mode()
     def predict(self, clips: list[ClipInput]) -> list[ClipPrediction | OutputParseError]:
-        """One prediction, or the reason there is none, per clip, in order."""
-        if not clips:
-            return []
+        """One prediction, or the reason there is none, per clip, in order.
+
+        Clips run `batch_size` at a time. When the GPU runs out of memory the batch size is
+        halved for good and the same clips are tried again, so none is lost or repeated; only
+        a single clip that does not fit raises."""
         for clip in clips:
             self._check(clip)
+        results: list[ClipPrediction | OutputParseError] = []
+        while len(results) < len(clips):
+            batch = clips[len(results) : len(results) + self.batch_size]
+            try:
+                results += self._predict_batch(batch)
+            except torch.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise
+                self.batch_size //= 2
+                self.decoder.cache = None
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                log.warning("out of GPU memory: batch size lowered to %d", self.batch_size)
+        return results
+
+    @torch.inference_mode()
+    def _predict_batch(self, clips: list[ClipInput]) -> list[ClipPrediction | OutputParseError]:
         inputs = self._inputs(clips)
-        prompt_length = inputs["input_ids"].shape[1]
         counts = [clip.clip_frame_count for clip in clips]
-        if self.constrained:
-            recorder = ConstrainedAnswerProcessor(
-                self.grammar,
-                clip_frame_counts=counts,
-                prompt_length=prompt_length,
-                pad_token_id=self.pad_token_id,
-            )
-            budget = max(self.max_new_tokens, max(self.grammar.max_tokens(n) for n in counts))
-        else:
-            recorder = _ChosenTokenRecorder(len(clips))
-            budget = self.max_new_tokens
+        if not self.constrained:
+            return self._generate_free_form(inputs, counts)
+        results: list[ClipPrediction | OutputParseError] = []
+        for (answer, confidence), count in zip(
+            self.decoder.decode(inputs, counts), counts, strict=True
+        ):
+            text = self.answer_format.render(answer)
+            try:
+                results.append(
+                    parse_prediction(
+                        text, taxonomy=self.taxonomy, clip_frame_count=count, confidence=confidence
+                    )
+                )
+            except OutputParseError as exc:  # unreachable unless the decoder has a bug
+                results.append(exc)
+        return results
+
+    def _generate_free_form(
+        self, inputs, counts: list[int]
+    ) -> list[ClipPrediction | OutputParseError]:  # type: ignore[no-untyped-def]
+        prompt_length = inputs["input_ids"].shape[1]
+        recorder = _ChosenTokenRecorder(len(counts))
         sequences = self.model.generate(
             **inputs,
-            max_new_tokens=budget,
+            max_new_tokens=self.max_new_tokens,
             do_sample=False,
-            # A repetition penalty would both distort the confidence and fight the template,
-            # which repeats quotes and, often, an operation name.
+            # A repetition penalty (Qwen2.5-VL's config ships 1.05) would distort confidences.
             repetition_penalty=1.0,
             eos_token_id=self.stop_token_ids,
             pad_token_id=self.pad_token_id,
             logits_processor=LogitsProcessorList([recorder]),
         )
-        generated = sequences[:, prompt_length:].tolist()
-        return [
-            self._finish(row, tokens, counts[row], recorder) for row, tokens in enumerate(generated)
-        ]
-
-    def _finish(
-        self, row: int, tokens: list[int], count: int, recorder
-    ) -> ClipPrediction | OutputParseError:
-        stops = [i for i, t in enumerate(tokens) if t in self.stop_token_ids]
-        if stops:
-            tokens = tokens[: stops[0] + 1]
-        text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
-        if isinstance(recorder, ConstrainedAnswerProcessor):
-            confidence = recorder.operation_probability(row, tokens, "dominant")
-        else:
-            # Without the grammar there is no reliable token span for the operation; the
-            # geometric mean of the chosen tokens' probabilities stands in for it.
+        results: list[ClipPrediction | OutputParseError] = []
+        for row, tokens in enumerate(sequences[:, prompt_length:].tolist()):
+            stops = [i for i, t in enumerate(tokens) if t in self.stop_token_ids]
+            if stops:
+                tokens = tokens[: stops[0] + 1]
+            text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
+            # No reliable token span for the operation here: the geometric mean of the chosen
+            # tokens' probabilities stands in for a confidence.
             steps = recorder.log_probs[row][: len(tokens)]
             confidence = math.exp(sum(steps) / len(steps)) if steps else 0.0
-        try:
-            return parse_prediction(
-                text, taxonomy=self.taxonomy, clip_frame_count=count, confidence=confidence
-            )
-        except OutputParseError as exc:
-            return exc
+            try:
+                results.append(
+                    parse_prediction(
+                        text,
+                        taxonomy=self.taxonomy,
+                        clip_frame_count=counts[row],
+                        confidence=confidence,
+                    )
+                )
+            except OutputParseError as exc:
+                results.append(exc)
+        return results
 
 
 def load_labeler(
@@ -200,6 +242,7 @@ def load_labeler(
     taxonomy: Taxonomy,
     max_new_tokens: int = 96,
     constrained: bool = True,
+    batch_size: int = 8,
 ) -> Labeler:
     """Load the model once; `model` and `adapter` are hub ids or local folders."""
     target = resolve_device(device)
@@ -214,4 +257,5 @@ def load_labeler(
         model_version_name=f"{model}@{adapter or 'base'}:{quantization}",
         max_new_tokens=max_new_tokens,
         constrained=constrained,
+        batch_size=batch_size,
     )

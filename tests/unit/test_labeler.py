@@ -4,10 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from packsight.parsing import ClipPrediction, OutputParseError, parse_prediction
 from packsight.taxonomy import load_taxonomy
-from packsight.vlm.grammar import AnswerGrammar, _number_prefix_ok
+from packsight.vlm.answer import HEAD, Answer, allowed_digits
 from packsight.vlm.labeler import ClipInput, Labeler, load_labeler
 from packsight.vlm.tiny import build_tiny_model
 
@@ -89,7 +90,7 @@ def test_empty_batch_and_bad_frames(labeler: Labeler) -> None:
         labeler.predict([make_clip(1, 125, n=7)])
 
 
-def test_other_taxonomy_with_shared_name_prefixes(labeler: Labeler) -> None:
+def test_other_taxonomy_with_eleven_operations(labeler: Labeler) -> None:
     openpack = load_taxonomy("openpack")
     other = Labeler(
         model=labeler.model,
@@ -175,32 +176,147 @@ def test_tiny_model_is_deterministic(tmp_path: Path, tiny_models: dict[str, Path
         assert (again / name).read_bytes() == (tiny_models["qwen2_vl"] / name).read_bytes()
 
 
-def test_number_prefixes() -> None:
-    assert _number_prefix_ok("1", 0, 124) and _number_prefix_ok("124", 0, 124)
-    assert not _number_prefix_ok("125", 0, 124)
-    assert _number_prefix_ok("1", 100, 124) and not _number_prefix_ok("2", 100, 124)
-    assert not _number_prefix_ok("2", 30, 124) and _number_prefix_ok("3", 30, 124)  # 2, 20-29
-    assert _number_prefix_ok("0", 0, 5) and not _number_prefix_ok("0", 1, 5)
-    assert not _number_prefix_ok("01", 0, 124)
-    assert _number_prefix_ok("5", 50, 59) and not _number_prefix_ok("6", 50, 59)
+def test_allowed_digits_keep_numbers_in_range() -> None:
+    # First of three digits for 0..124: 0 or 1; then after "1", only 0..2 (100..129 -> <=124).
+    assert allowed_digits(0, 2, 0, 124) == [True, True] + [False] * 8
+    assert allowed_digits(1, 1, 0, 124) == [True, True, True] + [False] * 7
+    assert allowed_digits(12, 0, 0, 124) == [True] * 5 + [False] * 5
+    # An end frame at or after a start of 57 in a 60-frame clip: "05" then 7, 8, 9.
+    assert allowed_digits(5, 0, 57, 59) == [False] * 7 + [True] * 3
 
 
-def test_grammar_accepts_exactly_the_template(labeler: Labeler) -> None:
-    tokenizer = labeler.processor.tokenizer
-    eos = labeler.eos_token_id
-    grammar = AnswerGrammar(tokenizer=tokenizer, taxonomy=TAXONOMY, eos_token_id=eos)
-    text = (
-        '{"dominant_operation": "Put Items", "temporal_segment": {"start_frame": 7, '
-        '"end_frame": 59}, "anticipated_next_operation": "Pack"}'
+def test_answer_tokens_spell_the_rendered_answer(labeler: Labeler) -> None:
+    answer = Answer(operation=3, start_frame=7, end_frame=98, next_operation=4)
+    tokens = labeler.answer_format.answer_token_ids(answer)
+    text = HEAD + labeler.processor.tokenizer.decode(tokens)
+    assert '"start_frame": 007' in text and '"end_frame": 098' in text
+    parsed = parse_prediction(text, taxonomy=TAXONOMY, clip_frame_count=125, confidence=0.5)
+    assert (parsed.dominant_operation, parsed.start_frame, parsed.end_frame) == ("Put Items", 7, 98)
+    assert parsed.anticipated_next_operation == "Pack"
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+def test_cached_decoding_matches_a_full_forward(tiny_models: dict[str, Path], family: str) -> None:
+    """The KV-cache path (chunks, hand-made M-RoPE positions, left padding) must take the
+    decisions that one cache-free forward over prompt + answer would take."""
+    labeler = load_labeler(
+        model=str(tiny_models[family]), adapter=None, quantization="none", taxonomy=TAXONOMY
     )
-    tokens = [*tokenizer.encode(text, add_special_tokens=False), eos]
-    state, holes = grammar.walk(tokens, 60)
-    assert grammar.allowed(state, 60) == []  # complete
-    assert state.numbers == {"start": 7, "end": 59}
-    assert "dominant" in holes and "next" in holes
-    assert len(tokens) <= grammar.max_tokens(60)
-    # After start 7 in a 60-frame clip, end may start with 7, 8, 9 (one digit) or 1..5 (two).
-    prefix = tokenizer.encode(text[: text.index("59")], add_special_tokens=False)
-    state, _ = grammar.walk(prefix, 60)
-    digits = sorted(tokenizer.decode([t]) for t in grammar.allowed(state, 60))
-    assert digits == ["1", "2", "3", "4", "5", "7", "8", "9"]
+    clips = [make_clip(5, 125), make_clip(6, 37)]
+    predictions = labeler.predict(clips)
+    fmt = labeler.answer_format
+    for clip, prediction in zip(clips, predictions, strict=True):
+        answer = Answer(
+            TAXONOMY.index(prediction.dominant_operation),
+            prediction.start_frame,
+            prediction.end_frame,
+            TAXONOMY.index(prediction.anticipated_next_operation),
+        )
+        inputs = labeler._inputs([clip])
+        answer_ids = torch.tensor([fmt.answer_token_ids(answer)])
+        full = dict(inputs)
+        full["input_ids"] = torch.cat([inputs["input_ids"], answer_ids], dim=1)
+        full["attention_mask"] = torch.ones_like(full["input_ids"])
+        full["mm_token_type_ids"] = torch.cat(
+            [inputs["mm_token_type_ids"], torch.zeros_like(answer_ids)], dim=1
+        )
+        with torch.inference_mode():
+            logits = labeler.model(**full).logits[0].float()
+        prompt = inputs["input_ids"].shape[1]
+        ids = full["input_ids"][0].tolist()
+        # Every position whose next token was a decision: the code or digit chosen there must
+        # be the cache-free forward's best allowed candidate too.
+        decided = [
+            prompt - 1,
+            *[
+                prompt + i - 1
+                for i, token in enumerate(ids[prompt:])
+                if token in fmt.digit_ids or token in fmt.code_ids
+            ][1:],
+        ]
+        assert len(decided) == 1 + 3 + 3 + 1
+        last = clip.clip_frame_count - 1
+        ranges = [(0, last)] * 3 + [(answer.start_frame, last)] * 3
+        number = 0
+        for step, position in enumerate(decided):
+            token = ids[position + 1]
+            if step in (0, 7):
+                allowed = fmt.code_ids
+            else:
+                low, high = ranges[step - 1]
+                remaining = 3 - (step - 1) % 3 - 1
+                number = 0 if remaining == 2 else number
+                mask = allowed_digits(number, remaining, low, high)
+                allowed = [t for t, ok in zip(fmt.digit_ids, mask, strict=True) if ok]
+                number = number * 10 + fmt.digit_ids.index(token)
+            row = logits[position]
+            best = max(allowed, key=lambda t, row=row: row[t].item())
+            assert token in allowed
+            assert best == token or row[best] == row[token]
+        first = torch.softmax(logits[prompt - 1, fmt.code_ids], dim=-1).max().item()
+        assert prediction.confidence == pytest.approx(first, rel=1e-4)
+
+
+def test_garbage_logits_still_give_valid_answers(tiny_models: dict[str, Path]) -> None:
+    labeler = load_labeler(
+        model=str(tiny_models["qwen2_vl"]), adapter=None, quantization="none", taxonomy=TAXONOMY
+    )
+    with torch.no_grad():
+        labeler.model.lm_head.weight.fill_(float("nan"))  # tied: NaN logits everywhere
+    for prediction, clip in zip(labeler.predict(CLIPS), CLIPS, strict=True):
+        assert isinstance(prediction, ClipPrediction), prediction
+        assert 0 <= prediction.start_frame <= prediction.end_frame < clip.clip_frame_count
+        # No information at all: a uniform choice over the operations.
+        assert prediction.confidence == pytest.approx(1 / len(TAXONOMY.operations))
+    with torch.no_grad():
+        labeler.model.lm_head.weight.copy_(torch.randn_like(labeler.model.lm_head.weight) * 1e30)
+    for prediction, clip in zip(labeler.predict(CLIPS), CLIPS, strict=True):
+        assert_valid_or_certain(prediction, clip)
+
+
+def assert_valid_or_certain(prediction: ClipPrediction | OutputParseError, clip: ClipInput) -> None:
+    assert isinstance(prediction, ClipPrediction), prediction
+    assert 0 <= prediction.start_frame <= prediction.end_frame < clip.clip_frame_count
+    assert 0.0 < prediction.confidence <= 1.0
+
+
+class TightMemoryLabeler(Labeler):
+    """A labeler on a device that fits at most `fits` clips at once: bigger batches raise
+    the same error CUDA raises."""
+
+    fits = 2
+    batches: list[int]
+
+    def _predict_batch(self, clips):  # type: ignore[no-untyped-def]
+        self.batches.append(len(clips))
+        if len(clips) > self.fits:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated device limit)")
+        return super()._predict_batch(clips)
+
+
+def test_out_of_memory_halves_the_batch_and_loses_nothing(labeler: Labeler) -> None:
+    clips = [make_clip(seed, 125 if seed % 2 else 60) for seed in range(7)]
+    expected = labeler.predict(clips)
+    tight = TightMemoryLabeler(
+        model=labeler.model,
+        processor=labeler.processor,
+        taxonomy=TAXONOMY,
+        device=labeler.device,
+        model_version_name="tight",
+        batch_size=8,
+    )
+    tight.batches = []
+    results = tight.predict(clips)
+    assert tight.batch_size == 2
+    assert tight.batches == [7, 4, 2, 2, 2, 1]  # 8 -> 4 -> 2: pairs, then the last clip
+    assert len(results) == len(clips)
+    for got, want in zip(results, expected, strict=True):
+        assert (got.dominant_operation, got.start_frame, got.end_frame) == (
+            want.dominant_operation,
+            want.start_frame,
+            want.end_frame,
+        )
+    tight.fits = 0
+    with pytest.raises(torch.OutOfMemoryError):
+        tight.predict(clips[:1])
+    assert tight.batch_size == 1

@@ -112,3 +112,18 @@ def test_garbage_never_crashes() -> None:
     for text in ["{", "}{", '{"a": }', "\x00\xff", '{"dominant_operation": null}', "{" * 100]:
         with pytest.raises(OutputParseError):
             parse(text)
+
+
+def test_codes_and_zero_padded_frames_are_accepted() -> None:
+    text = (
+        '{"dominant_operation": "c", "temporal_segment": {"start_frame": 007, '
+        '"end_frame": 098}, "anticipated_next_operation": "D"}'
+    )
+    prediction = parse_prediction(text, taxonomy=TAXONOMY, clip_frame_count=125, confidence=0.5)
+    assert prediction.dominant_operation == "Tape"
+    assert prediction.anticipated_next_operation == "Put Items"
+    assert (prediction.start_frame, prediction.end_frame) == (7, 98)
+    with pytest.raises(OutputParseError, match="not an operation"):
+        parse_prediction(
+            text.replace('"c"', '"Z"'), taxonomy=TAXONOMY, clip_frame_count=125, confidence=0.5
+        )

@@ -18,7 +18,8 @@ def test_one_video_then_the_instruction() -> None:
 def test_instruction_names_operations_frames_and_answer_format() -> None:
     messages = build_messages(taxonomy=TAXONOMY, clip_frame_count=125, frame_indices=INDICES)
     text = messages[0]["content"][1]["text"]
-    assert "Operations: Box Setup, Inner Packing, Tape, Put Items" in text
+    assert "Operations: A = Box Setup; B = Inner Packing; C = Tape; D = Put Items" in text
+    assert "J = Unknown." in text and "three digits" in text
     assert "clip frames 0, 17, 35, 53, 71, 89, 107, 124" in text
     assert "125 frames, numbered 0 to 124" in text
     for key in ("dominant_operation", "start_frame", "end_frame", "anticipated_next_operation"):

@@ -46,6 +46,7 @@ def labeler_for(version: ModelVersion, settings: Settings) -> Labeler:
                 device=settings.device,
                 taxonomy=load_taxonomy(version.taxonomy),
                 max_new_tokens=settings.max_new_tokens,
+                batch_size=settings.gpu_batch_size,
             )
             _cached = (version.name, labeler)
         return _cached[1]
