@@ -142,6 +142,9 @@ class Labeler:
             text=texts,
             videos=[clip.frames for clip in clips],
             video_metadata=metadata,
+            # Rescale, normalise and patchify on the model's device: on the CPU this costs as
+            # much as the GPU's whole forward pass for a batch of clips.
+            device=str(self.device),
             do_sample_frames=False,  # the clip's frames are already the sampled ones
             do_resize=False,
             cap_pixels_per_frame=False,

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import partial
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from packsight.framepack import FramePackError, unpack_frames
+from packsight.framepack import unpack_many
 from packsight.models.db import session_scope
 from packsight.models.jobs import register_attempt, settle_items, settle_job
 from packsight.models.predictions import ClipOutcome, upsert_predictions
@@ -85,15 +86,16 @@ def label_clips(clips: list[Clip], labeler: Labeler, settings: Settings) -> list
     from packsight.vlm.labeler import ClipInput
 
     artifacts = open_artifact_storage(settings)
+    fetches = [partial(artifacts.get_bytes, *clip.frames_uri.split("/", 1)) for clip in clips]
     outcomes: list[ClipOutcome] = []
     ready: list[tuple[int, ClipInput]] = []
-    for clip in clips:
-        bucket, _, key = clip.frames_uri.partition("/")
-        try:
-            frames, _meta = unpack_frames(artifacts.get_bytes(bucket, key))
-        except (FramePackError, StorageError) as exc:
-            outcomes.append(ClipOutcome(clip_id=clip.id, error=f"sampled frames unreadable: {exc}"))
+    for clip, unpacked in zip(clips, unpack_many(fetches, expected=(StorageError,)), strict=True):
+        if isinstance(unpacked, Exception):
+            outcomes.append(
+                ClipOutcome(clip_id=clip.id, error=f"sampled frames unreadable: {unpacked}")
+            )
             continue
+        frames, _meta = unpacked
         ready.append((clip.id, ClipInput(frames, clip.frame_count, tuple(clip.frame_indices))))
     if ready:
         results = labeler.predict([clip_input for _, clip_input in ready])
