@@ -246,11 +246,12 @@ def load_labeler(
     max_new_tokens: int = 96,
     constrained: bool = True,
     batch_size: int = 8,
+    dtype: torch.dtype | None = None,
 ) -> Labeler:
     """Load the model once; `model` and `adapter` are hub ids or local folders."""
     target = resolve_device(device)
     network, processor = load_model_and_processor(
-        model=model, adapter=adapter, quantization=quantization, device=target
+        model=model, adapter=adapter, quantization=quantization, device=target, dtype=dtype
     )
     return Labeler(
         model=network,

@@ -55,7 +55,12 @@ def model_family(model: str) -> str:
 
 
 def load_model_and_processor(
-    *, model: str, adapter: str | None, quantization: Quantization, device: torch.device
+    *,
+    model: str,
+    adapter: str | None,
+    quantization: Quantization,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
 ):
     """The eval-mode model (with its LoRA adapter, if any) and its processor."""
     from transformers import (
@@ -76,7 +81,7 @@ def load_model_and_processor(
         if family == "qwen2_vl"
         else Qwen2_5_VLForConditionalGeneration
     )
-    dtype = compute_dtype(device)
+    dtype = dtype or compute_dtype(device)
     kwargs: dict = {"dtype": dtype, "attn_implementation": "sdpa", **_source_kwargs(model)}
     if quantization == "nf4":
         kwargs["quantization_config"] = BitsAndBytesConfig(
