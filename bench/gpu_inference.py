@@ -92,6 +92,33 @@ def _load(model_dir: Path, device: str, batch_size: int, **kwargs: Any) -> tuple
     return labeler, time.perf_counter() - start
 
 
+def breakdown(labeler: Labeler, inputs: Any, batch: int) -> dict[str, float]:
+    """Seconds of one batch spent in each step of the system path (synchronised)."""
+    device = labeler.device
+    marks = [time.perf_counter()]
+
+    def mark() -> None:
+        _sync(device)
+        marks.append(time.perf_counter())
+
+    clips, _ = inputs(0, batch)
+    mark()
+    model_inputs = labeler._inputs(clips)
+    mark()
+    with torch.inference_mode():
+        labeler.model(**model_inputs, use_cache=True, logits_to_keep=1)
+    mark()
+    labeler.decoder.decode(model_inputs, [c.clip_frame_count for c in clips])
+    mark()
+    unpack, preprocess, prefill, decode = (b - a for a, b in zip(marks, marks[1:], strict=False))
+    return {
+        "unpack": unpack,
+        "preprocess": preprocess,
+        "prefill": prefill,
+        "decisions": decode - prefill,  # decode() repeats the prefill, then 7 small forwards
+    }
+
+
 def run_phase(
     model_dir: Path, args: argparse.Namespace, *, path: str, batch: int, clips: list, packs: list
 ) -> dict[str, Any]:
@@ -130,7 +157,9 @@ def run_phase(
     _sync(device)
     seconds = time.perf_counter() - start
     counter.handle.remove()
+    phases = breakdown(labeler, inputs, batch) if system else {}
     record = {
+        "phase_s_per_batch": phases,
         "path": path,
         "batch": batch,
         "effective_batch": getattr(labeler, "batch_size", batch),  # lowered after an OOM
@@ -275,9 +304,10 @@ def main() -> None:
                     "model": REAL_NAMES[family] if args.size == "real" else "tiny",
                 }
                 report["results"].append(record)
+                phases = " ".join(f"{k}={v:.3f}s" for k, v in record["phase_s_per_batch"].items())
                 print(
                     f"{family} {path} batch {batch}: {record['clips_per_s']:.2f} clips/s, "
-                    f"peak {_gib(record['peak_gib'])} GiB, load {record['load_s']:.1f} s",
+                    f"peak {_gib(record['peak_gib'])} GiB, load {record['load_s']:.1f} s {phases}",
                     flush=True,
                 )
                 report["ratios"] = _ratios(report["results"])

@@ -7,6 +7,8 @@ from typing import Literal
 
 import torch
 
+from packsight.vlm.attention import use_packed_vision_attention
+
 Quantization = Literal["nf4", "none"]
 FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 # Module prefixes kept out of NF4: the vision tower (small, and sensitive to quantization) and
@@ -93,6 +95,7 @@ def load_model_and_processor(
         # bitsandbytes quantizes while placing weights, so the device is chosen at load time.
         kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
     network = cls.from_pretrained(model, **kwargs)
+    use_packed_vision_attention(network)
     if quantization == "none":
         network = network.to(device)
     if adapter is not None:
