@@ -26,6 +26,7 @@ import time
 from datetime import UTC, datetime
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,7 @@ def breakdown(labeler: Labeler, inputs: Any, batch: int) -> dict[str, float]:
     mark()
     labeler.decoder.decode(model_inputs, [c.clip_frame_count for c in clips])
     mark()
-    unpack, preprocess, prefill, decode = (b - a for a, b in zip(marks, marks[1:], strict=False))
+    unpack, preprocess, prefill, decode = (b - a for a, b in pairwise(marks))
     return {
         "unpack": unpack,
         "preprocess": preprocess,
