@@ -10,8 +10,6 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -79,23 +77,3 @@ def unpack_frames(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
         # UnidentifiedImageError is an OSError; json errors and bad shapes are ValueErrors.
         raise FramePackError(f"corrupt frame pack: {type(exc).__name__}: {exc}") from exc
     return frames, header["meta"]
-
-
-def unpack_many(
-    packs: Iterable[Callable[[], bytes]],
-    *,
-    threads: int = 8,
-    expected: tuple[type[Exception], ...] = (),
-) -> list[tuple[np.ndarray, dict] | Exception]:
-    """Fetch and unpack many packs concurrently (JPEG decoding releases the GIL); each item is
-    a function returning a pack's bytes. A pack that fails with a FramePackError, or one of the
-    `expected` errors of its fetch, comes back as that error, in place."""
-
-    def one(fetch: Callable[[], bytes]) -> tuple[np.ndarray, dict] | Exception:
-        try:
-            return unpack_frames(fetch())
-        except (FramePackError, *expected) as exc:
-            return exc
-
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(one, packs))

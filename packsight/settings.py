@@ -47,7 +47,10 @@ class Settings(BaseSettings):
     quantization: Literal["nf4", "none"] = "nf4"
     device: str = "auto"
     max_new_tokens: int = 96
-    gpu_batch_size: int = Field(default=8, ge=1)
+    # Clips per forward pass on the GPU, and model batches per GPU task: a task of several
+    # batches lets the worker load the next batch's frames while the GPU runs the current one.
+    gpu_batch_size: int = Field(default=64, ge=1)
+    gpu_task_batches: int = Field(default=4, ge=1)
 
     frames_per_clip: int = Field(default=8, ge=2)
     clip_seconds: float = Field(default=5.0, gt=0)

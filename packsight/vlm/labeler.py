@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -169,16 +171,68 @@ class Labeler:
             except torch.OutOfMemoryError:
                 if self.batch_size == 1:
                     raise
-                self.batch_size //= 2
-                self.decoder.cache = None
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                log.warning("out of GPU memory: batch size lowered to %d", self.batch_size)
+                self._shrink()
         return results
 
-    @torch.inference_mode()
+    def predict_stream(
+        self, loaders: Sequence[Callable[[], ClipInput | Exception]], *, threads: int = 8
+    ) -> list[ClipPrediction | OutputParseError | Exception]:
+        """Predict clips that still have to be loaded (fetched, unpacked). The next batch is
+        loaded and preprocessed on a helper thread while the GPU works on the current one, so
+        CPU work hides behind GPU work. A loader returns its clip, or the error that made it
+        unreadable, which then stands in that clip's place."""
+        results: list[ClipPrediction | OutputParseError | Exception | None] = [None] * len(loaders)
+
+        def prepare(start: int, size: int):  # type: ignore[no-untyped-def]
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                loaded = list(pool.map(lambda load: load(), loaders[start : start + size]))
+            good = []
+            for index, clip in enumerate(loaded, start):
+                if isinstance(clip, Exception):
+                    results[index] = clip
+                    continue
+                try:
+                    self._check(clip)
+                except ValueError as exc:  # frames of an unusable shape: that clip's error
+                    results[index] = exc
+                    continue
+                good.append((index, clip))
+            inputs = self._inputs([clip for _, clip in good]) if good else None
+            return good, inputs
+
+        with ThreadPoolExecutor(max_workers=1) as helper:
+            start, size = 0, self.batch_size
+            pending = helper.submit(prepare, start, size) if loaders else None
+            while pending is not None:
+                good, inputs = pending.result()
+                start += size
+                size = self.batch_size
+                pending = helper.submit(prepare, start, size) if start < len(loaders) else None
+                if not good:
+                    continue
+                try:
+                    predictions = self._run(inputs, [clip for _, clip in good])
+                except torch.OutOfMemoryError:
+                    self._shrink()
+                    predictions = self.predict([clip for _, clip in good])
+                for (index, _), prediction in zip(good, predictions, strict=True):
+                    results[index] = prediction
+        return results  # type: ignore[return-value]
+
+    def _shrink(self) -> None:
+        if self.batch_size == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory with a batch of one clip")
+        self.batch_size //= 2
+        self.decoder.cache = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        log.warning("out of GPU memory: batch size lowered to %d", self.batch_size)
+
     def _predict_batch(self, clips: list[ClipInput]) -> list[ClipPrediction | OutputParseError]:
-        inputs = self._inputs(clips)
+        return self._run(self._inputs(clips), clips)
+
+    @torch.inference_mode()
+    def _run(self, inputs: dict, clips: list[ClipInput]) -> list[ClipPrediction | OutputParseError]:
         counts = [clip.clip_frame_count for clip in clips]
         if not self.constrained:
             return self._generate_free_form(inputs, counts)

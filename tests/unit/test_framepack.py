@@ -116,19 +116,3 @@ def test_pack_rejects_frames_it_cannot_store(frames: np.ndarray) -> None:
 def test_pack_rejects_meta_that_is_not_json() -> None:
     with pytest.raises(ValueError, match="JSON"):
         pack_frames(_frames(1, 28, 28), meta={"when": object()})
-
-
-def test_unpack_many_keeps_order_and_reports_failures_in_place() -> None:
-    from packsight.framepack import unpack_many
-
-    frames = [np.full((2, 28, 28, 3), value, dtype=np.uint8) for value in (10, 200)]
-    packs = [pack_frames(f, meta={"i": i}) for i, f in enumerate(frames)]
-
-    def missing() -> bytes:
-        raise KeyError("no such object")
-
-    fetches = [lambda: packs[0], lambda: b"not a zip", missing, lambda: packs[1]]
-    results = unpack_many(fetches, threads=3, expected=(KeyError,))
-    assert [type(r).__name__ for r in results] == ["tuple", "FramePackError", "KeyError", "tuple"]
-    assert results[0][1] == {"i": 0} and results[3][1] == {"i": 1}
-    assert abs(int(results[3][0].mean()) - 200) <= 2

@@ -287,11 +287,11 @@ class TightMemoryLabeler(Labeler):
     fits = 2
     batches: list[int]
 
-    def _predict_batch(self, clips):  # type: ignore[no-untyped-def]
+    def _run(self, inputs, clips):  # type: ignore[no-untyped-def]
         self.batches.append(len(clips))
         if len(clips) > self.fits:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated device limit)")
-        return super()._predict_batch(clips)
+        return super()._run(inputs, clips)
 
 
 def test_out_of_memory_halves_the_batch_and_loses_nothing(labeler: Labeler) -> None:
@@ -320,3 +320,37 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(labeler: Labeler) -> N
     with pytest.raises(torch.OutOfMemoryError):
         tight.predict(clips[:1])
     assert tight.batch_size == 1
+
+
+def test_stream_matches_predict_and_keeps_load_errors_in_place(labeler: Labeler) -> None:
+    from packsight.framepack import FramePackError
+
+    clips = [make_clip(seed, 125 if seed % 2 else 60) for seed in range(7)]
+    expected = labeler.predict(clips)
+    loaders = [lambda clip=clip: clip for clip in clips]
+    loaders.insert(3, lambda: FramePackError("pack 3 is corrupt"))
+    loaders.append(lambda: make_clip(99, 125, size=50))  # unusable frame size
+    tight = TightMemoryLabeler(
+        model=labeler.model,
+        processor=labeler.processor,
+        taxonomy=TAXONOMY,
+        device=labeler.device,
+        model_version_name="tight",
+        batch_size=4,
+    )
+    tight.batches, tight.fits = [], 3  # the first batch of 4 runs out of memory
+    results = tight.predict_stream(loaders)
+    assert len(results) == len(loaders)
+    assert isinstance(results[3], FramePackError)
+    assert isinstance(results[-1], ValueError) and "multiple of 28" in str(results[-1])
+    got = [r for i, r in enumerate(results) if i not in (3, len(loaders) - 1)]
+    for prediction, want in zip(got, expected, strict=True):
+        assert (prediction.dominant_operation, prediction.start_frame, prediction.end_frame) == (
+            want.dominant_operation,
+            want.start_frame,
+            want.end_frame,
+        )
+    assert tight.batch_size == 2
+    # Batch 1 holds 3 loadable clips (pack 3 failed) and fits; batch 2 (4 clips) runs out of
+    # memory and is redone as two pairs.
+    assert tight.batches == [3, 4, 2, 2]

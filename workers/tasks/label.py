@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from functools import partial
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from packsight.framepack import unpack_many
+from packsight.framepack import FramePackError, unpack_frames
 from packsight.models.db import session_scope
 from packsight.models.jobs import register_attempt, settle_items, settle_job
 from packsight.models.predictions import ClipOutcome, upsert_predictions
@@ -77,30 +77,31 @@ def _outcome(clip_id: int, result: ClipPrediction | Exception) -> ClipOutcome:
             confidence=result.confidence,
             raw_output=result.raw_output,
         )
+    if isinstance(result, FramePackError | StorageError):
+        return ClipOutcome(clip_id=clip_id, error=f"sampled frames unreadable: {result}")
     raw = getattr(result, "raw_output", None)
     return ClipOutcome(clip_id=clip_id, error=f"invalid model output: {result}", raw_output=raw)
 
 
 def label_clips(clips: list[Clip], labeler: Labeler, settings: Settings) -> list[ClipOutcome]:
-    """Run the model over clips whose frames can be read; the others get an error outcome."""
+    """Run the model over the clips; a clip whose frames cannot be read gets an error outcome.
+    Frames are fetched and unpacked while the GPU works on the previous batch."""
     from packsight.vlm.labeler import ClipInput
 
     artifacts = open_artifact_storage(settings)
-    fetches = [partial(artifacts.get_bytes, *clip.frames_uri.split("/", 1)) for clip in clips]
-    outcomes: list[ClipOutcome] = []
-    ready: list[tuple[int, ClipInput]] = []
-    for clip, unpacked in zip(clips, unpack_many(fetches, expected=(StorageError,)), strict=True):
-        if isinstance(unpacked, Exception):
-            outcomes.append(
-                ClipOutcome(clip_id=clip.id, error=f"sampled frames unreadable: {unpacked}")
-            )
-            continue
-        frames, _meta = unpacked
-        ready.append((clip.id, ClipInput(frames, clip.frame_count, tuple(clip.frame_indices))))
-    if ready:
-        results = labeler.predict([clip_input for _, clip_input in ready])
-        outcomes += [_outcome(cid, r) for (cid, _), r in zip(ready, results, strict=True)]
-    return outcomes
+
+    def loader(clip: Clip) -> Callable[[], ClipInput | Exception]:
+        def load() -> ClipInput | Exception:
+            try:
+                frames, _meta = unpack_frames(artifacts.get_bytes(*clip.frames_uri.split("/", 1)))
+            except (FramePackError, StorageError) as exc:
+                return exc
+            return ClipInput(frames, clip.frame_count, tuple(clip.frame_indices))
+
+        return load
+
+    results = labeler.predict_stream([loader(clip) for clip in clips])
+    return [_outcome(clip.id, result) for clip, result in zip(clips, results, strict=True)]
 
 
 def run_labelling(

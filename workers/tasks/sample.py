@@ -154,5 +154,5 @@ def run_sampling(
             settle_items(session, item_ids=[item_id])
         with session_scope(db) as session:
             settle_job(session, job_id=job_id)
-    size = settings.gpu_batch_size
+    size = settings.gpu_batch_size * settings.gpu_task_batches
     return [todo[start : start + size] for start in range(0, len(todo), size)]
