@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from packsight.framepack import pack_frames, unpack_frames
+from packsight.framepack import pack_frames, read_frame_pack
 from packsight.parsing import OutputParseError
 from packsight.taxonomy import load_taxonomy
 from packsight.vlm.architectures import FAMILIES, REAL_NAMES, build_random_model
@@ -96,8 +96,8 @@ def unpacked(pack: bytes):  # type: ignore[no-untyped-def]
     """A loader like the GPU task's: unpack one stored frame pack into a ClipInput."""
 
     def load() -> ClipInput:
-        frames, meta = unpack_frames(pack)
-        return ClipInput(frames, CLIP_FRAME_COUNT, tuple(meta["frame_indices"]))
+        encoded = read_frame_pack(pack)  # decoded by the labeler, on the GPU, per batch
+        return ClipInput(encoded, CLIP_FRAME_COUNT, tuple(encoded.meta["frame_indices"]))
 
     return load
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,8 +54,18 @@ def pack_frames(frames: np.ndarray, *, meta: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def unpack_frames(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
-    """The frames (uint8 [n, h, w, 3]) and meta dict of a pack; FramePackError if it is damaged."""
+@dataclass(frozen=True)
+class EncodedFrames:
+    """A pack's frames still JPEG-encoded: the GPU decodes them faster than the CPU can."""
+
+    jpegs: list[bytes]
+    height: int
+    width: int
+    meta: dict[str, Any]
+
+
+def read_frame_pack(data: bytes) -> EncodedFrames:
+    """The pack's JPEG frames and meta, checked but not decoded; FramePackError if damaged."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as pack:
             header = json.loads(pack.read(META_NAME))
@@ -64,16 +75,28 @@ def unpack_frames(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
             # Check before allocating: a damaged header must not ask for gigabytes.
             if not all(isinstance(v, int) and 0 < v <= _MAX_DIM for v in (count, height, width)):
                 raise FramePackError(f"implausible frame pack shape {(count, height, width)}")
-            frames = np.empty((count, height, width, 3), dtype=np.uint8)
-            for i in range(count):
-                with Image.open(io.BytesIO(pack.read(f"{i:04d}.jpg"))) as image:
-                    frame = np.asarray(image.convert("RGB"))
-                if frame.shape != frames.shape[1:]:
-                    raise FramePackError(f"frame {i} is {frame.shape}, expected {frames.shape[1:]}")
-                frames[i] = frame
+            jpegs = [pack.read(f"{i:04d}.jpg") for i in range(count)]
+            return EncodedFrames(jpegs=jpegs, height=height, width=width, meta=header["meta"])
     except FramePackError:
         raise
     except (zipfile.BadZipFile, KeyError, TypeError, ValueError, OSError, EOFError) as exc:
-        # UnidentifiedImageError is an OSError; json errors and bad shapes are ValueErrors.
         raise FramePackError(f"corrupt frame pack: {type(exc).__name__}: {exc}") from exc
-    return frames, header["meta"]
+
+
+def unpack_frames(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
+    """The frames (uint8 [n, h, w, 3]) and meta dict of a pack; FramePackError if it is damaged."""
+    encoded = read_frame_pack(data)
+    frames = np.empty((len(encoded.jpegs), encoded.height, encoded.width, 3), dtype=np.uint8)
+    try:
+        for i, jpeg in enumerate(encoded.jpegs):
+            with Image.open(io.BytesIO(jpeg)) as image:
+                frame = np.asarray(image.convert("RGB"))
+            if frame.shape != frames.shape[1:]:
+                raise FramePackError(f"frame {i} is {frame.shape}, expected {frames.shape[1:]}")
+            frames[i] = frame
+    except FramePackError:
+        raise
+    except (ValueError, OSError, EOFError) as exc:
+        # UnidentifiedImageError is an OSError.
+        raise FramePackError(f"corrupt frame pack: {type(exc).__name__}: {exc}") from exc
+    return frames, encoded.meta

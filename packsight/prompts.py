@@ -33,15 +33,14 @@ def build_instruction(
         )
     last = clip_frame_count - 1
     shown = ", ".join(str(i) for i in frame_indices)
+    # Kept short: every prompt token is prefilled for every clip.
     return (
-        f"The video shows {len(frame_indices)} frames of a packaging clip that has "
-        f"{clip_frame_count} frames, numbered 0 to {last}; the shown frames are clip frames "
+        f"Packaging clip of {clip_frame_count} frames, numbered 0 to {last}; shown: clip frames "
         f"{shown}.\n"
         f"Operations: {code_legend(taxonomy)}.\n"
-        "Give the code of the operation that fills most of the clip, the clip frames where it "
-        f"happens (start_frame <= end_frame, both between 0 and {last}, written with three "
-        "digits, e.g. 007), and the code of the operation that will come next.\n"
-        f"Answer with JSON only: {ANSWER_TEMPLATE}"
+        "Answer in JSON with the code of the operation that fills most of the clip, its first "
+        f"and last clip frame (0 to {last}, three digits, e.g. 007) and the code of the next "
+        f"operation: {ANSWER_TEMPLATE}"
     )
 
 

@@ -11,13 +11,14 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.video_utils import VideoMetadata
 
+from packsight.framepack import EncodedFrames
 from packsight.parsing import ClipPrediction, OutputParseError, parse_prediction
 from packsight.prompts import build_messages
 from packsight.taxonomy import Taxonomy
@@ -30,7 +31,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ClipInput:
-    frames: np.ndarray  # uint8 [n, h, w, 3], n even (8 by default), h and w multiples of 28
+    # uint8 [n, h, w, 3] (n even, 8 by default; h and w multiples of 28), or still JPEG-encoded
+    # frames, which the labeler decodes on its own device in one call per batch.
+    frames: np.ndarray | torch.Tensor | EncodedFrames
     clip_frame_count: int  # frames in the clip window, e.g. 125 for 5 s at 25 fps
     frame_indices: tuple[int, ...]  # positions of the sampled frames within the clip
     # Qwen2.5-VL places frames in absolute time; the sampled frame rate is derived from this.
@@ -97,11 +100,15 @@ class Labeler:
 
     def _check(self, clip: ClipInput) -> None:
         frames = clip.frames
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(
-                f"frames must be uint8 [n, h, w, 3], got {frames.dtype} {frames.shape}"
-            )
-        n, h, w, _ = frames.shape
+        if isinstance(frames, EncodedFrames):
+            n, h, w = len(frames.jpegs), frames.height, frames.width
+        else:
+            uint8 = torch.uint8 if isinstance(frames, torch.Tensor) else np.uint8
+            if frames.dtype != uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+                raise ValueError(
+                    f"frames must be uint8 [n, h, w, 3], got {frames.dtype} {tuple(frames.shape)}"
+                )
+            n, h, w, _ = frames.shape
         if n == 0 or n % self.temporal_patch:
             raise ValueError(
                 f"the frame count must be a positive multiple of {self.temporal_patch}, got {n}"
@@ -117,7 +124,53 @@ class Labeler:
                 f"clip of {clip.clip_frame_count} frames: frame numbers must fit {DIGITS} digits"
             )
 
+    def _decode(self, clips: list[ClipInput]) -> list[ClipInput | Exception]:
+        """Decode JPEG-encoded frames on the model's device (nvJPEG on a GPU), all clips in one
+        call; a clip whose JPEGs are damaged comes back as its error."""
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        def decode(group: list[ClipInput]) -> list[ClipInput]:
+            data = [
+                torch.frombuffer(bytearray(jpeg), dtype=torch.uint8)
+                for clip in group
+                for jpeg in clip.frames.jpegs
+            ]
+            images = iter(decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device))
+            out = []
+            for clip in group:
+                frames = torch.stack([next(images) for _ in clip.frames.jpegs]).permute(0, 2, 3, 1)
+                if tuple(frames.shape[1:3]) != (clip.frames.height, clip.frames.width):
+                    raise ValueError(
+                        f"decoded frames are {tuple(frames.shape)}, pack says otherwise"
+                    )
+                out.append(replace(clip, frames=frames))
+            return out
+
+        encoded = [c for c in clips if isinstance(c.frames, EncodedFrames)]
+        if not encoded:
+            return list(clips)
+        try:
+            decoded = iter(decode(encoded))
+            return [next(decoded) if isinstance(c.frames, EncodedFrames) else c for c in clips]
+        except (RuntimeError, ValueError):
+            pass  # find the damaged clip(s): decode one by one
+        results: list[ClipInput | Exception] = []
+        for clip in clips:
+            try:
+                results.append(
+                    decode([clip])[0] if isinstance(clip.frames, EncodedFrames) else clip
+                )
+            except (RuntimeError, ValueError) as exc:
+                results.append(ValueError(f"damaged JPEG frames: {exc}"))
+        return results
+
     def _inputs(self, clips: list[ClipInput]):
+        if any(isinstance(clip.frames, EncodedFrames) for clip in clips):
+            decoded = self._decode(clips)
+            errors = [d for d in decoded if isinstance(d, Exception)]
+            if errors:
+                raise errors[0]
+            clips = decoded  # type: ignore[assignment]
         texts = [
             self.processor.apply_chat_template(
                 build_messages(
@@ -197,6 +250,13 @@ class Labeler:
                     results[index] = exc
                     continue
                 good.append((index, clip))
+            decoded = self._decode([clip for _, clip in good])
+            for (index, _), clip in zip(list(good), decoded, strict=True):
+                if isinstance(clip, Exception):
+                    results[index] = clip
+            good = [
+                (i, c) for (i, _), c in zip(good, decoded, strict=True) if isinstance(c, ClipInput)
+            ]
             inputs = self._inputs([clip for _, clip in good]) if good else None
             return good, inputs
 

@@ -354,3 +354,39 @@ def test_stream_matches_predict_and_keeps_load_errors_in_place(labeler: Labeler)
     # Batch 1 holds 3 loadable clips (pack 3 failed) and fits; batch 2 (4 clips) runs out of
     # memory and is redone as two pairs.
     assert tight.batches == [3, 4, 2, 2]
+
+
+def test_jpeg_encoded_frames_decode_on_the_device_and_damage_stays_local(labeler: Labeler) -> None:
+    from packsight.framepack import pack_frames, read_frame_pack
+
+    clips = [make_clip(seed, 125) for seed in range(3)]
+    packs = [read_frame_pack(pack_frames(c.frames, meta={})) for c in clips]
+    encoded = [
+        ClipInput(p, c.clip_frame_count, c.frame_indices) for p, c in zip(packs, clips, strict=True)
+    ]
+    from_jpeg = labeler.predict(encoded)
+    # Same answers as the frames decoded by Pillow (JPEG decoders agree to a grey level).
+    from packsight.framepack import unpack_frames
+
+    pillow = [
+        ClipInput(
+            unpack_frames(pack_frames(c.frames, meta={}))[0], c.clip_frame_count, c.frame_indices
+        )
+        for c in clips
+    ]
+    for a, b in zip(from_jpeg, labeler.predict(pillow), strict=True):
+        assert a.dominant_operation == b.dominant_operation
+        assert a.confidence == pytest.approx(b.confidence, abs=1e-3)
+
+    damaged = packs[1].jpegs.copy()
+    damaged[4] = damaged[4][:40]  # a truncated JPEG
+    from dataclasses import replace as copy_with
+
+    loaders = [
+        lambda: encoded[0],
+        lambda: ClipInput(copy_with(packs[1], jpegs=damaged), 125, clips[1].frame_indices),
+        lambda: encoded[2],
+    ]
+    results = labeler.predict_stream(loaders)
+    assert isinstance(results[1], ValueError) and "damaged JPEG" in str(results[1])
+    assert isinstance(results[0], ClipPrediction) and isinstance(results[2], ClipPrediction)

@@ -21,7 +21,7 @@ def test_instruction_names_operations_frames_and_answer_format() -> None:
     assert "Operations: A = Box Setup; B = Inner Packing; C = Tape; D = Put Items" in text
     assert "J = Unknown." in text and "three digits" in text
     assert "clip frames 0, 17, 35, 53, 71, 89, 107, 124" in text
-    assert "125 frames, numbered 0 to 124" in text
+    assert "125 frames, numbered 0 to 124" in text and "three digits" in text
     for key in ("dominant_operation", "start_frame", "end_frame", "anticipated_next_operation"):
         assert f'"{key}"' in text
 

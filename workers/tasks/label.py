@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from packsight.framepack import FramePackError, unpack_frames
+from packsight.framepack import FramePackError, read_frame_pack
 from packsight.models.db import session_scope
 from packsight.models.jobs import register_attempt, settle_items, settle_job
 from packsight.models.predictions import ClipOutcome, upsert_predictions
 from packsight.models.tables import Clip, Job, JobItem, ModelVersion
-from packsight.parsing import ClipPrediction
+from packsight.parsing import ClipPrediction, OutputParseError
 from packsight.settings import Settings, get_settings
 from packsight.storage import StorageError, open_artifact_storage
 from packsight.taxonomy import load_taxonomy
@@ -77,7 +77,9 @@ def _outcome(clip_id: int, result: ClipPrediction | Exception) -> ClipOutcome:
             confidence=result.confidence,
             raw_output=result.raw_output,
         )
-    if isinstance(result, FramePackError | StorageError):
+    if isinstance(result, FramePackError | StorageError | ValueError) and not isinstance(
+        result, OutputParseError
+    ):
         return ClipOutcome(clip_id=clip_id, error=f"sampled frames unreadable: {result}")
     raw = getattr(result, "raw_output", None)
     return ClipOutcome(clip_id=clip_id, error=f"invalid model output: {result}", raw_output=raw)
@@ -93,10 +95,11 @@ def label_clips(clips: list[Clip], labeler: Labeler, settings: Settings) -> list
     def loader(clip: Clip) -> Callable[[], ClipInput | Exception]:
         def load() -> ClipInput | Exception:
             try:
-                frames, _meta = unpack_frames(artifacts.get_bytes(*clip.frames_uri.split("/", 1)))
+                pack = read_frame_pack(artifacts.get_bytes(*clip.frames_uri.split("/", 1)))
             except (FramePackError, StorageError) as exc:
                 return exc
-            return ClipInput(frames, clip.frame_count, tuple(clip.frame_indices))
+            # Still JPEG: the labeler decodes a whole batch on the GPU.
+            return ClipInput(pack, clip.frame_count, tuple(clip.frame_indices))
 
         return load
 
