@@ -12,17 +12,21 @@ from dataclasses import dataclass
 
 import torch
 
-from packsight.vlm.answer import DIGITS, Answer, AnswerFormat, allowed_digits
+from packsight.vlm.answer import DIGITS, Answer, AnswerFormat
 
 
 @dataclass
 class Decision:
+    """Per-row results of one decision, kept on the device (no host sync mid-answer)."""
+
     tokens: torch.Tensor  # [batch] chosen token ids
-    index: list[int]  # chosen position within the allowed list, per row
-    probability: list[float]
+    index: torch.Tensor  # [batch] chosen position within the candidates
+    probability: torch.Tensor  # [batch]
 
 
-def choose(logits: torch.Tensor, candidates: list[int], allowed: torch.Tensor | None) -> Decision:
+def choose(
+    logits: torch.Tensor, candidates: torch.Tensor, allowed: torch.Tensor | None
+) -> Decision:
     """Pick among `candidates` (token ids) per row; `allowed` [batch, n] masks some out.
 
     Garbage logits (NaN, inf) cannot break the answer: NaN counts as -inf, and a row with no
@@ -31,17 +35,24 @@ def choose(logits: torch.Tensor, candidates: list[int], allowed: torch.Tensor | 
     scores = torch.nan_to_num(scores, nan=float("-inf"), posinf=torch.finfo(torch.float32).max)
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
-    hopeless = torch.isinf(scores).all(dim=-1) | torch.isnan(scores).any(dim=-1)
-    if hopeless.any():
-        fallback = torch.zeros_like(scores)
-        if allowed is not None:
-            fallback = fallback.masked_fill(~allowed, float("-inf"))
-        scores = torch.where(hopeless[:, None], fallback, scores)
+    hopeless = torch.isinf(scores).all(dim=-1, keepdim=True)
+    uniform = torch.zeros_like(scores)
+    if allowed is not None:
+        uniform = uniform.masked_fill(~allowed, float("-inf"))
+    scores = torch.where(hopeless, uniform, scores)
     probabilities = torch.softmax(scores, dim=-1)
     best = probabilities.argmax(dim=-1)
     chosen = probabilities.gather(1, best[:, None])[:, 0]
-    ids = torch.tensor(candidates, device=logits.device)[best]
-    return Decision(tokens=ids, index=best.tolist(), probability=chosen.tolist())
+    return Decision(tokens=candidates[best], index=best, probability=chosen)
+
+
+def allowed_digit_mask(
+    prefix: torch.Tensor, remaining: int, low: torch.Tensor, high: torch.Tensor
+) -> torch.Tensor:
+    """`allowed_digits` for a whole batch at once, on the device: [batch, 10]."""
+    span = 10**remaining
+    smallest = (prefix[:, None] * 10 + torch.arange(10, device=prefix.device)) * span
+    return (smallest <= high[:, None]) & (smallest + span - 1 >= low[:, None])
 
 
 class LockstepDecoder:
@@ -72,51 +83,54 @@ class LockstepDecoder:
         self.cache = out.past_key_values
         return out.logits[:, -1]
 
-    def _feed(self, chosen: torch.Tensor, fixed: list[int]) -> torch.Tensor:
-        tail = torch.tensor(fixed, device=chosen.device, dtype=chosen.dtype)
-        return self._forward(torch.cat([chosen[:, None], tail.expand(len(chosen), -1)], dim=1))
+    def _feed(self, chosen: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        return self._forward(torch.cat([chosen[:, None], fixed.expand(len(chosen), -1)], dim=1))
 
     def _number(
-        self, logits: torch.Tensor, low: list[int], high: list[int], fixed_after: list[int]
-    ) -> tuple[list[int], torch.Tensor]:
-        """Decide a zero-padded number per row within [low, high]; returns values and the
+        self, logits: torch.Tensor, low: torch.Tensor, high: torch.Tensor, fixed_after: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decide a zero-padded number per row within [low, high]; returns the values and the
         logits after feeding its last digit plus `fixed_after`."""
-        values = [0] * len(low)
+        values = torch.zeros_like(low)
         for position in range(DIGITS):
             remaining = DIGITS - position - 1
-            allowed = torch.tensor(
-                [
-                    allowed_digits(v, remaining, lo, hi)
-                    for v, lo, hi in zip(values, low, high, strict=True)
-                ],
-                device=logits.device,
-            )
-            decision = choose(logits, self.format.digit_ids, allowed)
-            values = [v * 10 + d for v, d in zip(values, decision.index, strict=True)]
-            fixed = fixed_after if remaining == 0 else []
-            logits = self._feed(decision.tokens, fixed)
+            allowed = allowed_digit_mask(values, remaining, low, high)
+            decision = choose(logits, self.digit_ids, allowed)
+            values = values * 10 + decision.index
+            logits = self._feed(decision.tokens, fixed_after if remaining == 0 else self.nothing)
         return values, logits
 
     @torch.inference_mode()
     def decode(self, inputs: dict, frame_counts: list[int]) -> list[tuple[Answer, float]]:
         """The answer and the dominant operation's probability for every row."""
         self.mask = inputs["attention_mask"]
+        device = self.mask.device
+        # Host-to-device copies of small lists synchronise the stream: make every constant
+        # up front, so the decisions below queue on the GPU without waiting for each other.
+        on_device = lambda ids: torch.tensor(ids, device=device, dtype=torch.long)  # noqa: E731
+        self.code_ids, self.digit_ids = (
+            on_device(self.format.code_ids),
+            on_device(self.format.digit_ids),
+        )
+        after_operation = on_device(self.format.after_operation)
+        between, after_end = on_device(self.format.between_frames), on_device(self.format.after_end)
+        self.nothing = on_device([])
+        last = on_device(frame_counts) - 1
         out = self.model(**inputs, use_cache=True, logits_to_keep=1)
         self.cache = out.past_key_values
-        self.deltas = self._vlm.rope_deltas.to(self.mask.device)
-        codes = self.format.code_ids
+        self.deltas = self._vlm.rope_deltas.to(device)
 
-        operation = choose(out.logits[:, -1], codes, None)
-        logits = self._feed(operation.tokens, self.format.after_operation)
-        last = [n - 1 for n in frame_counts]
-        starts, logits = self._number(logits, [0] * len(last), last, self.format.between_frames)
-        ends, logits = self._number(logits, starts, last, self.format.after_end)
+        operation = choose(out.logits[:, -1], self.code_ids, None)
+        logits = self._feed(operation.tokens, after_operation)
+        starts, logits = self._number(logits, torch.zeros_like(last), last, between)
+        ends, logits = self._number(logits, starts, last, after_end)
         # The last decision needs these logits only, not another forward.
-        following = choose(logits, codes, None)
+        following = choose(logits, self.code_ids, None)
         self.cache = None  # free the KV cache before the next batch
+        # The only host sync of the answer: everything above was queued without waiting.
+        rows = torch.stack([operation.index, starts, ends, following.index]).T.tolist()
+        probabilities = operation.probability.tolist()
         return [
             (Answer(op, start, end, nxt), p)
-            for op, start, end, nxt, p in zip(
-                operation.index, starts, ends, following.index, operation.probability, strict=True
-            )
+            for (op, start, end, nxt), p in zip(rows, probabilities, strict=True)
         ]

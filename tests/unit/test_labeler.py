@@ -390,3 +390,15 @@ def test_jpeg_encoded_frames_decode_on_the_device_and_damage_stays_local(labeler
     results = labeler.predict_stream(loaders)
     assert isinstance(results[1], ValueError) and "damaged JPEG" in str(results[1])
     assert isinstance(results[0], ClipPrediction) and isinstance(results[2], ClipPrediction)
+
+
+def test_device_digit_mask_matches_the_reference_rule() -> None:
+    from packsight.vlm.decoding import allowed_digit_mask
+
+    cases = [(p, r, lo, hi) for p in (0, 1, 5, 12) for r in (0, 1, 2) for lo, hi in
+             ((0, 124), (57, 59), (0, 0), (99, 186), (7, 7))]  # fmt: skip
+    for prefix, remaining, low, high in cases:
+        one = allowed_digit_mask(
+            torch.tensor([prefix]), remaining, torch.tensor([low]), torch.tensor([high])
+        )
+        assert one[0].tolist() == allowed_digits(prefix, remaining, low, high)
