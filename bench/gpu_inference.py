@@ -2,8 +2,9 @@
 
 For each model family it saves a random-weight model with the real dimensions, then measures
 (a) the baseline, `predict([clip])` per clip with free-form generation of 32 tokens (the figures
-in design/facts.md), and (b) the system path, constrained decoding in batches, fed with clips
-that went through the frame-pack round trip the GPU task does (unpack is inside the timing).
+in design/facts.md), and (b) the system path: what a GPU task runs, i.e. stored frame packs
+streamed through `Labeler.predict_stream` (constrained decoding in batches, JPEG decode on the
+GPU, the next batch prepared while the current one runs). Ratios are against (a) of the same run.
 
     PYTHONPATH=. python bench/gpu_inference.py                     # H100, both families
     PYTHONPATH=. python bench/gpu_inference.py --size tiny --device cpu --clips 8 \\
@@ -262,7 +263,7 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--size", choices=("real", "tiny"), default="real")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-sizes", default="16,32,64")
+    parser.add_argument("--batch-sizes", default="64,128,256")
     parser.add_argument("--clips", type=int, default=256)
     parser.add_argument("--baseline-clips", type=int, default=8)
     parser.add_argument("--baseline-warmup", type=int, default=2)
