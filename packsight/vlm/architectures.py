@@ -15,7 +15,14 @@ from typing import Literal
 
 import torch
 
-from packsight.vlm.tiny import SPECIAL_TOKENS, Family, _build_processor, build_tiny_model
+from packsight.vlm.tiny import (
+    SPECIAL_TOKENS,
+    Family,
+    _build_processor,
+    build_tiny_model,
+    text_token_ids,
+    vision_token_ids,
+)
 
 Size = Literal["real", "tiny"]
 FAMILIES: tuple[Family, ...] = ("qwen2_vl", "qwen2_5_vl")
@@ -112,16 +119,9 @@ def real_size_config(family: Family, tokenizer=None):
             "rope_theta": 1e6,
             "mrope_section": [16, 24, 24],
         },
-        "bos_token_id": ids["<|endoftext|>"],
-        "eos_token_id": ids["<|im_end|>"],
-        "pad_token_id": ids["<|endoftext|>"],
+        **text_token_ids(ids),
     }
-    special = {
-        "image_token_id": ids["<|image_pad|>"],
-        "video_token_id": ids["<|video_pad|>"],
-        "vision_start_token_id": ids["<|vision_start|>"],
-        "vision_end_token_id": ids["<|vision_end|>"],
-    }
+    special = vision_token_ids(ids)
     cls = Qwen2VLConfig if family == "qwen2_vl" else Qwen2_5_VLConfig
     return cls(
         text_config=text, vision_config=dict(_VISION[family]), tie_word_embeddings=True, **special

@@ -131,6 +131,25 @@ def _build_processor(family: Family):
     )
 
 
+def text_token_ids(ids: dict[str, int]) -> dict[str, int]:
+    """The language model's begin/end/pad ids in a tokenizer with the Qwen special tokens."""
+    return {
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+
+
+def vision_token_ids(ids: dict[str, int]) -> dict[str, int]:
+    """The placeholder ids the model config must share with the tokenizer."""
+    return {
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+    }
+
+
 def _build_config(family: Family, tokenizer):
     from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
 
@@ -144,16 +163,9 @@ def _build_config(family: Family, tokenizer):
         "num_key_value_heads": 2,
         "max_position_embeddings": 4096,
         "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
-        "bos_token_id": ids["<|endoftext|>"],
-        "eos_token_id": ids["<|im_end|>"],
-        "pad_token_id": ids["<|endoftext|>"],
+        **text_token_ids(ids),
     }
-    special = {
-        "image_token_id": ids["<|image_pad|>"],
-        "video_token_id": ids["<|video_pad|>"],
-        "vision_start_token_id": ids["<|vision_start|>"],
-        "vision_end_token_id": ids["<|vision_end|>"],
-    }
+    special = vision_token_ids(ids)
     if family == "qwen2_vl":
         vision = {
             "depth": 2,
