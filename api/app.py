@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from packsight.api.routes import health, jobs
+from packsight.api.routes import health, jobs, labels
 
 
 def create_app() -> FastAPI:
     app = FastAPI(title="packsight", version="0.1.0")
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(labels.router)
     return app
 
 

@@ -81,3 +81,46 @@ class ResultsPage(BaseModel):
     offset: int
     limit: int
     next_offset: int | None
+
+
+class LabelCreate(BaseModel):
+    """A human correction: `operation` holds over [start_frame, end_frame) of the video."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bucket: str = Field(min_length=1, max_length=255)
+    video_key: str = Field(min_length=1, max_length=1024)
+    operation: str = Field(min_length=1, max_length=128)
+    start_frame: int = Field(ge=0)
+    end_frame: int = Field(gt=0)  # exclusive
+    # A built-in taxonomy name; a path would let a client make the server read its files.
+    taxonomy: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,128}$")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LabelCreate:
+        if self.start_frame >= self.end_frame:
+            raise ValueError("start_frame must be less than end_frame (end_frame is exclusive)")
+        return self
+
+
+class LabelOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    bucket: str
+    video_key: str
+    taxonomy: str
+    operation: str
+    start_frame: int
+    end_frame: int
+    source: str
+    verified: bool
+    subject: str | None
+    session: str | None
+    created_at: datetime
+
+
+class VideoLabels(BaseModel):
+    bucket: str
+    video_key: str
+    labels: list[LabelOut]

@@ -241,5 +241,13 @@ def worker(queues: tuple[str, ...], concurrency: int | None, pool: str | None) -
     app.worker_main(argv)
 
 
+def _register_subgroups() -> None:
+    from packsight.cli_labels import labels
+
+    main.add_command(labels)
+
+
+_register_subgroups()
+
 if __name__ == "__main__":
     sys.exit(main())

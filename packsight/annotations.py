@@ -1,0 +1,293 @@
+"""OpenPack operation annotations -> per-video frame intervals, optionally mapped to another
+taxonomy. Pure: files in, dataclasses out; the database side is packsight.models.labels.
+
+Annotations: `<root>/<user>/annotation/openpack-operations/<session>.csv`, columns
+`uuid,user,session,box,id,operation,start,end,actions`, ISO-8601 times with a time zone.
+CSV times only become frames against the video's start time and fps, from a sessions table:
+  - the synthetic generator's `manifest.json` (`videos[]`: key, user, session, video_start, fps,
+    frame_count), or
+  - a `sessions.csv` with columns `user,session,video_key,video_start,fps,frame_count`
+    (video_start ISO-8601 with a time zone, e.g. `2021-10-14 11:25:35.437000+09:00`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from fractions import Fraction
+from importlib import resources
+from itertools import pairwise
+from pathlib import Path
+
+from packsight.taxonomy import Taxonomy, load_taxonomy
+
+ANNOTATION_DIR = ("annotation", "openpack-operations")
+CSV_COLUMNS = ("operation", "start", "end")  # the ones we read; OpenPack has more
+SESSION_COLUMNS = ("user", "session", "video_key", "video_start", "fps", "frame_count")
+
+
+class AnnotationError(ValueError):
+    """An annotation file, sessions table or mapping is unusable; the message names where."""
+
+
+@dataclass(frozen=True)
+class LabelInterval:
+    operation: str
+    start_frame: int
+    end_frame: int  # exclusive
+
+
+@dataclass(frozen=True)
+class VideoSession:
+    """Where one recording session's video is and how its clock maps to frames."""
+
+    user: str
+    session: str
+    video_key: str
+    video_start: datetime
+    fps: float
+    frame_count: int
+
+
+@dataclass(frozen=True)
+class SessionTable:
+    videos: dict[tuple[str, str], VideoSession]
+    taxonomy: str | None = None  # the manifest says which taxonomy its CSVs use
+
+
+@dataclass(frozen=True)
+class OperationMapping:
+    name: str
+    source: str
+    target: str
+    operations: dict[str, str]
+    description: str = ""
+
+
+@dataclass
+class ArchiveAnnotations:
+    videos: list[tuple[VideoSession, Path, list[LabelInterval]]] = field(default_factory=list)
+    rejected: list[tuple[Path, str]] = field(default_factory=list)  # reasons name the file
+    unannotated: list[VideoSession] = field(default_factory=list)
+
+
+def parse_time(text: str, *, where: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise AnnotationError(f"{where}: {text!r} is not an ISO-8601 timestamp") from exc
+    if moment.tzinfo is None:
+        # A naive time is ambiguous by hours (OpenPack is +09:00); refuse rather than guess.
+        raise AnnotationError(f"{where}: timestamp {text!r} has no time zone (e.g. +09:00)")
+    return moment
+
+
+def to_frame(moment: datetime, video: VideoSession) -> int:
+    """round((moment - video_start) * fps), clipped to [0, frame_count]."""
+    # Integer microseconds and Fractions: float seconds would misround exact frame times.
+    micros = (moment - video.video_start) // timedelta(microseconds=1)
+    frame = round(Fraction(micros, 1_000_000) * Fraction(video.fps))
+    return min(max(frame, 0), video.frame_count)
+
+
+def parse_operations_csv(
+    path: Path, *, video: VideoSession, taxonomy: Taxonomy
+) -> list[LabelInterval]:
+    """One session's CSV as intervals tiling [0, frame_count); uncovered time is background."""
+    rows: list[tuple[datetime, datetime, str, int]] = []
+    with Path(path).open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or ())]
+        if missing:
+            raise AnnotationError(f"{path}: missing column(s) {', '.join(missing)}")
+        for row in reader:
+            where = f"{path} row {reader.line_num}"
+            name = row["operation"] or ""
+            operation = taxonomy.canonical(name)
+            if operation is None:
+                known = ", ".join(taxonomy.operations)
+                raise AnnotationError(
+                    f"{where}: unknown operation {name!r} for taxonomy {taxonomy.name!r} "
+                    f"(known: {known}); pass the right --taxonomy or fix the row"
+                )
+            if row.get("session") and row["session"] != video.session:
+                raise AnnotationError(
+                    f"{where}: row is for session {row['session']!r}, file is {video.session!r}"
+                )
+            start = parse_time(row["start"] or "", where=where)
+            end = parse_time(row["end"] or "", where=where)
+            if end < start:
+                raise AnnotationError(f"{where}: end {row['end']} is before start {row['start']}")
+            rows.append((start, end, operation, reader.line_num))
+    rows.sort()
+    for (_, end_a, _, line_a), (start_b, _, _, line_b) in pairwise(rows):
+        if start_b < end_a:
+            raise AnnotationError(f"{path}: rows {line_a} and {line_b} overlap in time")
+    spans = [(to_frame(s, video), to_frame(e, video), op) for s, e, op, _ in rows]
+    return fill_gaps(spans, frame_count=video.frame_count, background=taxonomy.background)
+
+
+def fill_gaps(
+    spans: list[tuple[int, int, str]], *, frame_count: int, background: str
+) -> list[LabelInterval]:
+    """Sorted, non-overlapping (start, end, operation) spans plus background in the gaps."""
+    out: list[LabelInterval] = []
+    cursor = 0
+    for start, end, operation in spans:
+        if end <= start:  # outside the video, or shorter than half a frame
+            continue
+        if start > cursor:
+            out.append(LabelInterval(background, cursor, start))
+        out.append(LabelInterval(operation, start, end))
+        cursor = end
+    if cursor < frame_count:
+        out.append(LabelInterval(background, cursor, frame_count))
+    return out
+
+
+def builtin_mappings() -> list[str]:
+    folder = resources.files("packsight") / "taxonomies" / "mappings"
+    return sorted(
+        p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json")
+    )
+
+
+def load_mapping(name_or_path: str) -> OperationMapping:
+    """A built-in mapping by name ("openpack-to-assignment") or a JSON file by path, checked
+    against both taxonomies: every source operation mapped, every target known."""
+    path = Path(name_or_path)
+    if path.suffix == ".json" and path.exists():
+        text = path.read_text()
+    else:
+        resource = resources.files("packsight") / "taxonomies" / "mappings" / f"{name_or_path}.json"
+        if not resource.is_file():
+            known = ", ".join(builtin_mappings())
+            raise AnnotationError(f"unknown mapping {name_or_path!r}: use one of {known} or a path")
+        text = resource.read_text()
+    try:
+        data = json.loads(text)
+        mapping = OperationMapping(
+            name=data["name"],
+            source=data["source"],
+            target=data["target"],
+            operations=dict(data["operations"]),
+            description=data.get("description", ""),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AnnotationError(f"malformed mapping {name_or_path!r}: {exc}") from exc
+    source, target = load_taxonomy(mapping.source), load_taxonomy(mapping.target)
+    unmapped = [op for op in source.operations if op not in mapping.operations]
+    strays = [op for op in mapping.operations.values() if op not in target.operations]
+    if unmapped or strays:
+        raise AnnotationError(
+            f"mapping {mapping.name!r}: unmapped {source.name} operations {unmapped}, "
+            f"targets not in {target.name}: {strays}"
+        )
+    return mapping
+
+
+def map_operation(name: str, mapping: OperationMapping) -> str:
+    try:
+        return mapping.operations[name]
+    except KeyError:
+        raise AnnotationError(
+            f"mapping {mapping.name!r} has no entry for {name!r} ({mapping.source} operations)"
+        ) from None
+
+
+def map_intervals(intervals: list[LabelInterval], mapping: OperationMapping) -> list[LabelInterval]:
+    """Intervals in the mapping's target taxonomy. Neighbours that map to the same class merge:
+    a boundary between two identical classes is not visible, and boundary-centred clip sampling
+    should not be sent looking for it."""
+    out: list[LabelInterval] = []
+    for interval in intervals:
+        operation = map_operation(interval.operation, mapping)
+        if out and out[-1].operation == operation and out[-1].end_frame == interval.start_frame:
+            out[-1] = LabelInterval(operation, out[-1].start_frame, interval.end_frame)
+        else:
+            out.append(LabelInterval(operation, interval.start_frame, interval.end_frame))
+    return out
+
+
+def load_sessions(path: Path) -> SessionTable:
+    """A manifest.json or a sessions.csv (see the module docstring), keyed by (user, session)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationError(f"sessions table {path} does not exist")
+    records, taxonomy = [], None
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text())
+            taxonomy = data.get("taxonomy")
+            records = [
+                (f"{path} videos[{i}]", v | {"video_key": v["key"]})
+                for i, v in enumerate(data["videos"])
+            ]
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise AnnotationError(f"{path}: not a packsight manifest ({exc})") from exc
+    else:
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in SESSION_COLUMNS if c not in (reader.fieldnames or ())]
+            if missing:
+                raise AnnotationError(f"{path}: missing column(s) {', '.join(missing)}")
+            records = [(f"{path} row {reader.line_num}", row) for row in reader]
+    videos: dict[tuple[str, str], VideoSession] = {}
+    for where, record in records:
+        video = _video_session(record, where=where)
+        if (video.user, video.session) in videos:
+            raise AnnotationError(f"{where}: {video.user}/{video.session} is listed twice")
+        videos[video.user, video.session] = video
+    return SessionTable(videos, taxonomy)
+
+
+def _video_session(record: dict, *, where: str) -> VideoSession:
+    try:
+        fps, frames = float(record["fps"]), int(record["frame_count"])
+        user, session, key = str(record["user"]), str(record["session"]), str(record["video_key"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AnnotationError(f"{where}: needs {', '.join(SESSION_COLUMNS)} ({exc})") from exc
+    if fps <= 0 or frames < 0 or not (user and session and key):
+        raise AnnotationError(f"{where}: needs fps > 0, frame_count >= 0 and non-empty names")
+    start = parse_time(str(record.get("video_start") or ""), where=where)
+    return VideoSession(user, session, key, start, fps, frames)
+
+
+def discover_annotations(root: Path) -> dict[tuple[str, str], Path]:
+    """(user, session) -> CSV for every `<root>/<user>/annotation/openpack-operations/*.csv`."""
+    pattern = f"*/{'/'.join(ANNOTATION_DIR)}/*.csv"
+    return {(p.parents[2].name, p.stem): p for p in sorted(Path(root).glob(pattern))}
+
+
+def read_archive(
+    root: Path,
+    sessions: SessionTable,
+    *,
+    taxonomy: Taxonomy,
+    mapping: OperationMapping | None = None,
+) -> ArchiveAnnotations:
+    """Every annotated session under root as intervals; a bad file is rejected alone."""
+    if mapping is not None and mapping.source != taxonomy.name:
+        raise AnnotationError(
+            f"mapping {mapping.name!r} maps from {mapping.source!r}, "
+            f"but the annotations are in {taxonomy.name!r}"
+        )
+    result = ArchiveAnnotations()
+    found = discover_annotations(root)
+    for (user, session), path in found.items():
+        video = sessions.videos.get((user, session))
+        if video is None:
+            result.rejected.append((path, f"{path}: no {user}/{session} row in the sessions table"))
+            continue
+        try:
+            intervals = parse_operations_csv(path, video=video, taxonomy=taxonomy)
+        except (AnnotationError, OSError, csv.Error, UnicodeDecodeError) as exc:
+            result.rejected.append((path, str(exc)))
+            continue
+        if mapping is not None:
+            intervals = map_intervals(intervals, mapping)
+        result.videos.append((video, path, intervals))
+    result.unannotated = [v for k, v in sessions.videos.items() if k not in found]
+    return result
