@@ -15,11 +15,13 @@ from typing import Literal
 
 import torch
 
+from packsight.vlm.loading import model_class
 from packsight.vlm.tiny import (
     SPECIAL_TOKENS,
     Family,
     _build_processor,
     build_tiny_model,
+    save_checkpoint,
     text_token_ids,
     vision_token_ids,
 )
@@ -128,16 +130,6 @@ def real_size_config(family: Family, tokenizer=None):
     )
 
 
-def model_class(family: Family):
-    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
-
-    return (
-        Qwen2VLForConditionalGeneration
-        if family == "qwen2_vl"
-        else Qwen2_5_VLForConditionalGeneration
-    )
-
-
 def meta_model(
     family: Family, tokenizer=None, dtype: torch.dtype = torch.bfloat16
 ) -> torch.nn.Module:
@@ -169,7 +161,6 @@ def build_random_model(
     size: Size = "real",
 ) -> Path:
     """Save a random-weight model of the real size (or tiny.py's tiny one) with its processor."""
-    from transformers import GenerationConfig
     from transformers.utils.logging import disable_progress_bar
 
     if size == "tiny":
@@ -181,7 +172,6 @@ def build_random_model(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     # Build on meta (no init cost), then allocate once on the target device and fill it there.
     model = meta_model(family, processor.tokenizer, dtype)
-    config = model.config
     model.to_empty(device=device)
     model.tie_weights()  # to_empty gives the tied head its own storage; share it again
     _randomise(model, seed)
@@ -190,14 +180,7 @@ def build_random_model(
     if persistent:
         # to_empty leaves buffers uninitialised; only non-persistent (recomputed) ones are safe.
         raise RuntimeError(f"unexpected persistent buffers would be saved as garbage: {persistent}")
-    model.generation_config = GenerationConfig(
-        bos_token_id=config.text_config.bos_token_id,
-        eos_token_id=config.text_config.eos_token_id,
-        pad_token_id=config.text_config.pad_token_id,
-        do_sample=False,
-    )
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    save_checkpoint(model, processor, out_dir)
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()

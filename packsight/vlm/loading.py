@@ -56,6 +56,17 @@ def model_family(model: str) -> str:
     return config.model_type
 
 
+def model_class(family: str) -> type:
+    """The transformers class of a model family."""
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
+
+    return (
+        Qwen2VLForConditionalGeneration
+        if family == "qwen2_vl"
+        else Qwen2_5_VLForConditionalGeneration
+    )
+
+
 def load_model_and_processor(
     *,
     model: str,
@@ -65,12 +76,7 @@ def load_model_and_processor(
     dtype: torch.dtype | None = None,
 ):
     """The eval-mode model (with its LoRA adapter, if any) and its processor."""
-    from transformers import (
-        AutoProcessor,
-        BitsAndBytesConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2VLForConditionalGeneration,
-    )
+    from transformers import AutoProcessor, BitsAndBytesConfig
     from transformers.utils.logging import disable_progress_bar
 
     # Per-shard progress bars are noise in worker logs and CLI output.
@@ -78,11 +84,7 @@ def load_model_and_processor(
     if quantization not in ("nf4", "none"):
         raise ModelLoadError(f"unknown quantization {quantization!r}: use 'nf4' or 'none'")
     family = model_family(model)
-    cls = (
-        Qwen2VLForConditionalGeneration
-        if family == "qwen2_vl"
-        else Qwen2_5_VLForConditionalGeneration
-    )
+    cls = model_class(family)
     dtype = dtype or compute_dtype(device)
     kwargs: dict = {"dtype": dtype, "attn_implementation": "sdpa", **_source_kwargs(model)}
     if quantization == "nf4":

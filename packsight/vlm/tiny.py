@@ -189,12 +189,9 @@ def _build_config(family: Family, tokenizer):
 
 def build_tiny_model(out_dir: Path, *, family: Family = "qwen2_vl", seed: int = 42) -> Path:
     """Build and save a tiny random-weight model plus processor; return `out_dir`."""
-    from transformers import (
-        GenerationConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2VLForConditionalGeneration,
-    )
     from transformers.utils.logging import disable_progress_bar
+
+    from packsight.vlm.loading import model_class
 
     # Per-shard progress bars are noise in worker logs and CLI output.
     disable_progress_bar()
@@ -204,17 +201,20 @@ def build_tiny_model(out_dir: Path, *, family: Family = "qwen2_vl", seed: int = 
     out_dir.mkdir(parents=True, exist_ok=True)
     processor = _build_processor(family)
     config = _build_config(family, processor.tokenizer)
-    cls = (
-        Qwen2VLForConditionalGeneration
-        if family == "qwen2_vl"
-        else Qwen2_5_VLForConditionalGeneration
-    )
     torch.manual_seed(seed)
-    model = cls(config).eval()
+    model = model_class(family)(config).eval()
+    return save_checkpoint(model, processor, out_dir)
+
+
+def save_checkpoint(model, processor, out_dir: Path) -> Path:  # type: ignore[no-untyped-def]
+    """Save a model with a greedy generation config next to its processor."""
+    from transformers import GenerationConfig
+
+    text = model.config.text_config
     model.generation_config = GenerationConfig(
-        bos_token_id=config.text_config.bos_token_id,
-        eos_token_id=config.text_config.eos_token_id,
-        pad_token_id=config.text_config.pad_token_id,
+        bos_token_id=text.bos_token_id,
+        eos_token_id=text.eos_token_id,
+        pad_token_id=text.pad_token_id,
         do_sample=False,
     )
     model.save_pretrained(out_dir)
