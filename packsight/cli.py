@@ -12,10 +12,18 @@ import click
 
 
 def _settings():  # type: ignore[no-untyped-def]
+    from pydantic import ValidationError
+
     from packsight.settings import get_settings
 
     get_settings.cache_clear()
-    return get_settings()
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"PACKSIGHT_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise click.UsageError(f"invalid settings: {problems}") from exc
 
 
 @click.group()

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import click
 
-from packsight.settings import get_settings
-
 
 @click.group()
 def labels() -> None:
@@ -52,8 +50,9 @@ def import_labels(
         report = read_archive(root, table, taxonomy=load_taxonomy(name), mapping=mapping)
     except (AnnotationError, TaxonomyError) as exc:
         raise click.ClickException(str(exc)) from exc
-    get_settings.cache_clear()  # the CLI may have changed the environment
-    settings = get_settings()
+    from packsight.cli import _settings
+
+    settings = _settings()
     if settings.embedded:
         upgrade_database(settings.resolved_database_url)
     stored = mapping.target if mapping else load_taxonomy(name).name

@@ -72,3 +72,12 @@ def test_a_bad_file_fails_alone_and_sets_the_exit_code(
 
     missing = run(["label", "no-such-folder"], tmp_path, env)
     assert missing.returncode == 2 and "not a folder" in missing.stderr
+
+
+def test_bad_settings_are_a_clear_usage_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PACKSIGHT_")}
+    env["PACKSIGHT_FRAMES_PER_CLIP"] = "7"
+    result = run(["results"], tmp_path, env)
+    assert result.returncode == 2
+    assert "PACKSIGHT_FRAMES_PER_CLIP" in result.stderr and "even" in result.stderr
+    assert "Traceback" not in result.stderr
