@@ -1,0 +1,116 @@
+"""Training examples from an annotated video: clips around operation boundaries, their frames and
+their ground truth, sampled exactly as the labeler's inference path samples clips.
+
+One low-resolution motion pass per video, then per training window the motion-adaptive picks
+(with the boundary weighted in), and only the picked frames decoded at model size.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from packsight.metrics import ClipTruth
+from packsight.sampling import boundary_sigma, sample_motion_adaptive
+from packsight.taxonomy import Taxonomy
+from packsight.training_set import Segment, select_training_windows, truth_for_window
+from packsight.video import (
+    ClipPlan,
+    VideoDecodeError,
+    _motion_signal,
+    clip_id,
+    decode_clips,
+    probe_video,
+)
+
+MOTION_SIZE = (160, 120)  # the same low-res pass as plan_clips, so picks match inference
+
+
+@dataclass
+class TrainingExample:
+    """One clip to train or evaluate on: the model's input and the answer it should give."""
+
+    clip_id: str
+    subject: str
+    frames: np.ndarray  # uint8 [n, h, w, 3] at model size
+    clip_frame_count: int  # frames in the window (not the sampled count)
+    frame_indices: tuple[int, ...]  # positions of the sampled frames within the window
+    truth: ClipTruth
+    fps: float = 25.0  # Qwen2.5-VL places frames in time with it
+
+
+def examples_for_video(
+    path: str | os.PathLike[str],
+    segments: Sequence[Segment],
+    *,
+    video_key: str,
+    subject: str,
+    taxonomy: Taxonomy,
+    frames_per_clip: int = 8,
+    clip_seconds: float = 5.0,
+    max_side: int = 336,
+    seed: int = 42,
+    procedure_next: Callable[[str], str | None] | None = None,
+) -> list[TrainingExample]:
+    """The training examples of one annotated video, in window order.
+
+    Clip ids are `<stem>_t<start second>` like the labeler's, with `_2`, `_3`, ... appended when
+    several windows start within the same second (boundary windows can), so ids stay unique.
+    """
+    info = probe_video(path)
+    motion = _motion_signal(path, MOTION_SIZE)
+    if len(motion) != info.frame_count:
+        raise VideoDecodeError(path, f"decoded {len(motion)} of {info.frame_count} frames")
+    windows = select_training_windows(
+        segments,
+        frame_count=info.frame_count,
+        fps=info.fps,
+        clip_seconds=clip_seconds,
+        seed=seed,
+    )
+    sigma = boundary_sigma(info.fps)
+    plans = []
+    for index, window in enumerate(windows):
+        # As in plan_clips: the window's first frame has no predecessor inside the clip, so its
+        # motion is 0 and a clip's picks do not depend on the frames before it.
+        local = motion[window.start_frame : window.end_frame].copy()
+        local[0] = 0.0
+        picks = sample_motion_adaptive(
+            local, frames_per_clip, boundary=window.boundary, sigma=sigma
+        )
+        plans.append(ClipPlan(index, window.start_frame, window.end_frame, tuple(picks)))
+
+    ids = _unique_ids([clip_id(video_key, w.start_frame, info.fps) for w in windows])
+    examples = []
+    for clip, name in zip(decode_clips(path, info, plans, max_side=max_side), ids, strict=True):
+        truth = truth_for_window(
+            segments,
+            (clip.start_frame, clip.end_frame),
+            procedure_next,
+            taxonomy=taxonomy,
+            clip_id=name,
+        )
+        examples.append(
+            TrainingExample(
+                clip_id=name,
+                subject=subject,
+                frames=clip.frames,
+                clip_frame_count=clip.frame_count,
+                frame_indices=clip.frame_indices,
+                truth=truth,
+                fps=info.fps,
+            )
+        )
+    return examples
+
+
+def _unique_ids(ids: Sequence[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    unique = []
+    for name in ids:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return unique

@@ -1,0 +1,296 @@
+"""QLoRA fine-tuning of the labeler's model on `TrainingExample`s, resumable after a crash.
+
+The lean recipe from our GPU measurements (shared design/facts.md, "The model"): NF4 base, LoRA
+on the language model's linear layers only, gradient checkpointing with
+`enable_input_require_grads` instead of peft's fp32 upcast, and logits computed only where the
+answer is supervised. Inputs are built by the labeler itself (same chat template, HEAD and frame
+handling), so training sees exactly what inference sees, and targets are
+`AnswerFormat.answer_token_ids`, the tokens the decoder reads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from packsight.taxonomy import Taxonomy
+from packsight.training_examples import TrainingExample
+from packsight.vlm.answer import Answer
+from packsight.vlm.labeler import ClipInput, Labeler
+from packsight.vlm.loading import Quantization, load_model_and_processor, resolve_device
+
+# Attention and MLP projections of the language model; the vision tower stays frozen and whole.
+LORA_TARGETS = (
+    r"model\.language_model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)"
+)
+IGNORE = -100
+# Settings a resumed run may change; anything else would silently mix two different trainings.
+RESUMABLE_CHANGES = ("epochs", "max_steps", "checkpoint_every")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    # 1e-3 suits the tiny test model; for Qwen2-VL-2B start around 2e-4.
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    epochs: int = 1
+    max_steps: int | None = None  # optimizer steps; overrides epochs when set
+    batch_size: int = 2
+    grad_accumulation: int = 2
+    checkpoint_every: int = 50  # optimizer steps
+    seed: int = 42
+    quantization: Quantization = "nf4"
+
+    def total_steps(self, examples: int) -> int:
+        if self.max_steps is not None:
+            return self.max_steps
+        return math.ceil(self.epochs * examples / (self.batch_size * self.grad_accumulation))
+
+
+@dataclass
+class TrainingResult:
+    adapter_dir: Path
+    steps: int
+    losses: list[float]  # one per optimizer step, including steps done before a resume
+    resumed_from: int | None = None  # the checkpoint step this call continued from
+
+
+@dataclass
+class TrainingBatch:
+    inputs: dict = field(repr=False)  # processor output plus the answer, ready for forward
+    labels: torch.Tensor  # [batch, seq]: answer ids (and <|im_end|>), IGNORE elsewhere
+    keep: int  # logits_to_keep: the answer's predicting positions, the last `keep` of each row
+
+
+def answer_for(example: TrainingExample, taxonomy: Taxonomy) -> Answer:
+    truth = example.truth
+    return Answer(
+        operation=taxonomy.index(truth.dominant_operation),
+        start_frame=truth.start_frame,
+        end_frame=truth.end_frame,
+        next_operation=taxonomy.index(truth.next_operation),
+    )
+
+
+def clip_input(example: TrainingExample) -> ClipInput:
+    return ClipInput(
+        frames=example.frames,
+        clip_frame_count=example.clip_frame_count,
+        frame_indices=example.frame_indices,
+        fps=example.fps,
+    )
+
+
+def training_batch(labeler: Labeler, examples: Sequence[TrainingExample]) -> TrainingBatch:
+    """Prompt + HEAD (built by the labeler, left padded) followed by answer + <|im_end|>.
+
+    Every answer has the same token count (fixed format), so after left padding all answers end
+    the rows together and one `logits_to_keep` covers exactly the supervised positions."""
+    clips = [clip_input(e) for e in examples]
+    for clip in clips:
+        labeler._check(clip)
+    inputs = dict(labeler._inputs(clips))
+    answers = torch.tensor(
+        [
+            [
+                *labeler.answer_format.answer_token_ids(answer_for(e, labeler.taxonomy)),
+                labeler.eos_token_id,
+            ]
+            for e in examples
+        ],
+        device=inputs["input_ids"].device,
+    )
+    prompt = inputs["input_ids"]
+    inputs["input_ids"] = torch.cat([prompt, answers], dim=1)
+    inputs["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(answers)], 1)
+    if "mm_token_type_ids" in inputs:  # transformers 5: answer tokens are text (type 0)
+        types = inputs["mm_token_type_ids"]
+        inputs["mm_token_type_ids"] = torch.cat([types, types.new_zeros(answers.shape)], 1)
+    labels = torch.full_like(inputs["input_ids"], IGNORE)
+    labels[:, prompt.shape[1] :] = answers
+    # Position p predicts token p + 1: the answer's predictors start one before it.
+    return TrainingBatch(inputs=inputs, labels=labels, keep=answers.shape[1] + 1)
+
+
+def answer_loss(model, batch: TrainingBatch) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """Mean cross-entropy over the answer tokens, with full-vocabulary logits only there."""
+    logits = model(**batch.inputs, logits_to_keep=batch.keep, use_cache=False).logits
+    targets = batch.labels[:, -(batch.keep - 1) :]
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+        targets.reshape(-1),
+        ignore_index=IGNORE,
+    )
+
+
+def micro_batch(config: TrainingConfig, examples: int, index: int) -> list[int]:
+    """Example indices of micro-batch `index`: a pure function of (seed, index), so a resumed run
+    sees the same data as an uninterrupted one. Epochs are reshuffled and flow into each other."""
+    picks = []
+    for k in range(index * config.batch_size, (index + 1) * config.batch_size):
+        epoch, position = divmod(k, examples)
+        order = np.random.default_rng([config.seed, epoch]).permutation(examples)
+        picks.append(int(order[position]))
+    return picks
+
+
+def train_adapter(
+    *,
+    model: str,
+    train: Sequence[TrainingExample],
+    out_dir: Path,
+    config: TrainingConfig,
+    taxonomy: Taxonomy,
+    resume: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+    device: str = "auto",
+) -> TrainingResult:
+    """Train a LoRA adapter; checkpoints go to out_dir/checkpoint, the result to out_dir/adapter."""
+    from peft import LoraConfig, get_peft_model
+
+    if not train:
+        raise ValueError("no training examples")
+    out_dir = Path(out_dir)
+    torch.manual_seed(config.seed)  # LoRA's initial weights
+    np.random.seed(config.seed)
+    target = resolve_device(device)
+    base, processor = load_model_and_processor(
+        model=model, adapter=None, quantization=config.quantization, device=target
+    )
+    # No prepare_model_for_kbit_training: its fp32 upcast of every unquantized weight nearly
+    # doubles GPU memory. Input grads are enough for checkpointed layers to backpropagate.
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    base.enable_input_require_grads()
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=LORA_TARGETS,
+        bias="none",
+    )
+    network = get_peft_model(base, lora)
+    network.train()
+    params = [p for p in network.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    labeler = Labeler(
+        model=network,
+        processor=processor,
+        taxonomy=taxonomy,
+        device=target,
+        model_version_name="training",
+        batch_size=config.batch_size,
+    )
+
+    step, losses, resumed_from = 0, [], None
+    checkpoint = _existing_checkpoint(out_dir)
+    if resume and checkpoint is not None:
+        step, losses = _load_checkpoint(checkpoint, network, optimizer, config)
+        resumed_from = step
+    total = config.total_steps(len(train))
+    while step < total:
+        optimizer.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for micro in range(config.grad_accumulation):
+            picks = micro_batch(config, len(train), step * config.grad_accumulation + micro)
+            loss = answer_loss(network, training_batch(labeler, [train[i] for i in picks]))
+            (loss / config.grad_accumulation).backward()
+            step_loss += loss.item() / config.grad_accumulation
+        optimizer.step()
+        step += 1
+        losses.append(step_loss)
+        if step % config.checkpoint_every == 0 or step == total:
+            _save_checkpoint(out_dir, network, optimizer, config, step, losses)
+        if on_step is not None:
+            on_step(step, step_loss)
+
+    adapter_dir = out_dir / "adapter"
+    _replace_dir(adapter_dir, lambda tmp: network.save_pretrained(tmp))
+    summary = {
+        "base_model": model,
+        "config": asdict(config),
+        "steps": step,
+        "final_loss": losses[-1] if losses else None,
+        "losses": losses,
+        "resumed_from": resumed_from,
+        "examples": len(train),
+    }
+    (adapter_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return TrainingResult(adapter_dir, step, losses, resumed_from)
+
+
+def _replace_dir(final: Path, write: Callable[[Path], None]) -> None:
+    """Write a folder next to `final`, then swap it in with renames: a crash leaves either the old
+    folder or the new one (or `final.old`, which `_existing_checkpoint` falls back to)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    old = final.with_name(f"{final.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    write(tmp)
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _existing_checkpoint(out_dir: Path) -> Path | None:
+    for candidate in (out_dir / "checkpoint", out_dir / "checkpoint.old"):
+        if (candidate / "state.json").exists():
+            return candidate
+    return None
+
+
+def _save_checkpoint(  # type: ignore[no-untyped-def]
+    out_dir: Path, network, optimizer, config: TrainingConfig, step: int, losses: list[float]
+) -> None:
+    def write(tmp: Path) -> None:
+        network.save_pretrained(tmp / "adapter")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(rng, tmp / "rng.pt")
+        state = {"step": step, "losses": losses, "config": asdict(config)}
+        # state.json last: its presence marks a complete checkpoint.
+        (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+
+    _replace_dir(out_dir / "checkpoint", write)
+
+
+def _load_checkpoint(  # type: ignore[no-untyped-def]
+    checkpoint: Path, network, optimizer, config: TrainingConfig
+) -> tuple[int, list[float]]:
+    from peft import set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    state = json.loads((checkpoint / "state.json").read_text())
+    saved, wanted = state["config"], asdict(config)
+    changed = [k for k in wanted if k not in RESUMABLE_CHANGES and saved.get(k) != wanted[k]]
+    if changed:
+        raise ValueError(
+            f"checkpoint {checkpoint} was trained with other settings ({', '.join(changed)}); "
+            "use resume=False or another out_dir"
+        )
+    device = next(p for p in network.parameters() if p.requires_grad).device
+    set_peft_model_state_dict(
+        network, load_peft_weights(str(checkpoint / "adapter"), device=str(device))
+    )
+    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=device))
+    rng = torch.load(checkpoint / "rng.pt", weights_only=False)
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return int(state["step"]), [float(x) for x in state["losses"]]
