@@ -93,6 +93,14 @@ class AnswerFormat:
             *self.tail,
         ]
 
+    def decision_positions(self) -> list[int]:
+        """Indices in `answer_token_ids` of the tokens the decoder chooses (the rest is fed as
+        fixed text, so training needs no loss there)."""
+        start = 1 + len(self.after_operation)
+        end = start + DIGITS + len(self.between_frames)
+        following = end + DIGITS + len(self.after_end)
+        return [0, *range(start, start + DIGITS), *range(end, end + DIGITS), following]
+
     def render(self, answer: Answer) -> str:
         """The answer as the JSON the model's tokens spell (codes kept, numbers unpadded)."""
         return json.dumps(

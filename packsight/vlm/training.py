@@ -51,6 +51,9 @@ class TrainingConfig:
     checkpoint_every: int = 50  # optimizer steps
     seed: int = 42
     quantization: Quantization = "nf4"
+    # Extra modules trained in full (peft modules_to_save), e.g. ("lm_head",) for a model whose
+    # output head is untrained (the tiny test model); pretrained checkpoints need none.
+    train_modules: tuple[str, ...] = ()
 
     def total_steps(self, examples: int) -> int:
         if self.max_steps is not None:
@@ -118,7 +121,10 @@ def training_batch(labeler: Labeler, examples: Sequence[TrainingExample]) -> Tra
         types = inputs["mm_token_type_ids"]
         inputs["mm_token_type_ids"] = torch.cat([types, types.new_zeros(answers.shape)], 1)
     labels = torch.full_like(inputs["input_ids"], IGNORE)
-    labels[:, prompt.shape[1] :] = answers
+    # Only the decided tokens carry loss: the fixed text between them is fed at inference, and
+    # ~40 fixed tokens would otherwise dominate the 8 that matter.
+    decided = torch.tensor(labeler.answer_format.decision_positions(), device=answers.device)
+    labels[:, prompt.shape[1] + decided] = answers[:, decided]
     # Position p predicts token p + 1: the answer's predictors start one before it.
     return TrainingBatch(inputs=inputs, labels=labels, keep=answers.shape[1] + 1)
 
@@ -177,6 +183,7 @@ def train_adapter(
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=LORA_TARGETS,
+        modules_to_save=list(config.train_modules) or None,
         bias="none",
     )
     network = get_peft_model(base, lora)
@@ -276,7 +283,8 @@ def _load_checkpoint(  # type: ignore[no-untyped-def]
     from peft.utils import load_peft_weights
 
     state = json.loads((checkpoint / "state.json").read_text())
-    saved, wanted = state["config"], asdict(config)
+    # Compare as stored: JSON turns tuples into lists.
+    saved, wanted = state["config"], json.loads(json.dumps(asdict(config)))
     changed = [k for k in wanted if k not in RESUMABLE_CHANGES and saved.get(k) != wanted[k]]
     if changed:
         raise ValueError(

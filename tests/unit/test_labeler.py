@@ -402,3 +402,12 @@ def test_device_digit_mask_matches_the_reference_rule() -> None:
             torch.tensor([prefix]), remaining, torch.tensor([low]), torch.tensor([high])
         )
         assert one[0].tolist() == allowed_digits(prefix, remaining, low, high)
+
+
+def test_decision_positions_point_at_the_decided_tokens(labeler: Labeler) -> None:
+    fmt = labeler.answer_format
+    tokens = fmt.answer_token_ids(
+        Answer(operation=2, start_frame=7, end_frame=98, next_operation=5)
+    )
+    decided = [tokens[i] for i in fmt.decision_positions()]
+    assert decided == [fmt.code_ids[2], *fmt.digits_of(7), *fmt.digits_of(98), fmt.code_ids[5]]

@@ -115,14 +115,18 @@ def test_supervised_tokens_spell_the_labelers_answer(
     batch = training_batch(labeler, chosen)
     tokenizer = labeler.processor.tokenizer
     answer_format = AnswerFormat(tokenizer, TAXONOMY)
+    length = len(answer_format.answer_token_ids(answer_for(chosen[0], TAXONOMY))) + 1  # + im_end
     for row, example in enumerate(chosen):
         ids = batch.inputs["input_ids"][row]
-        supervised = batch.labels[row][batch.labels[row] != IGNORE].tolist()
-        # Only the end of the row is supervised, and it is the input's own tail.
-        assert supervised == ids[-len(supervised) :].tolist()
-        assert supervised[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")
-        assert tokenizer.decode(ids[: -len(supervised)]).endswith("<|im_start|>assistant\n" + HEAD)
-        text = tokenizer.decode(supervised[:-1])
+        labels = batch.labels[row]
+        start = len(ids) - length
+        decided = [start + i for i in answer_format.decision_positions()]
+        # Exactly the decided tokens carry labels, and they are the input's own tokens.
+        assert (labels != IGNORE).nonzero().flatten().tolist() == decided
+        assert labels[decided].tolist() == ids[decided].tolist()
+        assert ids[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")
+        assert tokenizer.decode(ids[:start]).endswith("<|im_start|>assistant\n" + HEAD)
+        text = tokenizer.decode(ids[start:-1])
         rendered = answer_format.render(answer_for(example, TAXONOMY))
         # The model writes three-digit frame numbers; render() gives them unpadded.
         assert HEAD + re.sub(r"\b0+(\d)", r"\1", text) == rendered
