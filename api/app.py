@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from packsight.api.routes import health, jobs, labels
+from packsight.api.routes import health, jobs, labels, stats
 
 
 def create_app() -> FastAPI:
@@ -12,6 +12,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(labels.router)
+    app.include_router(stats.router)
     return app
 
 

@@ -124,3 +124,16 @@ class VideoLabels(BaseModel):
     bucket: str
     video_key: str
     labels: list[LabelOut]
+
+
+class ConfusionOut(BaseModel):
+    """A model version's confusion matrix on one split: matrix[i][j] clips of true operation
+    operations[i] were predicted as predicted[j] ("(none)": no usable answer)."""
+
+    model_version: str
+    split: str
+    taxonomy: str
+    operations: list[str]
+    predicted: list[str]
+    matrix: list[list[int]]
+    metrics: dict[str, float | int]

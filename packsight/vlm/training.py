@@ -27,9 +27,14 @@ from packsight.vlm.answer import Answer
 from packsight.vlm.labeler import ClipInput, Labeler
 from packsight.vlm.loading import Quantization, load_model_and_processor, resolve_device
 
-# Attention and MLP projections of the language model; the vision tower stays frozen and whole.
+# Attention and MLP projections of the language model; by default the vision tower stays frozen.
 LORA_TARGETS = (
     r"model\.language_model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)"
+)
+# With `lora_vision`, the vision blocks' projections too (Qwen2-VL: attn.qkv/proj, mlp.fc1/fc2;
+# Qwen2.5-VL: attn.qkv/proj, mlp.gate/up/down_proj).
+VISION_LORA_TARGETS = (
+    r"model\.visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2|gate_proj|up_proj|down_proj))"
 )
 IGNORE = -100
 # Settings a resumed run may change; anything else would silently mix two different trainings.
@@ -54,6 +59,8 @@ class TrainingConfig:
     # Extra modules trained in full (peft modules_to_save), e.g. ("lm_head",) for a model whose
     # output head is untrained (the tiny test model); pretrained checkpoints need none.
     train_modules: tuple[str, ...] = ()
+    # LoRA on the vision tower's blocks as well (for a tower that never saw this kind of video).
+    lora_vision: bool = False
 
     def total_steps(self, examples: int) -> int:
         if self.max_steps is not None:
@@ -182,7 +189,9 @@ def train_adapter(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
-        target_modules=LORA_TARGETS,
+        target_modules=f"({LORA_TARGETS})|({VISION_LORA_TARGETS})"
+        if config.lora_vision
+        else LORA_TARGETS,
         modules_to_save=list(config.train_modules) or None,
         bias="none",
     )

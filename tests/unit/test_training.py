@@ -193,3 +193,26 @@ def test_trained_adapter_loads_and_learns_the_segment_prior(
     print({name: score.to_dict() for name, score in scores.items()})
     # Rose from 0 to 1.0 in every setting tried (7): the adapter learns where segments lie.
     assert scores["trained"].tiou_at_05 > scores["base"].tiou_at_05
+
+
+def test_lora_vision_adapts_the_vision_blocks_too(
+    tiny_model: str, examples: dict[str, list[TrainingExample]], tmp_path: Path
+) -> None:
+    import json
+
+    config = TrainingConfig(lr=1e-3, max_steps=1, lora_vision=True, train_modules=("merger",))
+    result = train_adapter(
+        model=tiny_model,
+        train=split(examples, "train")[:4],
+        out_dir=tmp_path,
+        config=config,
+        taxonomy=TAXONOMY,
+    )
+    adapter = json.loads((result.adapter_dir / "adapter_config.json").read_text())
+    assert "model\\.visual\\.blocks" in adapter["target_modules"]
+    assert adapter["modules_to_save"] == ["merger"]
+    from safetensors.torch import load_file
+
+    names = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
+    assert any(".visual.blocks." in n and "lora_A" in n for n in names)
+    assert any(".visual.merger." in n for n in names)
