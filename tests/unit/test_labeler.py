@@ -294,18 +294,24 @@ class TightMemoryLabeler(Labeler):
         return super()._run(inputs, clips)
 
 
-def test_out_of_memory_halves_the_batch_and_loses_nothing(labeler: Labeler) -> None:
-    clips = [make_clip(seed, 125 if seed % 2 else 60) for seed in range(7)]
-    expected = labeler.predict(clips)
+def tight_labeler(labeler: Labeler, *, batch_size: int) -> TightMemoryLabeler:
+    """The shared tiny model behind a simulated small device."""
     tight = TightMemoryLabeler(
         model=labeler.model,
         processor=labeler.processor,
         taxonomy=TAXONOMY,
         device=labeler.device,
         model_version_name="tight",
-        batch_size=8,
+        batch_size=batch_size,
     )
     tight.batches = []
+    return tight
+
+
+def test_out_of_memory_halves_the_batch_and_loses_nothing(labeler: Labeler) -> None:
+    clips = [make_clip(seed, 125 if seed % 2 else 60) for seed in range(7)]
+    expected = labeler.predict(clips)
+    tight = tight_labeler(labeler, batch_size=8)
     results = tight.predict(clips)
     assert tight.batch_size == 2
     assert tight.batches == [7, 4, 2, 2, 2, 1]  # 8 -> 4 -> 2: pairs, then the last clip
@@ -330,15 +336,8 @@ def test_stream_matches_predict_and_keeps_load_errors_in_place(labeler: Labeler)
     loaders = [lambda clip=clip: clip for clip in clips]
     loaders.insert(3, lambda: FramePackError("pack 3 is corrupt"))
     loaders.append(lambda: make_clip(99, 125, size=50))  # unusable frame size
-    tight = TightMemoryLabeler(
-        model=labeler.model,
-        processor=labeler.processor,
-        taxonomy=TAXONOMY,
-        device=labeler.device,
-        model_version_name="tight",
-        batch_size=4,
-    )
-    tight.batches, tight.fits = [], 3  # the first batch of 4 runs out of memory
+    tight = tight_labeler(labeler, batch_size=4)
+    tight.fits = 3  # the first batch of 4 runs out of memory
     results = tight.predict_stream(loaders)
     assert len(results) == len(loaders)
     assert isinstance(results[3], FramePackError)
