@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from packsight.api.routes import health, jobs, labels, stats
+from packsight.api.routes import health, jobs, labels, models, stats, training
 
 
 def create_app() -> FastAPI:
@@ -13,6 +13,8 @@ def create_app() -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(labels.router)
     app.include_router(stats.router)
+    app.include_router(training.router)
+    app.include_router(models.router)
     return app
 
 

@@ -137,3 +137,52 @@ class ConfusionOut(BaseModel):
     predicted: list[str]
     matrix: list[list[int]]
     metrics: dict[str, float | int]
+
+
+class TrainingRunCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # TrainingConfig fields to override for this run (lr, max_steps, lora_r, ...).
+    config: dict[str, object] = Field(default_factory=dict)
+    # Train on this bucket's verified labels only (default: PACKSIGHT_TRAINING_BUCKET, else all).
+    bucket: str | None = Field(default=None, min_length=1, max_length=255)
+
+
+class TrainingRunOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    state: str
+    trigger: str
+    base_model: str
+    quantization: str
+    taxonomy: str
+    params: dict[str, object]
+    step: int
+    total_steps: int | None
+    dataset: dict[str, object] | None
+    candidate_version_id: int | None
+    champion_version_id: int | None
+    decision: str | None
+    decision_reason: str | None
+    results: dict[str, object] | None
+    artifacts_uri: str | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    finished_at: datetime | None
+
+
+class ModelVersionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True, protected_namespaces=())
+
+    id: int
+    name: str
+    base_model: str
+    adapter_uri: str | None
+    quantization: str
+    taxonomy: str
+    is_serving: bool
+    metrics: dict[str, object] | None
+    created_at: datetime

@@ -214,6 +214,60 @@ class ConfusionCount(Base):
     count: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class TrainingRunState:
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ACTIVE = (QUEUED, RUNNING)
+    FINAL = (SUCCEEDED, FAILED)
+
+
+class TrainingRun(Base):
+    """One fine-tune: data gathered from verified labels, a QLoRA adapter trained, the candidate
+    evaluated against the base and the champion, and the promotion decision."""
+
+    __tablename__ = "training_runs"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    state: Mapped[str] = mapped_column(String(32), default=TrainingRunState.QUEUED, index=True)
+    # True while queued or running, NULL once final: the unique constraint admits one active run,
+    # whichever process (beat, API, CLI) starts it; NULLs never collide.
+    active: Mapped[bool | None] = mapped_column(Boolean, unique=True, default=True)
+    trigger: Mapped[str] = mapped_column(String(32))  # "schedule" | "manual"
+    base_model: Mapped[str] = mapped_column(String(512))
+    quantization: Mapped[str] = mapped_column(String(16))
+    taxonomy: Mapped[str] = mapped_column(String(128))
+    # Training config, data selection and splits as the run was started with.
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    total_steps: Mapped[int | None] = mapped_column(Integer)
+    dataset: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # clip counts, test clip ids
+    candidate_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    champion_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    decision: Mapped[str | None] = mapped_column(String(16))  # "promoted" | "rejected"
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    results: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # results.json
+    artifacts_uri: Mapped[str | None] = mapped_column(String(1024))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ModelPromotion(Base):
+    """A change of the serving model version: a promotion after training, or a rollback."""
+
+    __tablename__ = "model_promotions"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    action: Mapped[str] = mapped_column(String(16))  # "promote" | "rollback"
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    previous_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    training_run_id: Mapped[str | None] = mapped_column(ForeignKey("training_runs.id"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class TaskAttempt(Base):
     """How often a task message was delivered; caps redelivery loops (e.g. repeated OOM kills),
     which `task_reject_on_worker_lost` alone would repeat forever."""

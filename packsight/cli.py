@@ -218,6 +218,82 @@ def results(job_id: str | None, fmt: str) -> None:
 
 
 @main.command()
+@click.option("--bucket", help="Train on this bucket's verified labels only (default: all).")
+@click.option(
+    "--config",
+    "config_json",
+    default="{}",
+    help='TrainingConfig overrides as JSON, e.g. \'{"max_steps": 200, "lr": 2e-4}\'.',
+)
+@click.option("--wait/--no-wait", default=True, help="Follow the run until it ends.")
+@click.option(
+    "--results",
+    "results_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the run's results.json here.",
+)
+def train(bucket: str | None, config_json: str, wait: bool, results_path: Path | None) -> None:
+    """Fine-tune an adapter on the verified labels, evaluate it and promote it if it wins."""
+    from packsight.models.migrate import upgrade_database
+    from packsight.models.training_runs import ActiveRunError
+    from packsight.workers.tasks.train import start_training
+
+    try:
+        config = json.loads(config_json)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--config") from exc
+    if not isinstance(config, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--config")
+    settings = _settings()
+    if settings.embedded:
+        upgrade_database(settings.resolved_database_url)
+        click.echo("embedded mode: training in this process")
+    try:
+        run_id = start_training(settings, trigger="manual", config=config, bucket=bucket)
+    except (ActiveRunError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"training run {run_id}")
+    run = _follow_run(settings, run_id, wait=wait)
+    if run.results is not None and results_path is not None:
+        results_path.write_text(json.dumps(run.results, indent=2) + "\n")
+        click.echo(f"wrote {results_path}")
+    if run.state == "failed":
+        sys.exit(1)
+
+
+def _follow_run(settings, run_id: str, *, wait: bool):  # type: ignore[no-untyped-def]
+    from packsight.models.db import session_scope
+    from packsight.models.tables import TrainingRun, TrainingRunState
+
+    last = None
+    while True:
+        with session_scope(settings.resolved_database_url) as session:
+            run = session.get(TrainingRun, run_id)
+        progress = f"{run.state} step {run.step}/{run.total_steps or '?'}"
+        if progress != last:
+            click.echo(f"  {progress}", err=True)
+            last = progress
+        if run.state in TrainingRunState.FINAL or not wait:
+            break
+        time.sleep(5)
+    if run.state == TrainingRunState.FAILED:
+        click.echo(f"failed: {run.error}", err=True)
+    elif run.state == TrainingRunState.SUCCEEDED:
+        for block in ("base_model", "finetuned_model", "champion_model"):
+            scores = (run.results or {}).get(block)
+            if scores:
+                metrics = " ".join(
+                    f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in scores.items()
+                    if k != "model"
+                )
+                click.echo(f"{block:<16} {metrics}  {scores['model']}")
+        click.echo(f"{run.decision}: {run.decision_reason}")
+        click.echo(f"artifacts: {run.artifacts_uri}")
+    return run
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
 def api(host: str, port: int) -> None:

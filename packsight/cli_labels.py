@@ -26,6 +26,13 @@ def labels() -> None:
 )
 @click.option("--map", "mapping_name", help="Map to another taxonomy, e.g. openpack-to-assignment.")
 @click.option("--taxonomy", help="Taxonomy of the CSVs (default: the manifest's, else openpack).")
+@click.option(
+    "--verified/--unverified",
+    default=True,
+    show_default=True,
+    help="Whether the annotations were checked by people; nightly training uses verified "
+    "labels only (e.g. import machine pre-labels with --unverified).",
+)
 def import_labels(
     root: Path,
     bucket: str,
@@ -33,6 +40,7 @@ def import_labels(
     sessions_path: Path | None,
     mapping_name: str | None,
     taxonomy: str | None,
+    verified: bool,
 ) -> None:
     """Import OpenPack operation annotations under ROOT as labels; exits 1 if a file is rejected."""
     from collections import Counter
@@ -70,6 +78,7 @@ def import_labels(
                         intervals=intervals,
                         subject=video.user,
                         session_name=video.session,
+                        verified=verified,
                     )
             except LabelError as exc:
                 rejected.append((path, f"{path}: {exc}"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -61,6 +61,26 @@ class Settings(BaseSettings):
 
     api_token: SecretStr | None = None
 
+    # Retraining. The nightly run's crontab ("minute hour day-of-month month day-of-week", in
+    # `timezone`); empty disables the schedule (manual runs still work).
+    training_schedule: str = "0 2 * * *"
+    timezone: str = "UTC"
+    # TrainingConfig fields to override, as JSON: PACKSIGHT_TRAINING_CONFIG='{"lr": 2e-4}'.
+    training_config: dict[str, Any] = Field(default_factory=dict)
+    # Train on the verified labels of this bucket only (default: every bucket).
+    training_bucket: str | None = None
+    train_subjects: list[str] = ["U0101", "U0102", "U0103", "U0104", "U0105", "U0106"]
+    validation_subjects: list[str] = ["U0107"]
+    test_subjects: list[str] = ["U0108"]
+    test_clips: int = Field(default=30, ge=1)
+    # A candidate serves only if it beats the champion on this metric without losing more than
+    # the tolerance on the others.
+    promotion_metric: Literal["OCA", "tIoU@0.5", "AA@1"] = "AA@1"
+    promotion_tolerance: float = Field(default=0.02, ge=0)
+    # A queued/running run without a heartbeat for this long is taken as dead (its worker was
+    # lost) and no longer blocks a new run.
+    training_stale_after_s: int = Field(default=3 * 3600, ge=60)
+
     @field_validator("frames_per_clip")
     @classmethod
     def _even_frames(cls, value: int) -> int:
@@ -68,6 +88,28 @@ class Settings(BaseSettings):
         if value % 2:
             raise ValueError("frames_per_clip must be even (Qwen2-VL groups frames in pairs)")
         return value
+
+    @field_validator("adapter", "training_bucket")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        # compose passes unset variables as "": that means "none", not a path named "".
+        return value or None
+
+    @field_validator("training_schedule")
+    @classmethod
+    def _crontab(cls, value: str) -> str:
+        if not value.strip():
+            return ""
+        from celery.schedules import crontab
+
+        try:
+            crontab(**crontab_fields(value))
+        except ValueError as exc:
+            raise ValueError(
+                f"training_schedule {value!r} is not a 5-field crontab "
+                f"('minute hour day-of-month month day-of-week'), or empty to disable: {exc}"
+            ) from exc
+        return " ".join(value.split())
 
     @field_validator("api_token")
     @classmethod
@@ -90,6 +132,18 @@ class Settings(BaseSettings):
     @property
     def resolved_local_root(self) -> Path:
         return (self.local_root or self.data_dir / "objects").resolve()
+
+
+CRONTAB_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+
+
+def crontab_fields(expression: str) -> dict[str, str]:
+    """A 5-field crontab line as keyword arguments of celery.schedules.crontab (whose positional
+    order differs from cron's)."""
+    fields = expression.split()
+    if len(fields) != len(CRONTAB_FIELDS):
+        raise ValueError(f"expected 5 fields, got {len(fields)}")
+    return dict(zip(CRONTAB_FIELDS, fields, strict=True))
 
 
 @lru_cache

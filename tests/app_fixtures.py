@@ -1,5 +1,6 @@
 """Fixtures that run packsight itself against the real services: a tiny local model, the
-database schema, Celery worker processes for both queues and the API under uvicorn."""
+database schema, Celery worker processes for the cpu, gpu and training queues, and the API
+under uvicorn."""
 
 from __future__ import annotations
 
@@ -54,6 +55,8 @@ def stack_env(
         "PACKSIGHT_QUANTIZATION": "nf4",
         "PACKSIGHT_DATA_DIR": str(data_dir),
         "PACKSIGHT_GPU_BATCH_SIZE": "4",
+        # Small frames keep the tiny model's CPU training and labelling quick.
+        "PACKSIGHT_FRAME_MAX_SIDE": "112",
         "PACKSIGHT_MAX_ATTEMPTS": "2",
         # Short, so a task left unacked by a killed worker comes back within a test's time.
         "PACKSIGHT_VISIBILITY_TIMEOUT_S": "120",
@@ -96,6 +99,12 @@ def stack(
             env=env,
         ),
         services.ProcessGroup(
+            "worker-train",
+            [*celery, "-Q", "gpu.t4.train", "--pool", "solo", "-n", "train@%h"],
+            log_path=logs / "worker-train.log",
+            env=env,
+        ),
+        services.ProcessGroup(
             "api",
             [str(VENV_BIN / "packsight"), "api", "--port", str(port)],
             log_path=logs / "api.log",
@@ -103,12 +112,12 @@ def stack(
         ),
     ]
     try:
-        for process in processes[:2]:
+        for process in processes[:3]:
             process.wait_until(
                 lambda p=process: "ready." in p.log_tail(200), what="worker ready", timeout_s=90
             )
         url = f"http://127.0.0.1:{port}"
-        processes[2].wait_until(
+        processes[3].wait_until(
             lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, what="API health"
         )
         yield Stack(env=env, api_url=url, token=token, logs=logs)

@@ -6,13 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from celery import Celery, Task
+from celery.schedules import crontab
 from celery.signals import worker_process_init
 
 from packsight.models.db import dispose_engines
-from packsight.settings import Settings, get_settings
+from packsight.settings import Settings, crontab_fields, get_settings
 
 DECODE_TASK = "packsight.sample_video"
 INFER_TASK = "packsight.label_clips"
+SCHEDULED_TRAINING_TASK = "packsight.start_scheduled_training"
+TRAIN_TASK = "packsight.train_adapter"
 
 
 def configure(app: Celery, settings: Settings) -> None:
@@ -35,15 +38,37 @@ def configure(app: Celery, settings: Settings) -> None:
         task_routes={
             DECODE_TASK: {"queue": settings.queue_cpu},
             INFER_TASK: {"queue": settings.queue_gpu},
+            SCHEDULED_TRAINING_TASK: {"queue": settings.queue_cpu},
+            TRAIN_TASK: {"queue": settings.queue_train},
         },
+        timezone=settings.timezone,
+        # `celery beat` sends the nightly run; the run's unique active flag (not beat) makes
+        # sure that two beats, or a beat and a manual run, never train at the same time.
+        beat_schedule=training_schedule(settings),
         task_send_sent_event=True,
         worker_send_task_events=True,
         worker_hijack_root_logger=False,
     )
 
 
+def training_schedule(settings: Settings) -> dict[str, dict]:
+    if not settings.training_schedule:
+        return {}
+    return {
+        "nightly-training": {
+            "task": SCHEDULED_TRAINING_TASK,
+            "schedule": crontab(**crontab_fields(settings.training_schedule)),
+        }
+    }
+
+
 app = Celery(
-    "packsight", include=["packsight.workers.tasks.sample", "packsight.workers.tasks.label"]
+    "packsight",
+    include=[
+        "packsight.workers.tasks.sample",
+        "packsight.workers.tasks.label",
+        "packsight.workers.tasks.train",
+    ],
 )
 configure(app, get_settings())
 

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from packsight.models.db import session_scope
 from packsight.models.jobs import create_job, get_or_create_model_version
-from packsight.models.tables import JobItem
+from packsight.models.promotions import serving_version
+from packsight.models.tables import JobItem, ModelVersion
 from packsight.settings import Settings
 from packsight.storage import BucketNotFoundError, open_storage, validate_key
 from packsight.taxonomy import load_taxonomy
@@ -60,13 +62,7 @@ def create_labelling_job(
         "taxonomy": settings.taxonomy,
     }
     with session_scope(settings.resolved_database_url) as session:
-        version = get_or_create_model_version(
-            session,
-            base_model=settings.model,
-            adapter=settings.adapter,
-            quantization=settings.quantization,
-            taxonomy=settings.taxonomy,
-        )
+        version = job_model_version(session, settings)
         job = create_job(
             session,
             bucket=bucket,
@@ -79,6 +75,27 @@ def create_labelling_job(
             session.scalars(select(JobItem.id).where(JobItem.job_id == job.id).order_by(JobItem.id))
         )
         return Submission(job_id=job.id, item_ids=item_ids)
+
+
+def job_model_version(session: Session, settings: Settings) -> ModelVersion:
+    """The version new jobs label with: PACKSIGHT_ADAPTER when set explicitly, else the adapter
+    promoted for the configured model (training and rollbacks switch it), else the base model."""
+    if settings.adapter is None:
+        serving = serving_version(
+            session,
+            base_model=settings.model,
+            quantization=settings.quantization,
+            taxonomy=settings.taxonomy,
+        )
+        if serving is not None:
+            return serving
+    return get_or_create_model_version(
+        session,
+        base_model=settings.model,
+        adapter=settings.adapter,
+        quantization=settings.quantization,
+        taxonomy=settings.taxonomy,
+    )
 
 
 def enqueue_items(item_ids: Sequence[int]) -> None:

@@ -25,7 +25,7 @@ def _command(service: dict) -> list[str]:
 def test_services_are_the_production_set(compose: dict) -> None:
     assert set(compose["services"]) == {
         "postgres", "redis", "minio", "minio-init", "migrate", "api",
-        "worker-cpu", "worker-gpu", "beat", "flower",
+        "worker-cpu", "worker-gpu", "worker-train", "beat", "flower",
     }  # fmt: skip
 
 
@@ -39,7 +39,7 @@ def test_every_packsight_variable_is_a_setting(compose: dict) -> None:
 
 
 def test_app_services_share_one_configuration(compose: dict) -> None:
-    app_services = ["migrate", "api", "worker-cpu", "worker-gpu", "beat", "flower"]
+    app_services = ["migrate", "api", "worker-cpu", "worker-gpu", "worker-train", "beat", "flower"]
     envs = [compose["services"][name]["environment"] for name in app_services]
     assert all(env == envs[0] for env in envs)
     env = envs[0]
@@ -54,15 +54,19 @@ def test_workers_consume_the_configured_queues(compose: dict) -> None:
     env = compose["services"]["api"]["environment"]
     cpu = _command(compose["services"]["worker-cpu"])
     gpu = _command(compose["services"]["worker-gpu"])
+    train = _command(compose["services"]["worker-train"])
     assert cpu[cpu.index("-Q") + 1] == env["PACKSIGHT_QUEUE_CPU"] == defaults.queue_cpu
     assert gpu[gpu.index("-Q") + 1] == env["PACKSIGHT_QUEUE_GPU"] == defaults.queue_gpu
-    assert gpu[gpu.index("--pool") + 1] == "solo"
-    for command in (cpu, gpu):
+    assert train[train.index("-Q") + 1] == env["PACKSIGHT_QUEUE_TRAIN"] == defaults.queue_train
+    for command in (gpu, train):
+        assert command[command.index("--pool") + 1] == "solo"
+    for command in (cpu, gpu, train):
         assert command[:3] == ["celery", "-A", "packsight.workers.app"]
 
 
-def test_gpu_worker_reserves_an_nvidia_device_on_the_pinned_image(compose: dict) -> None:
-    service = compose["services"]["worker-gpu"]
+@pytest.mark.parametrize("name", ["worker-gpu", "worker-train"])
+def test_gpu_workers_reserve_an_nvidia_device_on_the_pinned_image(compose: dict, name: str) -> None:
+    service = compose["services"][name]
     devices = service["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     dockerfile = ROOT / "compose" / Path(service["build"]["dockerfile"]).name

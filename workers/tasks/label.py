@@ -17,7 +17,7 @@ from packsight.models.predictions import ClipOutcome, upsert_predictions
 from packsight.models.tables import Clip, Job, JobItem, ModelVersion
 from packsight.parsing import ClipPrediction, OutputParseError
 from packsight.settings import Settings, get_settings
-from packsight.storage import StorageError, open_artifact_storage
+from packsight.storage import StorageError, open_artifact_storage, resolve_artifact
 from packsight.taxonomy import load_taxonomy
 from packsight.workers.app import INFER_TASK, app, retry_or_give_up
 
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # One model per process: GPU workers run `--pool solo`, so the model is loaded in the process
-# that uses it (after any fork) and kept across tasks. A different version replaces it.
+# that uses it (after any fork) and kept across tasks. A job of another version (after a
+# promotion or rollback) replaces it: no restart needed.
 _cache_lock = threading.Lock()
 _cached: tuple[str, Labeler] | None = None
 
@@ -40,9 +41,14 @@ def labeler_for(version: ModelVersion, settings: Settings) -> Labeler:
     with _cache_lock:
         if _cached is None or _cached[0] != version.name:
             _cached = None  # drop the old model before loading the new one
+            adapter = version.adapter_uri
+            if adapter is not None:
+                adapter = resolve_artifact(
+                    adapter, open_artifact_storage(settings), settings.data_dir / "adapters"
+                )
             labeler = load_labeler(
                 model=version.base_model,
-                adapter=version.adapter_uri,
+                adapter=adapter,
                 quantization=version.quantization,  # type: ignore[arg-type]
                 device=settings.device,
                 taxonomy=load_taxonomy(version.taxonomy),

@@ -1,0 +1,51 @@
+"""Training runs: start one by hand (the nightly one comes from beat), follow it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Query, status
+from sqlalchemy import select
+
+from packsight.api.deps import Authorized, SessionDep, SettingsDep
+from packsight.api.schemas import TrainingRunCreate, TrainingRunOut
+from packsight.models.tables import TrainingRun
+from packsight.models.training_runs import ActiveRunError
+
+router = APIRouter(prefix="/v1/training-runs", tags=["training"], dependencies=[Authorized])
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED)
+def start_run(
+    body: TrainingRunCreate, settings: SettingsDep, session: SessionDep, background: BackgroundTasks
+) -> TrainingRunOut:
+    # Imported here: the task module pulls in the Celery app, not needed by the other routes.
+    from packsight.workers.tasks.train import queue_run, record_run
+
+    try:
+        run_id = record_run(settings, trigger="manual", config=body.config, bucket=body.bucket)
+    except ActiveRunError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    if settings.embedded:
+        background.add_task(queue_run, run_id)  # in this process, after the response
+    else:
+        queue_run(run_id)
+    return TrainingRunOut.model_validate(session.get(TrainingRun, run_id))
+
+
+@router.get("")
+def list_runs(
+    session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 20
+) -> list[TrainingRunOut]:
+    rows = session.scalars(select(TrainingRun).order_by(TrainingRun.created_at.desc()).limit(limit))
+    return [TrainingRunOut.model_validate(row) for row in rows]
+
+
+@router.get("/{run_id}")
+def get_run(run_id: str, session: SessionDep) -> TrainingRunOut:
+    run = session.get(TrainingRun, run_id)
+    if run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"training run {run_id!r} not found")
+    return TrainingRunOut.model_validate(run)

@@ -1,0 +1,153 @@
+"""Training-run lifecycle and the data a run trains on.
+
+At most one run is active (queued or running) at a time: `TrainingRun.active` is True only then
+and carries a unique constraint, so two beat processes, the API and the CLI cannot start two,
+whatever the timing. A run whose worker vanished stops blocking once its heartbeat is stale.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from packsight.models.tables import Label, TrainingRun, TrainingRunState, utcnow
+from packsight.retraining import LabelledVideo
+
+
+class ActiveRunError(RuntimeError):
+    """Another training run is queued or running."""
+
+    def __init__(self, run: TrainingRun) -> None:
+        super().__init__(
+            f"training run {run.id} is already {run.state} (started by {run.trigger} at "
+            f"{run.created_at:%Y-%m-%d %H:%M:%S}); one run at a time"
+        )
+        self.run_id = run.id
+
+
+class UnknownTrainingRunError(LookupError):
+    """No training run has the given id."""
+
+
+def active_run(session: Session) -> TrainingRun | None:
+    return session.scalar(select(TrainingRun).where(TrainingRun.active.is_(True)))
+
+
+def start_run(
+    session: Session,
+    *,
+    trigger: str,
+    base_model: str,
+    quantization: str,
+    taxonomy: str,
+    params: dict[str, Any],
+    stale_after_s: float,
+) -> TrainingRun:
+    """Record a new queued run, or raise ActiveRunError if one is active and alive.
+
+    Commit before queueing its task: the worker looks the run up by id."""
+    current = active_run(session)
+    if current is not None:
+        last_sign = current.heartbeat_at or current.created_at
+        if utcnow() - _aware(last_sign) < timedelta(seconds=stale_after_s):
+            raise ActiveRunError(current)
+        finish_run(
+            session,
+            current.id,
+            state=TrainingRunState.FAILED,
+            error=f"abandoned: no heartbeat since {last_sign:%Y-%m-%d %H:%M:%S} "
+            f"(more than {stale_after_s:.0f} s); its worker was presumably lost",
+        )
+    run = TrainingRun(
+        trigger=trigger,
+        base_model=base_model,
+        quantization=quantization,
+        taxonomy=taxonomy,
+        params=params,
+        active=True,
+    )
+    try:
+        with session.begin_nested():
+            session.add(run)
+    except IntegrityError:
+        # Another process inserted its run between our check and our insert (the savepoint's
+        # rollback has already taken ours out of the session).
+        winner = active_run(session)
+        if winner is None:  # it finished in between; a retry by the caller will do
+            raise
+        raise ActiveRunError(winner) from None
+    return run
+
+
+def claim_run(session: Session, run_id: str) -> TrainingRun | None:
+    """Mark the run running (again, after a redelivery); None when it is already final."""
+    now = utcnow()
+    claimed = session.execute(
+        update(TrainingRun)
+        .where(TrainingRun.id == run_id, TrainingRun.state.in_(TrainingRunState.ACTIVE))
+        .values(state=TrainingRunState.RUNNING, heartbeat_at=now)
+    ).rowcount
+    if not claimed:
+        if session.get(TrainingRun, run_id) is None:
+            raise UnknownTrainingRunError(f"training run {run_id!r} not found")
+        return None
+    run = session.get(TrainingRun, run_id)
+    session.refresh(run)
+    if run.started_at is None:
+        run.started_at = now
+    return run
+
+
+def heartbeat(session: Session, run_id: str, **progress: Any) -> None:
+    """Record progress (step, total_steps, dataset, ...) of a running run and that it is alive."""
+    session.execute(
+        update(TrainingRun)
+        .where(TrainingRun.id == run_id, TrainingRun.state == TrainingRunState.RUNNING)
+        .values(heartbeat_at=utcnow(), **progress)
+    )
+
+
+def finish_run(session: Session, run_id: str, *, state: str, **outcome: Any) -> bool:
+    """Move an active run to its final state; False if it already was final."""
+    if state not in TrainingRunState.FINAL:
+        raise ValueError(f"{state!r} is not a final training run state")
+    return bool(
+        session.execute(
+            update(TrainingRun)
+            .where(TrainingRun.id == run_id, TrainingRun.state.in_(TrainingRunState.ACTIVE))
+            .values(state=state, active=None, finished_at=utcnow(), **outcome)
+        ).rowcount
+    )
+
+
+def labelled_videos(
+    session: Session, *, taxonomy: str, bucket: str | None = None
+) -> list[LabelledVideo]:
+    """Videos that can be trained on: labelled in `taxonomy`, every label verified (imported
+    annotations and human corrections are; a video with unverified labels is left out whole,
+    since its gaps would be taken for background), and with a known subject for the split."""
+    query = select(Label).where(Label.taxonomy == taxonomy)
+    if bucket is not None:
+        query = query.where(Label.bucket == bucket)
+    grouped: dict[tuple[str, str], list[Label]] = {}
+    for label in session.scalars(query.order_by(Label.bucket, Label.video_key, Label.start_frame)):
+        grouped.setdefault((label.bucket, label.video_key), []).append(label)
+    videos = []
+    for (bucket_name, key), rows in grouped.items():
+        subject = next((r.subject for r in rows if r.subject), None)
+        if subject is None or not all(r.verified for r in rows):
+            continue
+        segments = [(r.operation, r.start_frame, r.end_frame) for r in rows]
+        videos.append(LabelledVideo(bucket_name, key, subject, segments))
+    return videos
+
+
+def _aware(moment):  # type: ignore[no-untyped-def]
+    # SQLite returns naive datetimes (stored as UTC).
+    from datetime import UTC
+
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

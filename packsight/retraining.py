@@ -1,0 +1,150 @@
+"""The retraining pipeline's steps that need no database or queue: the dataset from labelled
+videos, scoring a model on the fixed test split, and the promotion decision.
+
+The Celery task (packsight.workers.tasks.train) strings them together with storage and Postgres.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packsight.metrics import Evaluation, evaluate, is_better
+from packsight.taxonomy import Taxonomy
+from packsight.training_examples import TrainingExample, examples_for_video
+from packsight.training_set import Segment, procedure_successor, split_for_subject, test_clip_ids
+from packsight.video import VideoDecodeError
+
+
+@dataclass(frozen=True)
+class LabelledVideo:
+    """A video whose verified labels cover it: where it is and its operation segments."""
+
+    bucket: str
+    key: str
+    subject: str
+    segments: list[Segment]
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: tuple[str, ...]
+    validation: tuple[str, ...]
+    test: tuple[str, ...]
+    test_clips: int = 30
+
+
+@dataclass
+class Dataset:
+    train: list[TrainingExample] = field(default_factory=list)
+    validation: list[TrainingExample] = field(default_factory=list)
+    test: list[TrainingExample] = field(default_factory=list)  # the fixed test clips only
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (bucket/key, why)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "train_clips": len(self.train),
+            "validation_clips": len(self.validation),
+            "test_clips": len(self.test),
+            "test_clip_ids": [e.clip_id for e in self.test],
+            "skipped_videos": [{"video": v, "error": e} for v, e in self.skipped],
+        }
+
+
+def build_dataset(
+    videos: Sequence[LabelledVideo],
+    fetch: Callable[[LabelledVideo], Path],
+    *,
+    taxonomy: Taxonomy,
+    splits: Splits,
+    frames_per_clip: int = 8,
+    clip_seconds: float = 5.0,
+    max_side: int = 336,
+    seed: int = 42,
+    on_video: Callable[[LabelledVideo], None] | None = None,
+) -> Dataset:
+    """Training, validation and test examples of the videos, by their subject's split.
+
+    `fetch` gives a local path of a video. A video that cannot be read is skipped and named in
+    `Dataset.skipped` (one bad file must not cancel the night's training); videos of subjects in
+    no split are left out. The test set is the first `splits.test_clips` test clips by clip id.
+    """
+    dataset = Dataset()
+    procedure_next = procedure_successor(taxonomy) if taxonomy.procedure else None
+    for video in sorted(videos, key=lambda v: (v.bucket, v.key)):
+        split = split_for_subject(
+            video.subject, train=splits.train, validation=splits.validation, test=splits.test
+        )
+        if split is None:
+            continue
+        if on_video is not None:
+            on_video(video)
+        try:
+            examples = examples_for_video(
+                fetch(video),
+                video.segments,
+                video_key=video.key,
+                subject=video.subject,
+                taxonomy=taxonomy,
+                frames_per_clip=frames_per_clip,
+                clip_seconds=clip_seconds,
+                max_side=max_side,
+                seed=seed,
+                procedure_next=procedure_next,
+            )
+        except (VideoDecodeError, ValueError, OSError) as exc:
+            dataset.skipped.append((f"{video.bucket}/{video.key}", f"{type(exc).__name__}: {exc}"))
+            continue
+        getattr(dataset, split).extend(examples)
+    chosen = set(
+        test_clip_ids(
+            [e.clip_id for e in dataset.test], subject=_only(splits.test), count=splits.test_clips
+        )
+        if len(splits.test) == 1
+        else sorted(e.clip_id for e in dataset.test)[: splits.test_clips]
+    )
+    dataset.test = sorted((e for e in dataset.test if e.clip_id in chosen), key=lambda e: e.clip_id)
+    return dataset
+
+
+def _only(subjects: Sequence[str]) -> str:
+    (subject,) = subjects
+    return subject
+
+
+def score(labeler, examples: Sequence[TrainingExample], taxonomy: Taxonomy) -> Evaluation:  # type: ignore[no-untyped-def]
+    """OCA, tIoU@0.5 and AA@1 of a loaded `Labeler` on `examples` (a clip the model gives no
+    valid answer for counts as wrong)."""
+    from packsight.parsing import ClipPrediction
+    from packsight.vlm.training import clip_input
+
+    results = labeler.predict([clip_input(e) for e in examples])
+    predictions = {
+        e.clip_id: r if isinstance(r, ClipPrediction) else None
+        for e, r in zip(examples, results, strict=True)
+    }
+    return evaluate(predictions, [e.truth for e in examples], taxonomy)
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+
+
+def decide(
+    candidate: Evaluation,
+    champion: Evaluation | None,
+    base: Evaluation,
+    *,
+    primary: str,
+    tolerance: float,
+) -> Decision:
+    """Promote the candidate only if it beats the serving model (the base when no adapter has
+    been promoted yet) on `primary`, losing at most `tolerance` on the other metrics."""
+    promote, reason = is_better(
+        candidate, champion if champion is not None else base, primary=primary, tolerance=tolerance
+    )
+    against = "champion" if champion is not None else "base model (no champion yet)"
+    return Decision(promote, f"{reason} (compared with the {against})")

@@ -1,0 +1,182 @@
+"""Retraining on the running stack: annotations imported with the CLI, a run started through
+the API and trained by the real `gpu.t4.train` worker, evaluated, stored in Postgres and S3;
+then the serving adapter switches for new jobs without restarting the GPU worker, and rolls
+back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from celery import Celery
+from sqlalchemy import func, select
+
+from packsight.metrics import METRIC_NAMES, Evaluation, is_better
+from packsight.models.db import session_scope
+from packsight.models.promotions import promote
+from packsight.models.tables import Job, ModelVersion, Prediction, TrainingRun
+from packsight.synth import write_synthetic_archive
+from packsight.workers.app import SCHEDULED_TRAINING_TASK
+
+pytestmark = pytest.mark.e2e
+BUCKET = "verified-archive"
+STEPS = 6
+
+
+def wait_for(client, path: str, final: tuple[str, ...], timeout_s: float = 600) -> dict:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        body = client.get(path).raise_for_status().json()
+        if body["state"] in final:
+            return body
+        time.sleep(1)
+    raise AssertionError(f"{path} did not finish in {timeout_s}s: {body}")
+
+
+def as_evaluation(block: dict) -> Evaluation:
+    return Evaluation(
+        oca=block["OCA"],
+        tiou_at_05=block["tIoU@0.5"],
+        aa_at_1=block["AA@1"],
+        count=block["clips"],
+        missing=0,
+        confusion={},
+    )
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("verified")
+    # 9 sessions: subjects U0101..U0108, then U0101 again; U0108 is the test subject.
+    return root, write_synthetic_archive(root, videos=9, seed=42)
+
+
+def test_training_run_trains_evaluates_and_serves(stack, stack_settings, s3, archive) -> None:  # type: ignore[no-untyped-def]
+    root, videos = archive
+    client = s3.client()
+    client.create_bucket(Bucket=BUCKET)
+    for video in videos:
+        client.upload_file(str(video.path), BUCKET, video.key)
+    imported = subprocess.run(
+        [str(Path(sys.executable).parent / "packsight"), "labels", "import", str(root),
+         "--bucket", BUCKET],
+        env=stack.env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    db = stack_settings.resolved_database_url
+
+    with stack.client() as api:
+        bad = api.post("/v1/training-runs", json={"config": {"learning_rate": 1}})
+        assert bad.status_code == 422 and "learning_rate" in bad.text
+        response = api.post(
+            "/v1/training-runs",
+            json={"bucket": BUCKET, "config": {"max_steps": STEPS, "checkpoint_every": 3}},
+        )
+        assert response.status_code == 202, response.text
+        run_id = response.json()["id"]
+        # While it runs, neither a manual run nor the nightly schedule can start another.
+        again = api.post("/v1/training-runs", json={"bucket": BUCKET})
+        assert again.status_code == 409 and run_id in again.text
+        beat = Celery(broker=stack.env["PACKSIGHT_BROKER_URL"])
+        beat.send_task(SCHEDULED_TRAINING_TASK, queue="cpu")
+        run = wait_for(api, f"/v1/training-runs/{run_id}", ("succeeded", "failed"))
+        assert run["state"] == "succeeded", run["error"]
+        assert run["trigger"] == "manual" and run["step"] == run["total_steps"] == STEPS
+        dataset = run["dataset"]
+        assert dataset["train_clips"] > 0 and dataset["skipped_videos"] == []
+        test_ids = dataset["test_clip_ids"]
+        assert test_ids and all(c.startswith("U0108_") for c in test_ids)
+        assert test_ids == sorted(test_ids) and len(test_ids) <= 30
+
+        results = run["results"]
+        base = as_evaluation(results["base_model"])
+        tuned = as_evaluation(results["finetuned_model"])
+        assert base.count == tuned.count == len(test_ids)
+        assert results["champion_model"] is None  # nothing promoted for this model before
+        promoted, _ = is_better(tuned, base)
+        assert run["decision"] == ("promoted" if promoted else "rejected")
+        assert results["promotion"]["promoted"] == promoted
+
+        # results.json and the adapter are in the artifact bucket.
+        prefix = f"training-runs/{run_id}"
+        bucket = stack_settings.artifact_bucket
+        stored = client.get_object(Bucket=bucket, Key=f"{prefix}/results.json")["Body"].read()
+        assert json.loads(stored) == results
+        keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]}
+        assert f"{prefix}/adapter/adapter_config.json" in keys
+        assert f"{prefix}/adapter/training.json" in keys
+
+        # Metrics and confusion cells per model version in Postgres, served by the API.
+        models = {m["id"]: m for m in api.get("/v1/models").raise_for_status().json()}
+        candidate = models[run["candidate_version_id"]]
+        assert candidate["adapter_uri"] == f"artifact://{bucket}/{prefix}/adapter"
+        for name in METRIC_NAMES:
+            assert candidate["metrics"]["test"][name] == results["finetuned_model"][name]
+        confusion = (
+            api.get(
+                "/v1/stats/confusion", params={"model_version": candidate["id"], "split": "test"}
+            )
+            .raise_for_status()
+            .json()
+        )
+        assert sum(map(sum, confusion["matrix"])) == len(test_ids)
+
+        # The schedule's attempt did not create a run of its own.
+        with session_scope(db) as session:
+            started = session.get(TrainingRun, run_id).created_at
+            later = select(func.count(TrainingRun.id)).where(TrainingRun.created_at > started)
+            assert session.scalar(later) == 0
+
+        # Serving: make the candidate the champion (it is already if it won), then a new job
+        # labels with it on the same, never restarted GPU worker, which fetches the adapter from S3.
+        with session_scope(db) as session:
+            if not promoted:
+                base_version = session.scalar(
+                    select(ModelVersion).where(
+                        ModelVersion.base_model == candidate["base_model"],
+                        ModelVersion.adapter_uri.is_(None),
+                    )
+                )
+                promote(session, candidate["id"], reason="e2e", previous=base_version)
+        first_key = videos[0].key
+        job = label(api, first_key)
+        assert job["state"] == "succeeded"
+        assert job_version(db, job["id"]) == candidate["id"]
+        assert predictions_of(db, job["id"]) > 0
+
+        restored = api.post(f"/v1/models/{candidate['id']}/rollback")
+        assert restored.status_code == 200, restored.text
+        base_id = restored.json()["id"]
+        assert restored.json()["adapter_uri"] is None and restored.json()["is_serving"]
+        job = label(api, first_key)
+        assert job["state"] == "succeeded" and job_version(db, job["id"]) == base_id
+        # The candidate no longer serves, so it cannot be rolled back twice.
+        assert api.post(f"/v1/models/{candidate['id']}/rollback").status_code == 409
+        assert api.post("/v1/models/999999/rollback").status_code == 404
+
+
+def label(api, key: str) -> dict:  # type: ignore[no-untyped-def]
+    response = api.post("/v1/jobs", json={"bucket": BUCKET, "keys": [key]})
+    assert response.status_code == 202, response.text
+    return wait_for(
+        api, f"/v1/jobs/{response.json()['job_id']}", ("succeeded", "failed", "partially_failed")
+    )
+
+
+def job_version(db: str, job_id: str) -> int:
+    with session_scope(db) as session:
+        return session.get(Job, job_id).model_version_id
+
+
+def predictions_of(db: str, job_id: str) -> int:
+    with session_scope(db) as session:
+        version = session.get(Job, job_id).model_version_id
+        return session.scalar(
+            select(func.count(Prediction.id)).where(
+                Prediction.model_version_id == version, Prediction.status == "ok"
+            )
+        )

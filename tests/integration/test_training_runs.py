@@ -1,0 +1,207 @@
+"""Training-run bookkeeping and model promotion on real Postgres: one active run at a time (even
+when two processes race), stale runs give way, only verified labels are trained on, and the
+serving version switches and rolls back."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from packsight.models.db import session_scope
+from packsight.models.jobs import get_or_create_model_version
+from packsight.models.labels import add_correction, replace_video_labels
+from packsight.models.migrate import upgrade_database
+from packsight.models.promotions import RollbackError, promote, rollback, serving_version
+from packsight.models.tables import TrainingRun, TrainingRunState, utcnow
+from packsight.models.training_runs import (
+    ActiveRunError,
+    active_run,
+    claim_run,
+    finish_run,
+    labelled_videos,
+    start_run,
+)
+from packsight.settings import Settings
+from packsight.workers.submit import job_model_version
+
+pytestmark = pytest.mark.integration
+HOUR = 3600
+
+
+@pytest.fixture
+def db(postgres_url: str) -> str:
+    upgrade_database(postgres_url)
+    _finish_active(postgres_url)
+    yield postgres_url
+    _finish_active(postgres_url)
+
+
+def _finish_active(url: str) -> None:
+    # The database is shared with other tests: leave no run holding the slot.
+    with session_scope(url) as session:
+        run = active_run(session)
+        if run is not None:
+            finish_run(session, run.id, state=TrainingRunState.FAILED, error="test cleanup")
+
+
+def _start(url: str, *, stale_after_s: float = HOUR) -> str:
+    with session_scope(url) as session:
+        run = start_run(
+            session,
+            trigger="manual",
+            base_model="tiny",
+            quantization="nf4",
+            taxonomy="assignment",
+            params={},
+            stale_after_s=stale_after_s,
+        )
+        return run.id
+
+
+def test_one_active_run_until_it_finishes(db: str) -> None:
+    first = _start(db)
+    with pytest.raises(ActiveRunError) as refused:
+        _start(db)
+    assert refused.value.run_id == first
+    with session_scope(db) as session:
+        assert claim_run(session, first).state == TrainingRunState.RUNNING
+        assert finish_run(session, first, state=TrainingRunState.SUCCEEDED, decision="rejected")
+        # A second finish (a redelivered task) changes nothing.
+        assert not finish_run(session, first, state=TrainingRunState.FAILED, error="late")
+        assert claim_run(session, first) is None
+    second = _start(db)
+    with session_scope(db) as session:
+        done = session.get(TrainingRun, first)
+        assert (done.state, done.active, done.decision) == ("succeeded", None, "rejected")
+        assert session.get(TrainingRun, second).active is True
+
+
+def test_racing_starts_admit_exactly_one(db: str) -> None:
+    # Two beats (or a beat and the API) at the same moment: the unique active flag decides.
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(_start(db))
+        except ActiveRunError:
+            outcomes.append("refused")
+        except Exception as exc:  # reported below rather than lost in the thread
+            outcomes.append(repr(exc))
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes).count("refused") == 3, outcomes
+
+
+def test_a_run_without_heartbeat_gives_way(db: str) -> None:
+    lost = _start(db)
+    with session_scope(db) as session:
+        claim_run(session, lost)
+        session.execute(
+            update(TrainingRun)
+            .where(TrainingRun.id == lost)
+            .values(heartbeat_at=utcnow() - timedelta(hours=5))
+        )
+    fresh = _start(db, stale_after_s=HOUR)
+    with session_scope(db) as session:
+        old = session.get(TrainingRun, lost)
+        assert old.state == TrainingRunState.FAILED and old.active is None
+        assert "abandoned" in old.error
+        assert active_run(session).id == fresh
+
+
+def test_only_fully_verified_videos_with_a_subject_are_trained_on(db: str) -> None:
+    bucket = f"b-{uuid.uuid4().hex[:8]}"
+
+    class Interval:
+        def __init__(self, operation: str, start: int, end: int) -> None:
+            self.operation, self.start_frame, self.end_frame = operation, start, end
+
+    intervals = [Interval("Tape", 0, 100), Interval("Pack", 100, 250)]
+    with session_scope(db) as session:
+        for key, subject, verified in (
+            ("U0101/a.mp4", "U0101", True),
+            ("U0102/b.mp4", "U0102", False),  # machine pre-labels
+            ("c.mp4", None, True),  # no subject: no split
+        ):
+            replace_video_labels(
+                session,
+                bucket=bucket,
+                video_key=key,
+                taxonomy="assignment",
+                intervals=intervals,
+                subject=subject,
+                verified=verified,
+            )
+        # A human correction on the unverified video does not make the rest of it verified.
+        add_correction(
+            session,
+            bucket=bucket,
+            video_key="U0102/b.mp4",
+            operation="Wrap",
+            start_frame=10,
+            end_frame=20,
+            taxonomy="assignment",
+        )
+        videos = labelled_videos(session, taxonomy="assignment", bucket=bucket)
+        other_taxonomy = labelled_videos(session, taxonomy="openpack", bucket=bucket)
+    assert [(v.key, v.subject, v.segments) for v in videos] == [
+        ("U0101/a.mp4", "U0101", [("Tape", 0, 100), ("Pack", 100, 250)])
+    ]
+    assert other_taxonomy == []
+
+
+def _settings(model: str) -> Settings:
+    return Settings(model=model, quantization="nf4", taxonomy="assignment")
+
+
+def test_promotion_switches_new_jobs_and_rollback_restores(db: str) -> None:
+    model = f"tiny-{uuid.uuid4().hex[:8]}"  # its own serving scope
+    with session_scope(db) as session:
+        base = get_or_create_model_version(
+            session, base_model=model, adapter=None, quantization="nf4", taxonomy="assignment"
+        )
+        first, second = (
+            get_or_create_model_version(
+                session,
+                base_model=model,
+                adapter=f"artifact://a/{name}",
+                quantization="nf4",
+                taxonomy="assignment",
+            )
+            for name in ("one", "two")
+        )
+        ids = base.id, first.id, second.id
+        # Nothing promoted yet: jobs use the configured base model.
+        assert job_model_version(session, _settings(model)).id == base.id
+        with pytest.raises(RollbackError, match="not serving"):
+            rollback(session, first.id)
+        promote(session, first.id, reason="won", previous=base)
+        promote(session, second.id, reason="won again")
+    base_id, first_id, second_id = ids
+
+    with session_scope(db) as session:
+        assert job_model_version(session, _settings(model)).id == second_id
+        # An explicitly configured adapter wins over the promoted one.
+        pinned = Settings(model=model, adapter="/adapters/pinned", taxonomy="assignment")
+        assert job_model_version(session, pinned).adapter_uri == "/adapters/pinned"
+        assert rollback(session, second_id).id == first_id
+    with session_scope(db) as session:
+        assert (
+            serving_version(session, base_model=model, quantization="nf4", taxonomy="assignment").id
+            == first_id
+        )
+        assert rollback(session, first_id).id == base_id
+        assert job_model_version(session, _settings(model)).id == base_id
+        # The base was never promoted over anything: nothing further back.
+        with pytest.raises(RollbackError, match="nothing to roll back to"):
+            rollback(session, base_id)
