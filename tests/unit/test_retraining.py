@@ -1,0 +1,117 @@
+"""The retraining steps without services: the dataset from labelled videos (splits, the fixed
+test clips, unreadable videos skipped by name), the promotion decision, and artifact folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from packsight.metrics import Evaluation
+from packsight.retraining import LabelledVideo, Splits, build_dataset, decide
+from packsight.storage import (
+    InvalidKeyError,
+    LocalStorage,
+    ObjectNotFoundError,
+    artifact_uri,
+    parse_artifact_uri,
+    resolve_artifact,
+    upload_folder,
+)
+from packsight.synth import write_synthetic_archive
+from packsight.taxonomy import load_taxonomy
+
+TAXONOMY = load_taxonomy("assignment")
+SPLITS = Splits(train=("U0101", "U0102"), validation=("U0103",), test=("U0108",), test_clips=2)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
+    root = tmp_path_factory.mktemp("archive")
+    # Videos 0, 1, 2 and 7 are subjects U0101, U0102, U0103 and U0108.
+    videos = write_synthetic_archive(root, videos=8, seed=7, min_seconds=12, max_seconds=16)
+    return root, videos
+
+
+def labelled(videos: list) -> list[LabelledVideo]:  # type: ignore[type-arg]
+    return [LabelledVideo("archive", v.key, v.user, v.segments) for v in videos]
+
+
+def test_dataset_follows_the_subject_splits_and_keeps_the_first_test_clips(archive) -> None:  # type: ignore[no-untyped-def]
+    root, videos = archive
+    seen: list[str] = []
+    broken = LabelledVideo("archive", "U0101/video/broken.mp4", "U0101", [("Tape", 0, 300)])
+    (root / broken.key).write_bytes(b"\x00not a video" * 100)
+    dataset = build_dataset(
+        [*labelled(videos), broken],
+        lambda v: root / v.key,
+        taxonomy=TAXONOMY,
+        splits=SPLITS,
+        max_side=56,
+        on_video=lambda v: seen.append(v.subject),
+    )
+    # Subjects outside every split (U0104..U0107) are not even fetched.
+    assert sorted(set(seen)) == ["U0101", "U0102", "U0103", "U0108"]
+    assert {e.subject for e in dataset.train} == {"U0101", "U0102"}
+    assert {e.subject for e in dataset.validation} == {"U0103"}
+    ids = [e.clip_id for e in dataset.test]
+    assert len(ids) == 2 and ids == sorted(ids) and all(i.startswith("U0108_") for i in ids)
+    # The unreadable file is named with the reason, and the rest of the data is still there.
+    assert [video for video, _ in dataset.skipped] == ["archive/U0101/video/broken.mp4"]
+    summary = dataset.summary()
+    assert summary["test_clip_ids"] == ids and summary["train_clips"] == len(dataset.train)
+    # A procedure step always has a next step (at a session's end, the procedure's), never
+    # "Unknown", since the taxonomy defines a procedure.
+    steps = [e for e in dataset.train if e.truth.dominant_operation in TAXONOMY.procedure]
+    assert steps and all(e.truth.next_operation != TAXONOMY.unknown for e in steps)
+
+
+def evaluation(oca: float, tiou: float, aa: float, count: int = 30) -> Evaluation:
+    return Evaluation(oca=oca, tiou_at_05=tiou, aa_at_1=aa, count=count, missing=0, confusion={})
+
+
+def test_decision_compares_with_the_champion_or_else_the_base() -> None:
+    base = evaluation(0.2, 0.1, 0.1)
+    candidate = evaluation(0.5, 0.5, 0.4)
+    champion = evaluation(0.6, 0.6, 0.5)
+    against_base = decide(candidate, None, base, primary="AA@1", tolerance=0.02)
+    assert against_base.promote and "base model" in against_base.reason
+    against_champion = decide(candidate, champion, base, primary="AA@1", tolerance=0.02)
+    assert not against_champion.promote and "champion" in against_champion.reason
+    # Better on the primary metric but a collapse elsewhere: refused.
+    lopsided = evaluation(0.0, 0.5, 0.6)
+    assert not decide(lopsided, champion, base, primary="AA@1", tolerance=0.02).promote
+
+
+def test_artifact_uris_round_trip_and_reject_bad_ones() -> None:
+    uri = artifact_uri("packsight-artifacts", "training-runs/abc/adapter/")
+    assert uri == "artifact://packsight-artifacts/training-runs/abc/adapter"
+    assert parse_artifact_uri(uri) == ("packsight-artifacts", "training-runs/abc/adapter")
+    assert parse_artifact_uri("/models/adapter") is None
+    assert parse_artifact_uri("Qwen/Qwen2-VL-2B-Instruct") is None
+    with pytest.raises(InvalidKeyError):
+        parse_artifact_uri("artifact://bucket-only")
+
+
+def test_resolve_artifact_downloads_a_folder_once(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "objects")
+    storage.ensure_bucket("art")
+    source = tmp_path / "adapter"
+    (source / "nested").mkdir(parents=True)
+    (source / "adapter_config.json").write_text("{}")
+    (source / "nested" / "weights.bin").write_bytes(b"\x01\x02")
+    assert sorted(upload_folder(storage, source, "art", "runs/1/adapter")) == [
+        "runs/1/adapter/adapter_config.json",
+        "runs/1/adapter/nested/weights.bin",
+    ]
+    uri = artifact_uri("art", "runs/1/adapter")
+    local = Path(resolve_artifact(uri, storage, tmp_path / "cache"))
+    assert (local / "nested" / "weights.bin").read_bytes() == b"\x01\x02"
+    # Cached: a second resolve does not download again (the objects could even be gone).
+    storage.put_bytes("art", "runs/1/adapter/adapter_config.json", b'{"changed": true}')
+    assert resolve_artifact(uri, storage, tmp_path / "cache") == str(local)
+    assert (local / "adapter_config.json").read_text() == "{}"
+    # Paths and hub ids pass through untouched; a missing artifact is a clear error.
+    assert resolve_artifact("/models/a", storage, tmp_path / "cache") == "/models/a"
+    with pytest.raises(ObjectNotFoundError, match="runs/2/adapter"):
+        resolve_artifact(artifact_uri("art", "runs/2/adapter"), storage, tmp_path / "cache")
