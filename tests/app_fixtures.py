@@ -34,6 +34,8 @@ class Stack:
     api_url: str
     token: str
     logs: Path
+    # By name; a fault-injection test may replace one (teardown stops whatever is here then).
+    processes: dict[str, services.ProcessGroup]
 
     def client(self) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token}"}
@@ -63,6 +65,22 @@ def stack_env(
     }
 
 
+CELERY_WORKER = [
+    str(VENV_BIN / "celery"),
+    "-A",
+    "packsight.workers.app",
+    "worker",
+    "-E",
+    "-l",
+    "INFO",
+]
+
+
+def train_worker(env: dict[str, str], log_path: Path) -> services.ProcessGroup:
+    argv = [*CELERY_WORKER, "-Q", "gpu.t4.train", "--pool", "solo", "-n", "train@%h"]
+    return services.ProcessGroup("worker-train", argv, log_path=log_path, env=env)
+
+
 @pytest.fixture(scope="session")
 def stack(
     postgres_url: str,
@@ -84,26 +102,20 @@ def stack(
         data_dir=tmp_path_factory.mktemp("data"),
     ) | {"PACKSIGHT_API_TOKEN": token, "PYTHONUNBUFFERED": "1"}
     port = services.free_port()
-    celery = [str(VENV_BIN / "celery"), "-A", "packsight.workers.app", "worker", "-E", "-l", "INFO"]
     processes = [
         services.ProcessGroup(
             "worker-cpu",
-            [*celery, "-Q", "cpu", "--pool", "prefork", "-c", "2", "-n", "cpu@%h"],
+            [*CELERY_WORKER, "-Q", "cpu", "--pool", "prefork", "-c", "2", "-n", "cpu@%h"],
             log_path=logs / "worker-cpu.log",
             env=env,
         ),
         services.ProcessGroup(
             "worker-gpu",
-            [*celery, "-Q", "gpu.t4", "--pool", "solo", "-n", "gpu@%h"],
+            [*CELERY_WORKER, "-Q", "gpu.t4", "--pool", "solo", "-n", "gpu@%h"],
             log_path=logs / "worker-gpu.log",
             env=env,
         ),
-        services.ProcessGroup(
-            "worker-train",
-            [*celery, "-Q", "gpu.t4.train", "--pool", "solo", "-n", "train@%h"],
-            log_path=logs / "worker-train.log",
-            env=env,
-        ),
+        train_worker(env, logs / "worker-train.log"),
         services.ProcessGroup(
             "api",
             [str(VENV_BIN / "packsight"), "api", "--port", str(port)],
@@ -120,7 +132,9 @@ def stack(
         processes[3].wait_until(
             lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, what="API health"
         )
-        yield Stack(env=env, api_url=url, token=token, logs=logs)
+        by_name = {process.name: process for process in processes}
+        yield Stack(env=env, api_url=url, token=token, logs=logs, processes=by_name)
+        processes = list(by_name.values())
     finally:
         for process in processes:
             process.stop()

@@ -6,12 +6,15 @@ back."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from app_fixtures import train_worker
 from celery import Celery
 from sqlalchemy import func, select
 
@@ -20,7 +23,7 @@ from packsight.models.db import session_scope
 from packsight.models.promotions import promote
 from packsight.models.tables import Job, ModelVersion, Prediction, TrainingRun
 from packsight.synth import write_synthetic_archive
-from packsight.workers.app import SCHEDULED_TRAINING_TASK
+from packsight.workers.app import SCHEDULED_TRAINING_TASK, TRAIN_TASK
 
 pytestmark = pytest.mark.e2e
 BUCKET = "verified-archive"
@@ -55,7 +58,9 @@ def archive(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
     return root, write_synthetic_archive(root, videos=9, seed=42)
 
 
-def test_training_run_trains_evaluates_and_serves(stack, stack_settings, s3, archive) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def verified(stack, s3, archive):  # type: ignore[no-untyped-def]
+    """The archive in S3 with its annotations imported (verified) by the CLI."""
     root, videos = archive
     client = s3.client()
     client.create_bucket(Bucket=BUCKET)
@@ -67,6 +72,11 @@ def test_training_run_trains_evaluates_and_serves(stack, stack_settings, s3, arc
         env=stack.env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert imported.returncode == 0, imported.stderr
+    return videos
+
+
+def test_training_run_trains_evaluates_and_serves(stack, stack_settings, s3, verified) -> None:  # type: ignore[no-untyped-def]
+    videos, client = verified, s3.client()
     db = stack_settings.resolved_database_url
 
     with stack.client() as api:
@@ -180,3 +190,59 @@ def predictions_of(db: str, job_id: str) -> int:
                 Prediction.model_version_id == version, Prediction.status == "ok"
             )
         )
+
+
+def test_a_lost_training_worker_is_resumed_elsewhere_from_the_stored_checkpoint(  # type: ignore[no-untyped-def]
+    stack, stack_settings, s3, verified, tmp_path
+) -> None:
+    client, steps = s3.client(), 30
+    with stack.client() as api:
+        response = api.post(
+            "/v1/training-runs",
+            json={"bucket": BUCKET, "config": {"max_steps": steps, "checkpoint_every": 3}},
+        )
+        assert response.status_code == 202, response.text
+        run_id = response.json()["id"]
+        latest = f"training-runs/{run_id}/checkpoints/latest.json"
+        bucket = stack_settings.artifact_bucket
+
+        def stored_step() -> int | None:
+            try:
+                body = client.get_object(Bucket=bucket, Key=latest)["Body"].read()
+            except client.exceptions.NoSuchKey:
+                return None
+            return json.loads(body)["step"]
+
+        deadline = time.monotonic() + 300
+        while stored_step() is None:
+            assert time.monotonic() < deadline, "no checkpoint reached object storage"
+            time.sleep(0.2)
+        # The machine is lost: the worker dies mid-run, its local disk with it.
+        os.killpg(stack.processes["worker-train"].pid, signal.SIGKILL)
+        stack.processes["worker-train"].process.wait(30)
+        lost_at = stored_step()
+        run = api.get(f"/v1/training-runs/{run_id}").raise_for_status().json()
+        assert run["state"] == "running" and run["step"] < steps, run
+
+        replacement = train_worker(
+            stack.env | {"PACKSIGHT_DATA_DIR": str(tmp_path / "other-machine")},
+            stack.logs / "worker-train-2.log",
+        )
+        stack.processes["worker-train"] = replacement  # stopped with the stack
+        replacement.wait_until(lambda: "ready." in replacement.log_tail(200), what="ready")
+        # Redis hands the unacknowledged message to a live worker once the visibility timeout
+        # (120 s here) has passed; sending it again now is the same delivery, sooner.
+        Celery(broker=stack.env["PACKSIGHT_BROKER_URL"]).send_task(
+            TRAIN_TASK, args=[run_id], queue="gpu.t4.train"
+        )
+        run = wait_for(api, f"/v1/training-runs/{run_id}", ("succeeded", "failed"))
+    assert run["state"] == "succeeded", run["error"]
+    assert run["step"] == steps
+    summary = json.loads(
+        client.get_object(Bucket=bucket, Key=f"training-runs/{run_id}/adapter/training.json")[
+            "Body"
+        ].read()
+    )
+    # It went on from the checkpoint the lost machine stored, not from scratch.
+    assert summary["resumed_from"] == lost_at > 0
+    assert summary["steps"] == steps and len(summary["losses"]) == steps
