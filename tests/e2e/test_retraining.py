@@ -126,6 +126,9 @@ def test_training_run_trains_evaluates_and_serves(stack, stack_settings, s3, ver
         assert candidate["adapter_uri"] == f"artifact://{bucket}/{prefix}/adapter"
         for name in METRIC_NAMES:
             assert candidate["metrics"]["test"][name] == results["finetuned_model"][name]
+        # U0107 is scored too, for the candidate only, and kept apart from the test split.
+        assert candidate["metrics"]["validation"] == results["validation"]
+        assert results["validation"]["clips"] == dataset["validation_clips"] > 0
         confusion = (
             api.get(
                 "/v1/stats/confusion", params={"model_version": candidate["id"], "split": "test"}

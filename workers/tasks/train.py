@@ -236,6 +236,13 @@ def run_training(settings: Settings, *, run_id: str, task_id: str) -> None:
         if version is not None and version.id not in scores:
             scores[version.id] = _score(settings, version, local_adapters, dataset.test, taxonomy)
             beat()
+    # The validation subject is not used to decide anything; its score next to the test score
+    # shows whether a candidate merely fits the test subject.
+    validation = (
+        _score(settings, candidate, local_adapters, dataset.validation, taxonomy)
+        if dataset.validation
+        else None
+    )
     promotion = params["promotion"]
     decision = decide(
         scores[candidate.id],
@@ -251,6 +258,7 @@ def run_training(settings: Settings, *, run_id: str, task_id: str) -> None:
         if champion is not None
         else None,
         "promotion": {"promoted": decision.promote, "reason": decision.reason},
+        "validation": validation.to_dict() if validation is not None else None,
         "training_run": run_id,
         "test_clip_ids": [e.clip_id for e in dataset.test],
     }
@@ -260,6 +268,10 @@ def run_training(settings: Settings, *, run_id: str, task_id: str) -> None:
         for version_id, evaluation in scores.items():
             record_evaluation(
                 session, model_version_id=version_id, split=TEST_SPLIT, evaluation=evaluation
+            )
+        if validation is not None:
+            record_evaluation(
+                session, model_version_id=candidate.id, split="validation", evaluation=validation
             )
         finished = finish_run(
             session,
