@@ -1,11 +1,12 @@
 """QLoRA fine-tuning of the labeler's model on `TrainingExample`s, resumable after a crash.
 
-The lean recipe from our GPU measurements (shared design/facts.md, "The model"): NF4 base, LoRA
-on the language model's linear layers only, gradient checkpointing with
-`enable_input_require_grads` instead of peft's fp32 upcast, and logits computed only where the
-answer is supervised. Inputs are built by the labeler itself (same chat template, HEAD and frame
-handling), so training sees exactly what inference sees, and targets are
-`AnswerFormat.answer_token_ids`, the tokens the decoder reads.
+The lean recipe from our GPU measurements (shared design/facts.md, "The model";
+docs/benchmarks.md, "QLoRA training memory"): NF4 base, LoRA on the language model's linear
+layers only, non-reentrant gradient checkpointing without peft's fp32 upcast, a frozen vision
+tower run without autograd, and logits computed only where the answer is supervised. Inputs
+are built by the labeler itself (same chat template, HEAD and frame handling), so training sees
+exactly what inference sees, and targets are `AnswerFormat.answer_token_ids`, the tokens the
+decoder reads.
 """
 
 from __future__ import annotations
@@ -137,14 +138,45 @@ def training_batch(labeler: Labeler, examples: Sequence[TrainingExample]) -> Tra
 
 
 def answer_loss(model, batch: TrainingBatch) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    """Mean cross-entropy over the answer tokens, with full-vocabulary logits only there."""
-    logits = model(**batch.inputs, logits_to_keep=batch.keep, use_cache=False).logits
-    targets = batch.labels[:, -(batch.keep - 1) :]
+    """Mean cross-entropy over the decided answer tokens, with full-vocabulary logits only at the
+    positions that predict them (8 a row, not the whole ~50-token answer)."""
+    # Rows are left padded to one length, so the supervised columns are the same in every row.
+    supervised = (batch.labels != IGNORE).any(dim=0).nonzero().flatten()
+    logits = model(**batch.inputs, logits_to_keep=supervised - 1, use_cache=False).logits
+    targets = batch.labels[:, supervised]
     return torch.nn.functional.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-        targets.reshape(-1),
-        ignore_index=IGNORE,
+        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE
     )
+
+
+def prepare_for_training(base, config: TrainingConfig):  # type: ignore[no-untyped-def]
+    """The loaded (NF4) model wrapped with LoRA and set up to train in little GPU memory.
+
+    No prepare_model_for_kbit_training: its fp32 upcast of every unquantized weight nearly doubles
+    GPU memory. Checkpointing is non-reentrant, so LoRA weights get gradients without any input
+    requiring grad; `enable_input_require_grads` would also hook the vision tower's patch
+    embedding and drag the frozen tower into autograd."""
+    from peft import LoraConfig, get_peft_model
+
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=f"({LORA_TARGETS})|({VISION_LORA_TARGETS})"
+        if config.lora_vision
+        else LORA_TARGETS,
+        modules_to_save=list(config.train_modules) or None,
+        bias="none",
+    )
+    network = get_peft_model(base, lora)
+    base.disable_input_require_grads()  # peft adds these hooks for unquantized models
+    visual = base.model.visual
+    if not any(p.requires_grad for p in visual.parameters()):
+        # Nothing to train in the tower: run it as inference, no graph and no checkpointing.
+        visual.forward = torch.no_grad()(visual.forward)
+    network.train()
+    return network
 
 
 def micro_batch(config: TrainingConfig, examples: int, index: int) -> list[int]:
@@ -170,8 +202,6 @@ def train_adapter(
     device: str = "auto",
 ) -> TrainingResult:
     """Train a LoRA adapter; checkpoints go to out_dir/checkpoint, the result to out_dir/adapter."""
-    from peft import LoraConfig, get_peft_model
-
     if not train:
         raise ValueError("no training examples")
     out_dir = Path(out_dir)
@@ -181,22 +211,7 @@ def train_adapter(
     base, processor = load_model_and_processor(
         model=model, adapter=None, quantization=config.quantization, device=target
     )
-    # No prepare_model_for_kbit_training: its fp32 upcast of every unquantized weight nearly
-    # doubles GPU memory. Input grads are enough for checkpointed layers to backpropagate.
-    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    base.enable_input_require_grads()
-    lora = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=f"({LORA_TARGETS})|({VISION_LORA_TARGETS})"
-        if config.lora_vision
-        else LORA_TARGETS,
-        modules_to_save=list(config.train_modules) or None,
-        bias="none",
-    )
-    network = get_peft_model(base, lora)
-    network.train()
+    network = prepare_for_training(base, config)
     params = [p for p in network.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     labeler = Labeler(

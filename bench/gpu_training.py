@@ -1,0 +1,377 @@
+"""GPU memory and step time of a real-size QLoRA training step, production path vs the previous one.
+
+For each model family it saves a random-weight model with the real dimensions, then runs QLoRA
+steps (NF4 base, LoRA on the language model's linear layers, gradient checkpointing) on batches of
+random 8-frame clips, through `packsight.vlm.training`: `prepare_for_training`, `training_batch`
+and `answer_loss`, what `train_adapter` runs per micro-batch. The previous recipe
+(`enable_input_require_grads`, logits over the whole answer) runs in the same process as the
+baseline; `--recipes` picks and orders them.
+
+    PYTHONPATH=. python bench/gpu_training.py                      # H100, both families
+    PYTHONPATH=. python bench/gpu_training.py --size tiny --device cpu --frame-size 56 \\
+        --warmup 1 --steps 2                                       # CPU smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+if importlib.util.find_spec("decord") is None:
+    # training_examples imports packsight.video, which imports decord; the GPU image lacks it
+    # and nothing here decodes video, so an empty stand-in lets the real dataclass load.
+    sys.modules["decord"] = types.ModuleType("decord")
+
+from bench.gpu_inference import CLIP_FRAME_COUNT, FRAME_INDICES, _versions
+from packsight.metrics import ClipTruth
+from packsight.taxonomy import load_taxonomy
+from packsight.training_examples import TrainingExample
+from packsight.vlm.architectures import FAMILIES, REAL_NAMES, build_random_model
+from packsight.vlm.labeler import Labeler
+from packsight.vlm.loading import load_model_and_processor, resolve_device
+from packsight.vlm.training import (
+    LORA_TARGETS,
+    TrainingBatch,
+    TrainingConfig,
+    answer_loss,
+    prepare_for_training,
+    training_batch,
+)
+
+TAXONOMY = load_taxonomy("assignment")
+GB = 1e9
+RECIPES = ("previous", "production", "previous_unchecked_vision", "production_answer_logits")
+
+
+def previous_setup(base, config: TrainingConfig):  # type: ignore[no-untyped-def]
+    """train_adapter's model set-up before this benchmark: input grads on every embedding."""
+    from peft import LoraConfig, get_peft_model
+
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    base.enable_input_require_grads()  # also hooks the vision tower's patch embedding
+    lora = LoraConfig(
+        r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=LORA_TARGETS, bias="none"
+    )
+    network = get_peft_model(base, lora)
+    network.train()
+    return network
+
+
+def previous_setup_unchecked_vision(base, config: TrainingConfig):  # type: ignore[no-untyped-def]
+    """The previous set-up with the vision blocks not checkpointed: the tower in autograd keeps
+    every block's activations (a diagnostic, to show what the frozen tower costs in a graph)."""
+    network = previous_setup(base, config)
+    for block in base.model.visual.blocks:
+        block.gradient_checkpointing = False
+    return network
+
+
+def answer_span_loss(model, batch: TrainingBatch) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """The previous answer_loss: logits over every answer position (~50 a row)."""
+    logits = model(**batch.inputs, logits_to_keep=batch.keep, use_cache=False).logits
+    targets = batch.labels[:, -(batch.keep - 1) :]
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+        targets.reshape(-1),
+        ignore_index=-100,
+    )
+
+
+SETUPS = {
+    "previous": (previous_setup, answer_span_loss),
+    "previous_unchecked_vision": (previous_setup_unchecked_vision, answer_span_loss),
+    "production_answer_logits": (prepare_for_training, answer_span_loss),
+    "production": (prepare_for_training, answer_loss),
+}
+
+
+class PhaseMemory:
+    """GPU memory in use and the running peak at the edges of the vision tower and the language
+    model, so the phase that raises the peak shows (the peak only grows within a step)."""
+
+    def __init__(self, base: torch.nn.Module, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.marks: dict[str, dict[str, float]] = {}
+        self.handles = []
+        for name, module in (("vision", base.model.visual), ("lm", base.model.language_model)):
+            self.handles.append(
+                module.register_forward_pre_hook(lambda *_, n=name: self.mark(f"{n}_start"))
+            )
+            self.handles.append(
+                module.register_forward_hook(lambda *_, n=name: self.mark(f"{n}_end"))
+            )
+
+    def mark(self, name: str) -> None:
+        if self.cuda:
+            self.marks[name] = {
+                "allocated_gb": torch.cuda.memory_allocated() / GB,
+                "peak_so_far_gb": torch.cuda.max_memory_allocated() / GB,
+            }
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def peak_breakdown(step: Any, device: torch.device, top: int = 14) -> list[dict[str, Any]]:
+    """Run `step()` once with the allocator's trace on and return what was live at its peak:
+    bytes grouped by the innermost model-code line that allocated them, largest first. Memory
+    allocated before the step (weights, optimizer state) shows as one "before the step" row."""
+    torch.cuda.memory._record_memory_history(context="alloc", stacks="python", max_entries=10**6)
+    before = torch.cuda.memory_allocated(device)
+    step()
+    snapshot = torch.cuda.memory._snapshot()
+    torch.cuda.memory._record_memory_history(enabled=None)
+    events = snapshot["device_traces"][device.index or 0]
+    live: dict[int, int] = {}
+    current = peak = 0
+    peak_at = -1
+    for index, event in enumerate(events):
+        if event["action"] == "alloc":
+            live[event["addr"]] = index
+            current += event["size"]
+        elif event["action"] == "free_requested" and event["addr"] in live:
+            del live[event["addr"]]
+            current -= event["size"]
+        if current > peak:
+            peak, peak_at = current, index
+    live = {}
+    for index, event in enumerate(events[: peak_at + 1]):
+        if event["action"] == "alloc":
+            live[event["addr"]] = index
+        elif event["action"] == "free_requested":
+            live.pop(event["addr"], None)
+    groups: dict[str, int] = {"before the step (weights, LoRA, optimizer)": before}
+    for index in live.values():
+        key = _allocation_site(events[index].get("frames", []))
+        groups[key] = groups.get(key, 0) + events[index]["size"]
+    ranked = sorted(groups.items(), key=lambda kv: -kv[1])
+    return [{"site": site, "gb": size / GB} for site, size in ranked[:top]] + [
+        {"site": "total at the traced peak", "gb": (before + peak) / GB}
+    ]
+
+
+def _allocation_site(frames: list[dict[str, Any]]) -> str:
+    """The innermost frame in model code (transformers models, peft, bitsandbytes, packsight)."""
+    wanted = ("transformers/models", "peft/", "bitsandbytes/", "packsight/", "bench/")
+    for frame in frames:
+        if any(part in frame["filename"] for part in wanted):
+            where = frame["filename"].split("site-packages/")[-1]
+            return f"{where}:{frame['line']} {frame['name']}"
+    return frames[0]["name"] if frames else "unknown"
+
+
+def make_examples(count: int, frames: int, size: int, seed: int) -> list[TrainingExample]:
+    rng = np.random.default_rng(seed)
+    indices = tuple(round(i * (CLIP_FRAME_COUNT - 1) / (frames - 1)) for i in range(frames))
+    indices = FRAME_INDICES if frames == len(FRAME_INDICES) else indices
+    return [
+        TrainingExample(
+            clip_id=f"bench_{i}",
+            subject="U0101",
+            frames=rng.integers(0, 256, (frames, size, size, 3), dtype=np.uint8),
+            clip_frame_count=CLIP_FRAME_COUNT,
+            frame_indices=indices,
+            truth=ClipTruth(f"bench_{i}", "Tape", 14 + i, 98, "Put Items"),
+        )
+        for i in range(count)
+    ]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_recipe(model_dir: Path, recipe: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Load, set up, warm up, then time `args.steps` micro-batch steps; free; return the record."""
+    setup, loss_fn = SETUPS[recipe]
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    config = TrainingConfig(lora_r=args.lora_r, lora_alpha=2 * args.lora_r, lr=2e-4)
+    torch.manual_seed(config.seed)
+    base, processor = load_model_and_processor(
+        model=str(model_dir), adapter=None, quantization="nf4", device=device
+    )
+    weights_gb = torch.cuda.memory_allocated(device) / GB if cuda else None
+    network = setup(base, config)
+    params = [p for p in network.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr)
+    labeler = Labeler(
+        model=network,
+        processor=processor,
+        taxonomy=TAXONOMY,
+        device=device,
+        model_version_name="bench",
+        batch_size=args.batch,
+    )
+    examples = make_examples(4 * args.batch, args.frames, args.frame_size, args.seed)
+    phases = PhaseMemory(base, device)
+    step_s, batch_s, losses, edges = [], [], [], {}
+
+    def one_step(step: int) -> TrainingBatch:
+        first = (step * args.batch) % len(examples)
+        batch = training_batch(labeler, examples[first : first + args.batch])
+        _sync(device)
+        batch_s.append(time.perf_counter())
+        loss = loss_fn(network, batch)
+        phases.mark("loss")
+        loss.backward()
+        phases.mark("backward_end")
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        return batch
+
+    for step in range(args.warmup + args.steps):
+        if step == args.warmup and cuda:
+            _sync(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        _sync(device)
+        start = time.perf_counter()
+        batch = one_step(step)
+        _sync(device)
+        batch_s[-1] -= start
+        if step >= args.warmup:
+            step_s.append(time.perf_counter() - start)
+            edges = dict(phases.marks)  # the last timed step's
+    phases.remove()
+    tokens = int(batch.inputs["attention_mask"].sum()) // args.batch
+    peak_allocated = torch.cuda.max_memory_allocated(device) / GB if cuda else None
+    peak_reserved = torch.cuda.max_memory_reserved(device) / GB if cuda else None
+    # After the timed steps: tracing allocations with their stacks slows a step down.
+    breakdown = peak_breakdown(lambda: one_step(0), device) if cuda and args.breakdown else []
+    record = {
+        "recipe": recipe,
+        "peak_allocated_gb": peak_allocated,
+        "peak_reserved_gb": peak_reserved,
+        "weights_gb": weights_gb,
+        "step_s": float(np.median(step_s)),
+        "step_s_all": step_s,
+        "batch_build_s": float(np.median(batch_s[args.warmup : args.warmup + args.steps])),
+        "tokens_per_example": tokens,
+        "sequence_length": int(batch.inputs["input_ids"].shape[1]),
+        "video_tokens_per_example": int((batch.inputs["input_ids"] == video_token(base)).sum())
+        // args.batch,
+        "trainable_params": sum(p.numel() for p in params),
+        "losses": losses,
+        "phase_memory": edges,
+        "peak_breakdown": breakdown,
+    }
+    return record
+
+
+def video_token(base: torch.nn.Module) -> int:
+    return int(base.config.video_token_id)
+
+
+def _ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    baseline = next((r for r in results if r["recipe"] == "previous"), None)
+    if baseline is None or baseline["peak_allocated_gb"] is None:
+        return {}
+    return {
+        r["recipe"]: {
+            "peak_allocated_over_previous": r["peak_allocated_gb"] / baseline["peak_allocated_gb"],
+            "step_s_over_previous": r["step_s"] / baseline["step_s"],
+        }
+        for r in results
+        if r["family"] == baseline["family"]
+    }
+
+
+def _gb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def print_table(report: dict[str, Any]) -> None:
+    env = report["env"]
+    print(f"\n{env['gpu']} | torch {env['torch']} | transformers {env['transformers']}")
+    print("| family | recipe | peak alloc GB | peak reserved GB | step s | tokens/example |")
+    print("|---|---|---|---|---|---|")
+    for r in report["results"]:
+        print(
+            f"| {r['family']} | {r['recipe']} | {_gb(r['peak_allocated_gb'])} | "
+            f"{_gb(r['peak_reserved_gb'])} | {r['step_s']:.3f} | {r['tokens_per_example']} |"
+        )
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--size", choices=("real", "tiny"), default="real")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--frame-size", type=int, default=336)
+    parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-breakdown", dest="breakdown", action="store_false", help="skip the traced step"
+    )
+    parser.add_argument("--model-dir", type=Path, help="keep models here (reused when present)")
+    default_out = Path(os.environ.get("OUT", ".")) / "gpu_training.json"
+    parser.add_argument("--out", type=Path, default=default_out)
+    args = parser.parse_args()
+    args.families = [f for f in args.families.split(",") if f]
+    args.recipes = [r for r in args.recipes.split(",") if r]
+    if set(args.families) - set(FAMILIES) or set(args.recipes) - set(SETUPS):
+        parser.error(f"families: {','.join(FAMILIES)}; recipes: {','.join(SETUPS)}")
+    return args
+
+
+def main() -> None:
+    args = _parse_args()
+    report: dict[str, Any] = {
+        "env": _versions(args.device),
+        "settings": vars(args) | {"out": str(args.out), "model_dir": str(args.model_dir or "")},
+        "results": [],
+        "ratios": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="packsight-bench-") as scratch:
+        root = args.model_dir or Path(scratch)
+        for family in args.families:
+            model_dir = root / f"{family}-{args.size}"
+            if not (model_dir / "config.json").exists():
+                build_random_model(model_dir, family=family, size=args.size)
+            for recipe in args.recipes:
+                record = run_recipe(model_dir, recipe, args) | {
+                    "family": family,
+                    "model": REAL_NAMES[family] if args.size == "real" else "tiny",
+                }
+                report["results"].append(record)
+                gc.collect()  # the recipe's model went out of scope: give its memory back
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                print(
+                    f"{family} {recipe}: peak {_gb(record['peak_allocated_gb'])} GB allocated, "
+                    f"{_gb(record['peak_reserved_gb'])} GB reserved, "
+                    f"{record['step_s']:.3f} s/step, loss {record['losses'][-1]:.3f}",
+                    flush=True,
+                )
+                report["ratios"][family] = _ratios(
+                    [r for r in report["results"] if r["family"] == family]
+                )
+                # Written after every recipe, so a run cut short still leaves its numbers.
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(report, indent=2))
+    print_table(report)
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
