@@ -236,7 +236,7 @@ def train(bucket: str | None, config_json: str, wait: bool, results_path: Path |
     """Fine-tune an adapter on the verified labels, evaluate it and promote it if it wins."""
     from packsight.models.migrate import upgrade_database
     from packsight.models.training_runs import ActiveRunError
-    from packsight.workers.tasks.train import start_training
+    from packsight.workers.retrain import start_training
 
     try:
         config = json.loads(config_json)

@@ -7,8 +7,9 @@ The Celery task (packsight.workers.tasks.train) strings them together with stora
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from packsight.metrics import Evaluation, evaluate, is_better
 from packsight.taxonomy import Taxonomy
@@ -33,6 +34,36 @@ class Splits:
     validation: tuple[str, ...]
     test: tuple[str, ...]
     test_clips: int = 30
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """Everything a training run depends on, frozen when it is queued: a redelivered or resumed
+    run trains with what it started with, whatever the settings say by then."""
+
+    config: dict[str, Any]  # TrainingConfig fields
+    splits: Splits
+    bucket: str | None = None  # train on this bucket's labels only
+    frames_per_clip: int = 8
+    clip_seconds: float = 5.0
+    max_side: int = 336
+    promotion_metric: str = "AA@1"
+    promotion_tolerance: float = 0.02
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunParams:
+        splits = data["splits"]
+        return cls(
+            **{**data, "splits": Splits(
+                train=tuple(splits["train"]),
+                validation=tuple(splits["validation"]),
+                test=tuple(splits["test"]),
+                test_clips=splits["test_clips"],
+            )}
+        )  # fmt: skip
 
 
 @dataclass

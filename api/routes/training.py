@@ -20,7 +20,7 @@ def start_run(
     body: TrainingRunCreate, settings: SettingsDep, session: SessionDep, background: BackgroundTasks
 ) -> TrainingRunOut:
     # Imported here: the task module pulls in the Celery app, not needed by the other routes.
-    from packsight.workers.tasks.train import queue_run, record_run
+    from packsight.workers.retrain import queue_run, record_run
 
     try:
         run_id = record_run(settings, trigger="manual", config=body.config, bucket=body.bucket)

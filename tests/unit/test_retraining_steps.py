@@ -115,3 +115,13 @@ def test_resolve_artifact_downloads_a_folder_once(tmp_path: Path) -> None:
     assert resolve_artifact("/models/a", storage, tmp_path / "cache") == "/models/a"
     with pytest.raises(ObjectNotFoundError, match="runs/2/adapter"):
         resolve_artifact(artifact_uri("art", "runs/2/adapter"), storage, tmp_path / "cache")
+
+
+def test_run_params_survive_the_database_round_trip() -> None:
+    import json
+
+    from packsight.retraining import RunParams
+
+    params = RunParams(config={"lr": 2e-4, "train_modules": ["lm_head"]}, splits=SPLITS, bucket="b")
+    stored = json.loads(json.dumps(params.to_json()))  # as the JSON column keeps it
+    assert RunParams.from_json(stored) == params

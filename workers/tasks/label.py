@@ -33,29 +33,36 @@ _cache_lock = threading.Lock()
 _cached: tuple[str, Labeler] | None = None
 
 
-def labeler_for(version: ModelVersion, settings: Settings) -> Labeler:
+def load_version(
+    version: ModelVersion, settings: Settings, *, adapter: str | None = None
+) -> Labeler:
+    """Load a model version's labeler; `adapter` overrides where its adapter is read from (a
+    local copy). artifact:// adapters are fetched once into DATA_DIR/adapters."""
     # Imported here so CPU workers and the API never load torch.
     from packsight.vlm.labeler import load_labeler
 
+    adapter = adapter or version.adapter_uri
+    if adapter is not None:
+        adapter = resolve_artifact(
+            adapter, open_artifact_storage(settings), settings.data_dir / "adapters"
+        )
+    return load_labeler(
+        model=version.base_model,
+        adapter=adapter,
+        quantization=version.quantization,  # type: ignore[arg-type]
+        device=settings.device,
+        taxonomy=load_taxonomy(version.taxonomy),
+        max_new_tokens=settings.max_new_tokens,
+        batch_size=settings.gpu_batch_size,
+    )
+
+
+def labeler_for(version: ModelVersion, settings: Settings) -> Labeler:
     global _cached
     with _cache_lock:
         if _cached is None or _cached[0] != version.name:
             _cached = None  # drop the old model before loading the new one
-            adapter = version.adapter_uri
-            if adapter is not None:
-                adapter = resolve_artifact(
-                    adapter, open_artifact_storage(settings), settings.data_dir / "adapters"
-                )
-            labeler = load_labeler(
-                model=version.base_model,
-                adapter=adapter,
-                quantization=version.quantization,  # type: ignore[arg-type]
-                device=settings.device,
-                taxonomy=load_taxonomy(version.taxonomy),
-                max_new_tokens=settings.max_new_tokens,
-                batch_size=settings.gpu_batch_size,
-            )
-            _cached = (version.name, labeler)
+            _cached = (version.name, load_version(version, settings))
         return _cached[1]
 
 

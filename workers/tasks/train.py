@@ -9,10 +9,9 @@ checkpoint, which is also kept in object storage so another machine can continue
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import shutil
-from dataclasses import asdict, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,108 +27,28 @@ from packsight.models.training_runs import (
     finish_run,
     heartbeat,
     labelled_videos,
-    start_run,
 )
-from packsight.retraining import LabelledVideo, Splits, build_dataset, decide, score
+from packsight.retraining import (
+    Dataset,
+    Decision,
+    LabelledVideo,
+    RunParams,
+    build_dataset,
+    decide,
+    score,
+)
 from packsight.settings import Settings, get_settings
-from packsight.storage import (
-    ObjectNotFoundError,
-    artifact_uri,
-    download_folder,
-    open_artifact_storage,
-    open_storage,
-    resolve_artifact,
-    upload_folder,
-)
+from packsight.storage import open_artifact_storage, open_storage
 from packsight.taxonomy import Taxonomy, load_taxonomy
+from packsight.training_artifacts import RunArtifacts
 from packsight.workers.app import SCHEDULED_TRAINING_TASK, TRAIN_TASK, app, retry_or_give_up
+from packsight.workers.retrain import start_training
 
 log = logging.getLogger(__name__)
-TEST_SPLIT = "test"
 
 
 class TrainingRefusedError(ValueError):
     """The run cannot succeed (no data, attempts used up); retrying will not help."""
-
-
-def training_params(
-    settings: Settings, *, config: dict[str, Any] | None = None, bucket: str | None = None
-) -> dict[str, Any]:
-    """Everything a run depends on, fixed when it is queued: a redelivered or resumed run trains
-    with what it started with, whatever the settings say by then."""
-    from packsight.vlm.training import TrainingConfig
-
-    overrides = {**settings.training_config, **(config or {})}
-    known = {f.name for f in fields(TrainingConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(
-            f"unknown training setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
-    overrides.setdefault("quantization", settings.quantization)
-    try:
-        training = TrainingConfig(**overrides)
-        training.total_steps(1)  # type errors in numbers surface here rather than mid-run
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"invalid training settings {overrides}: {exc}") from exc
-    return {
-        "config": json.loads(json.dumps(asdict(training))),
-        "bucket": bucket or settings.training_bucket,
-        "splits": {
-            "train": list(settings.train_subjects),
-            "validation": list(settings.validation_subjects),
-            "test": list(settings.test_subjects),
-            "test_clips": settings.test_clips,
-        },
-        "frames_per_clip": settings.frames_per_clip,
-        "clip_seconds": settings.clip_seconds,
-        "max_side": settings.frame_max_side,
-        "promotion": {
-            "metric": settings.promotion_metric,
-            "tolerance": settings.promotion_tolerance,
-        },
-    }
-
-
-def start_training(
-    settings: Settings,
-    *,
-    trigger: str,
-    config: dict[str, Any] | None = None,
-    bucket: str | None = None,
-) -> str:
-    """Record a queued run and queue its task; raises ActiveRunError while another is active.
-    Embedded (no broker), the run executes here before this returns."""
-    run_id = record_run(settings, trigger=trigger, config=config, bucket=bucket)
-    queue_run(run_id)
-    return run_id
-
-
-def queue_run(run_id: str) -> None:
-    train_adapter_task.apply_async(args=[run_id])
-
-
-def record_run(
-    settings: Settings,
-    *,
-    trigger: str,
-    config: dict[str, Any] | None = None,
-    bucket: str | None = None,
-) -> str:
-    """Record a queued run (committed, so its task finds it); ActiveRunError if one is active,
-    ValueError for invalid training settings."""
-    params = training_params(settings, config=config, bucket=bucket)
-    with session_scope(settings.resolved_database_url) as session:
-        run = start_run(
-            session,
-            trigger=trigger,
-            base_model=settings.model,
-            quantization=settings.quantization,
-            taxonomy=settings.taxonomy,
-            params=params,
-            stale_after_s=settings.training_stale_after_s,
-        )
-        return run.id
 
 
 @app.task(name=SCHEDULED_TRAINING_TASK)
@@ -158,149 +77,96 @@ def fail_run(settings: Settings, run_id: str, error: str) -> None:
         finish_run(session, run_id, state=TrainingRunState.FAILED, error=error)
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What the task needs of the run row, read once when it is claimed."""
+
+    id: str
+    params: RunParams
+    base_model: str
+    quantization: str
+    taxonomy: Taxonomy
+
+
+@dataclass(frozen=True)
+class _Versions:
+    base: ModelVersion
+    candidate: ModelVersion
+    champion: ModelVersion | None  # the serving version before this run, if any
+
+
 def run_training(settings: Settings, *, run_id: str, task_id: str) -> None:
-    db = settings.resolved_database_url
-    with session_scope(db) as session:
-        run = claim_run(session, run_id)
-        if run is None:
-            log.info("training run %s is already final; nothing to do", run_id)
-            return
-        attempts = register_attempt(session, task_id=f"train:{task_id}")
-        params, base_model = run.params, run.base_model
-        quantization, taxonomy_name = run.quantization, run.taxonomy
-    if attempts > settings.max_attempts:
-        raise TrainingRefusedError(
-            f"gave up after {settings.max_attempts} attempts: the training worker died each time"
-        )
+    run = _claim(settings, run_id, task_id)
+    if run is None:
+        log.info("training run %s is already final; nothing to do", run_id)
+        return
 
-    def beat(**progress: Any) -> None:
-        with session_scope(db) as session:
-            heartbeat(session, run_id, **progress)
+    def progress(**fields: Any) -> None:
+        with session_scope(settings.resolved_database_url) as session:
+            heartbeat(session, run_id, **fields)
 
-    taxonomy = load_taxonomy(taxonomy_name)
     work = settings.data_dir.resolve() / "training-runs" / run_id
-    store = _RunStore(settings, run_id)
-    dataset = _dataset(settings, params, taxonomy, work, beat)
-    beat(dataset=dataset.summary())
-
-    from packsight.vlm.training import TrainingConfig, train_adapter
-
-    config = TrainingConfig(
-        **{**params["config"], "train_modules": tuple(params["config"]["train_modules"])}
+    artifacts = RunArtifacts(open_artifact_storage(settings), settings.artifact_bucket, run_id)
+    dataset = _dataset(settings, run, work, progress)
+    progress(dataset=dataset.summary())
+    adapter_dir, steps = _train(settings, run, dataset, work, artifacts, progress)
+    versions = _versions(settings, run, artifacts.publish_adapter(adapter_dir))
+    progress(
+        candidate_version_id=versions.candidate.id,
+        champion_version_id=versions.champion.id if versions.champion else None,
     )
-    total = config.total_steps(len(dataset.train))
-    beat(total_steps=total)
-    store.restore_checkpoint(work)
-
-    def on_step(step: int, loss: float) -> None:
-        beat(step=step)
-        if step % config.checkpoint_every == 0 and step < total:
-            store.save_checkpoint(work, step)
-
-    result = train_adapter(
-        model=base_model,
-        train=dataset.train,
-        out_dir=work,
-        config=config,
-        taxonomy=taxonomy,
-        on_step=on_step,
-        device=settings.device,
-    )
-    adapter = store.publish_adapter(result.adapter_dir)
-    _free_memory()
-
-    with session_scope(db) as session:
-        base = get_or_create_model_version(
-            session,
-            base_model=base_model,
-            adapter=None,
-            quantization=quantization,
-            taxonomy=taxonomy_name,
-        )
-        candidate = get_or_create_model_version(
-            session,
-            base_model=base_model,
-            adapter=adapter,
-            quantization=quantization,
-            taxonomy=taxonomy_name,
-        )
-        champion = serving_version(
-            session, base_model=base_model, quantization=quantization, taxonomy=taxonomy_name
-        )
-        session.expunge_all()
-    beat(candidate_version_id=candidate.id, champion_version_id=champion and champion.id)
-
-    local_adapters = {candidate.id: str(result.adapter_dir)}
+    local = {versions.candidate.id: str(adapter_dir)}
     scores: dict[int, Evaluation] = {}
-    for version in (base, candidate, champion):
+    for version in (versions.base, versions.candidate, versions.champion):
         if version is not None and version.id not in scores:
-            scores[version.id] = _score(settings, version, local_adapters, dataset.test, taxonomy)
-            beat()
-    # The validation subject is not used to decide anything; its score next to the test score
-    # shows whether a candidate merely fits the test subject.
+            scores[version.id] = _score(settings, version, local, dataset.test, run.taxonomy)
+            progress()
+    # The validation subject decides nothing; its score next to the test score shows whether
+    # a candidate merely fits the test subject.
     validation = (
-        _score(settings, candidate, local_adapters, dataset.validation, taxonomy)
+        _score(settings, versions.candidate, local, dataset.validation, run.taxonomy)
         if dataset.validation
         else None
     )
-    promotion = params["promotion"]
     decision = decide(
-        scores[candidate.id],
-        scores[champion.id] if champion is not None else None,
-        scores[base.id],
-        primary=promotion["metric"],
-        tolerance=promotion["tolerance"],
+        scores[versions.candidate.id],
+        scores[versions.champion.id] if versions.champion else None,
+        scores[versions.base.id],
+        primary=run.params.promotion_metric,
+        tolerance=run.params.promotion_tolerance,
     )
-    results = results_json(
-        scores[base.id], scores[candidate.id], base_model=base.name, finetuned_model=candidate.name
-    ) | {
-        "champion_model": {"model": champion.name, **scores[champion.id].to_dict()}
-        if champion is not None
-        else None,
-        "promotion": {"promoted": decision.promote, "reason": decision.reason},
-        "validation": validation.to_dict() if validation is not None else None,
-        "training_run": run_id,
-        "test_clip_ids": [e.clip_id for e in dataset.test],
-    }
-    store.put_json("results.json", results)
-
-    with session_scope(db) as session:
-        for version_id, evaluation in scores.items():
-            record_evaluation(
-                session, model_version_id=version_id, split=TEST_SPLIT, evaluation=evaluation
-            )
-        if validation is not None:
-            record_evaluation(
-                session, model_version_id=candidate.id, split="validation", evaluation=validation
-            )
-        finished = finish_run(
-            session,
-            run_id,
-            state=TrainingRunState.SUCCEEDED,
-            decision="promoted" if decision.promote else "rejected",
-            decision_reason=decision.reason,
-            results=results,
-            artifacts_uri=store.uri,
-            step=result.steps,
-        )
-        # Only a run that still owned its slot may switch the serving model.
-        if finished and decision.promote:
-            promote(
-                session,
-                candidate.id,
-                reason=decision.reason,
-                previous=champion or base,
-                training_run_id=run_id,
-            )
+    results = _results(run, versions, scores, validation, decision, dataset)
+    artifacts.put_json("results.json", results)
+    _record(settings, run, versions, scores, validation, decision, results, artifacts.uri, steps)
     shutil.rmtree(work, ignore_errors=True)
     log.info("training run %s: %s", run_id, decision.reason)
 
 
-def _dataset(settings: Settings, params: dict[str, Any], taxonomy: Taxonomy, work: Path, beat):  # type: ignore[no-untyped-def]
+def _claim(settings: Settings, run_id: str, task_id: str) -> _Run | None:
     with session_scope(settings.resolved_database_url) as session:
-        videos = labelled_videos(session, taxonomy=taxonomy.name, bucket=params["bucket"])
-    source = open_storage(settings)
-    folder = work / "videos"
+        row = claim_run(session, run_id)
+        if row is None:
+            return None
+        attempts = register_attempt(session, task_id=f"train:{task_id}")
+        run = _Run(
+            id=row.id,
+            params=RunParams.from_json(row.params),
+            base_model=row.base_model,
+            quantization=row.quantization,
+            taxonomy=load_taxonomy(row.taxonomy),
+        )
+    if attempts > settings.max_attempts:
+        raise TrainingRefusedError(
+            f"gave up after {settings.max_attempts} attempts: the training worker died each time"
+        )
+    return run
+
+
+def _dataset(settings: Settings, run: _Run, work: Path, progress) -> Dataset:  # type: ignore[no-untyped-def]
+    params = run.params
+    with session_scope(settings.resolved_database_url) as session:
+        videos = labelled_videos(session, taxonomy=run.taxonomy.name, bucket=params.bucket)
+    source, folder = open_storage(settings), work / "videos"
 
     def fetch(video: LabelledVideo) -> Path:
         path = folder / video.bucket / video.key
@@ -308,54 +174,148 @@ def _dataset(settings: Settings, params: dict[str, Any], taxonomy: Taxonomy, wor
         source.download(video.bucket, video.key, path)
         return path
 
-    split = params["splits"]
-    splits = Splits(
-        train=tuple(split["train"]),
-        validation=tuple(split["validation"]),
-        test=tuple(split["test"]),
-        test_clips=split["test_clips"],
-    )
     dataset = build_dataset(
         videos,
         fetch,
-        taxonomy=taxonomy,
-        splits=splits,
-        frames_per_clip=params["frames_per_clip"],
-        clip_seconds=params["clip_seconds"],
-        max_side=params["max_side"],
-        on_video=lambda _: beat(),
+        taxonomy=run.taxonomy,
+        splits=params.splits,
+        frames_per_clip=params.frames_per_clip,
+        clip_seconds=params.clip_seconds,
+        max_side=params.max_side,
+        on_video=lambda _: progress(),
     )
     shutil.rmtree(folder, ignore_errors=True)
-    where = f"bucket {params['bucket']!r}" if params["bucket"] else "any bucket"
-    for name, subjects in (("training", splits.train), ("test", splits.test)):
-        examples = dataset.train if name == "training" else dataset.test
+    where = f"bucket {params.bucket!r}" if params.bucket else "any bucket"
+    for name, examples, subjects in (
+        ("training", dataset.train, params.splits.train),
+        ("test", dataset.test, params.splits.test),
+    ):
         if not examples:
             raise TrainingRefusedError(
-                f"no {name} clips: no verified {taxonomy.name} labels in {where} for a video of "
-                f"subjects {', '.join(subjects)} ({len(videos)} labelled videos, "
+                f"no {name} clips: no verified {run.taxonomy.name} labels in {where} for a video "
+                f"of subjects {', '.join(subjects)} ({len(videos)} labelled videos, "
                 f"{len(dataset.skipped)} unreadable)"
             )
     return dataset
 
 
+def _train(  # type: ignore[no-untyped-def]
+    settings: Settings, run: _Run, dataset: Dataset, work: Path, artifacts: RunArtifacts, progress
+) -> tuple[Path, int]:
+    from packsight.vlm.training import TrainingConfig, train_adapter
+
+    stored = run.params.config
+    config = TrainingConfig(**{**stored, "train_modules": tuple(stored["train_modules"])})
+    total = config.total_steps(len(dataset.train))
+    progress(total_steps=total)
+    resumed = artifacts.restore_checkpoint(work / "checkpoint")
+    if resumed is not None:
+        log.info("training run %s: continuing from stored checkpoint %d", run.id, resumed)
+
+    def on_step(step: int, loss: float) -> None:
+        progress(step=step)
+        if step % config.checkpoint_every == 0 and step < total:
+            artifacts.save_checkpoint(work / "checkpoint", step)
+
+    result = train_adapter(
+        model=run.base_model,
+        train=dataset.train,
+        out_dir=work,
+        config=config,
+        taxonomy=run.taxonomy,
+        on_step=on_step,
+        device=settings.device,
+    )
+    _free_memory()
+    return result.adapter_dir, result.steps
+
+
+def _versions(settings: Settings, run: _Run, adapter_uri: str) -> _Versions:
+    scope = {
+        "base_model": run.base_model,
+        "quantization": run.quantization,
+        "taxonomy": run.taxonomy.name,
+    }
+    with session_scope(settings.resolved_database_url) as session:
+        versions = _Versions(
+            base=get_or_create_model_version(session, adapter=None, **scope),
+            candidate=get_or_create_model_version(session, adapter=adapter_uri, **scope),
+            champion=serving_version(session, **scope),
+        )
+        session.expunge_all()  # plain snapshots from here on
+    return versions
+
+
+def _results(  # type: ignore[no-untyped-def]
+    run: _Run, versions: _Versions, scores, validation, decision: Decision, dataset: Dataset
+) -> dict[str, Any]:
+    """results.json: the challenge's base_model / finetuned_model blocks, then the context."""
+    base, candidate, champion = versions.base, versions.candidate, versions.champion
+    return results_json(
+        scores[base.id], scores[candidate.id], base_model=base.name, finetuned_model=candidate.name
+    ) | {
+        "champion_model": {"model": champion.name, **scores[champion.id].to_dict()}
+        if champion is not None
+        else None,
+        "promotion": {"promoted": decision.promote, "reason": decision.reason},
+        "validation": validation.to_dict() if validation is not None else None,
+        "training_run": run.id,
+        "test_clip_ids": [e.clip_id for e in dataset.test],
+    }
+
+
+def _record(  # type: ignore[no-untyped-def]
+    settings: Settings,
+    run: _Run,
+    versions: _Versions,
+    scores: dict[int, Evaluation],
+    validation: Evaluation | None,
+    decision: Decision,
+    results: dict[str, Any],
+    artifacts_uri: str,
+    steps: int,
+) -> None:
+    """Evaluations, the run's outcome and the promotion in one transaction: all or nothing."""
+    with session_scope(settings.resolved_database_url) as session:
+        for version_id, evaluation in scores.items():
+            record_evaluation(
+                session, model_version_id=version_id, split="test", evaluation=evaluation
+            )
+        if validation is not None:
+            record_evaluation(
+                session,
+                model_version_id=versions.candidate.id,
+                split="validation",
+                evaluation=validation,
+            )
+        finished = finish_run(
+            session,
+            run.id,
+            state=TrainingRunState.SUCCEEDED,
+            decision="promoted" if decision.promote else "rejected",
+            decision_reason=decision.reason,
+            results=results,
+            artifacts_uri=artifacts_uri,
+            step=steps,
+        )
+        # Only a run that still owned its slot (not declared abandoned meanwhile) may switch
+        # the serving model.
+        if finished and decision.promote:
+            promote(
+                session,
+                versions.candidate.id,
+                reason=decision.reason,
+                previous=versions.champion or versions.base,
+                training_run_id=run.id,
+            )
+
+
 def _score(  # type: ignore[no-untyped-def]
     settings: Settings, version: ModelVersion, local: dict[int, str], examples, taxonomy
 ) -> Evaluation:
-    from packsight.vlm.labeler import load_labeler
+    from packsight.workers.tasks.label import load_version
 
-    adapter = local.get(version.id, version.adapter_uri)
-    if adapter is not None:
-        adapter = resolve_artifact(
-            adapter, open_artifact_storage(settings), settings.data_dir / "adapters"
-        )
-    labeler = load_labeler(
-        model=version.base_model,
-        adapter=adapter,
-        quantization=version.quantization,  # type: ignore[arg-type]
-        device=settings.device,
-        taxonomy=taxonomy,
-        batch_size=settings.gpu_batch_size,
-    )
+    labeler = load_version(version, settings, adapter=local.get(version.id))
     try:
         return score(labeler, examples, taxonomy)
     finally:
@@ -369,46 +329,3 @@ def _free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-class _RunStore:
-    """A run's objects: artifact://<artifact bucket>/training-runs/<run id>/..."""
-
-    def __init__(self, settings: Settings, run_id: str) -> None:
-        self.storage = open_artifact_storage(settings)
-        self.bucket = settings.artifact_bucket
-        self.prefix = f"training-runs/{run_id}"
-        self.uri = artifact_uri(self.bucket, self.prefix)
-
-    def put_json(self, name: str, value: object) -> None:
-        data = (json.dumps(value, indent=2) + "\n").encode()
-        self.storage.put_bytes(self.bucket, f"{self.prefix}/{name}", data)
-
-    def publish_adapter(self, folder: Path) -> str:
-        upload_folder(self.storage, folder, self.bucket, f"{self.prefix}/adapter")
-        return artifact_uri(self.bucket, f"{self.prefix}/adapter")
-
-    def save_checkpoint(self, work: Path, step: int) -> None:
-        # Each checkpoint under its own prefix, then the pointer: a crash mid-upload leaves the
-        # pointer on the previous complete one.
-        upload_folder(self.storage, work / "checkpoint", self.bucket, self._checkpoint(step))
-        self.put_json("checkpoints/latest.json", {"step": step})
-
-    def restore_checkpoint(self, work: Path) -> None:
-        """Bring the latest stored checkpoint to a machine that has none of its own."""
-        if (work / "checkpoint" / "state.json").exists():
-            return
-        try:
-            latest = json.loads(
-                self.storage.get_bytes(self.bucket, f"{self.prefix}/checkpoints/latest.json")
-            )
-        except ObjectNotFoundError:
-            return
-        work.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(work / "checkpoint", ignore_errors=True)
-        download_folder(
-            self.storage, self.bucket, self._checkpoint(latest["step"]), work / "checkpoint"
-        )
-
-    def _checkpoint(self, step: int) -> str:
-        return f"{self.prefix}/checkpoints/step-{step:06d}"

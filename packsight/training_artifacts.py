@@ -1,0 +1,63 @@
+"""A training run's objects in artifact storage: checkpoints, the adapter, results.json.
+
+artifact://<bucket>/training-runs/<run id>/
+    checkpoints/step-000050/...   one folder per checkpoint (adapter, optimizer, RNG state)
+    checkpoints/latest.json       {"step": 50}, written after its folder is complete
+    adapter/...                   the final adapter with training.json
+    results.json
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from packsight.storage import (
+    ObjectNotFoundError,
+    Storage,
+    artifact_uri,
+    download_folder,
+    upload_folder,
+)
+
+
+class RunArtifacts:
+    def __init__(self, storage: Storage, bucket: str, run_id: str) -> None:
+        self.storage, self.bucket = storage, bucket
+        self.prefix = f"training-runs/{run_id}"
+        self.uri = artifact_uri(bucket, self.prefix)
+
+    def put_json(self, name: str, value: object) -> None:
+        data = (json.dumps(value, indent=2) + "\n").encode()
+        self.storage.put_bytes(self.bucket, f"{self.prefix}/{name}", data)
+
+    def publish_adapter(self, folder: Path) -> str:
+        """Upload the final adapter; return the artifact:// URI model versions refer to."""
+        upload_folder(self.storage, folder, self.bucket, f"{self.prefix}/adapter")
+        return artifact_uri(self.bucket, f"{self.prefix}/adapter")
+
+    def save_checkpoint(self, checkpoint: Path, step: int) -> None:
+        # Each checkpoint under its own prefix, then the pointer: a crash mid-upload leaves the
+        # pointer on the previous complete one.
+        upload_folder(self.storage, checkpoint, self.bucket, self._checkpoint(step))
+        self.put_json("checkpoints/latest.json", {"step": step})
+
+    def restore_checkpoint(self, checkpoint: Path) -> int | None:
+        """Bring the latest stored checkpoint to a machine that has none of its own; return its
+        step (None when there is a local one already, or none stored)."""
+        if (checkpoint / "state.json").exists():
+            return None
+        try:
+            latest = json.loads(
+                self.storage.get_bytes(self.bucket, f"{self.prefix}/checkpoints/latest.json")
+            )
+        except ObjectNotFoundError:
+            return None
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        download_folder(self.storage, self.bucket, self._checkpoint(latest["step"]), checkpoint)
+        return int(latest["step"])
+
+    def _checkpoint(self, step: int) -> str:
+        return f"{self.prefix}/checkpoints/step-{step:06d}"
