@@ -48,11 +48,17 @@ def synth(out_dir: Path, videos: int, seed: int) -> None:
 @main.command("tiny-model")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--family", type=click.Choice(["qwen2_vl", "qwen2_5_vl"]), default="qwen2_vl")
-def tiny_model(out_dir: Path, family: str) -> None:
+@click.option(
+    "--size",
+    type=click.Choice(["default", "learnable"]),
+    default="default",
+    help="learnable: the variant fine-tuning can teach the synthetic archive's operations.",
+)
+def tiny_model(out_dir: Path, family: str, size: str) -> None:
     """Build a tiny random-weight Qwen2-VL locally (for demos and tests; no downloads)."""
     from packsight.vlm.tiny import build_tiny_model
 
-    click.echo(str(build_tiny_model(out_dir, family=family)))  # type: ignore[arg-type]
+    click.echo(str(build_tiny_model(out_dir, family=family, size=size)))  # type: ignore[arg-type]
 
 
 @main.command()

@@ -81,3 +81,40 @@ def test_bad_settings_are_a_clear_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "PACKSIGHT_FRAMES_PER_CLIP" in result.stderr and "even" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_packsight_train_beats_the_base_model_on_all_three_metrics(tmp_path: Path) -> None:
+    """Issue 4 item 7, through the real command on the embedded default: the tiny model trained
+    on a synthetic archive by `packsight train` beats the base model on OCA, tIoU@0.5 and AA@1
+    on the first 30 U0108 clips, with fixed seeds, and is promoted."""
+    from dataclasses import asdict
+
+    from packsight.vlm.recipes import TINY_RECIPE
+
+    recipe = TINY_RECIPE
+    recipe.archive.write(tmp_path / "archive")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PACKSIGHT_")}
+    env |= {
+        "PACKSIGHT_MODEL": str(tmp_path / "model"),
+        "PACKSIGHT_FRAME_MAX_SIDE": str(recipe.max_side),
+        "PACKSIGHT_TEST_CLIPS": str(recipe.test_clips),
+        "PACKSIGHT_LOCAL_ROOT": str(tmp_path),  # its folders are buckets: "archive"
+    }
+    model = ["tiny-model", "model", "--size", recipe.model_size]
+    assert run(model, tmp_path, env).returncode == 0
+    imported = run(["labels", "import", "archive", "--bucket", "archive"], tmp_path, env)
+    assert imported.returncode == 0, imported.stderr
+
+    config = json.dumps(asdict(recipe.training))
+    trained = run(
+        ["train", "--bucket", "archive", "--config", config, "--results", "results.json"],
+        tmp_path,
+        env,
+    )
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    base, tuned = results["base_model"], results["finetuned_model"]
+    assert base["clips"] == tuned["clips"] == recipe.test_clips
+    for metric in ("OCA", "tIoU@0.5", "AA@1"):
+        assert tuned[metric] > base[metric], (metric, base, tuned)
+    assert results["promotion"]["promoted"] and "promoted:" in trained.stdout
