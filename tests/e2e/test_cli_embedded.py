@@ -86,7 +86,8 @@ def test_bad_settings_are_a_clear_usage_error(tmp_path: Path) -> None:
 def test_packsight_train_beats_the_base_model_on_all_three_metrics(tmp_path: Path) -> None:
     """Issue 4 item 7, through the real command on the embedded default: the tiny model trained
     on a synthetic archive by `packsight train` beats the base model on OCA, tIoU@0.5 and AA@1
-    on the first 30 U0108 clips, with fixed seeds, and is promoted."""
+    on the first 30 U0108 clips, with fixed seeds, and is promoted. Measured (seed 42): OCA
+    0.10 -> 0.60, tIoU@0.5 0.00 -> 1.00, AA@1 0.10 -> 0.60; other seeds in TINY_RECIPE's notes."""
     from dataclasses import asdict
 
     from packsight.vlm.recipes import TINY_RECIPE
@@ -118,3 +119,11 @@ def test_packsight_train_beats_the_base_model_on_all_three_metrics(tmp_path: Pat
     for metric in ("OCA", "tIoU@0.5", "AA@1"):
         assert tuned[metric] > base[metric], (metric, base, tuned)
     assert results["promotion"]["promoted"] and "promoted:" in trained.stdout
+
+    # The next night, the same data and seeds give the same adapter: it does not beat the
+    # champion it equals, so it is refused and the champion keeps serving.
+    again = run(["train", "--bucket", "archive", "--config", config], tmp_path, env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "rejected:" in again.stdout and "compared with the champion" in again.stdout
+    champion = next(line for line in again.stdout.splitlines() if line.startswith("champion"))
+    assert tuned["model"] in champion
