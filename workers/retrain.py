@@ -7,10 +7,13 @@ import json
 from dataclasses import asdict, fields
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from packsight.models.db import session_scope
 from packsight.models.training_runs import start_run
 from packsight.retraining import RunParams, Splits
 from packsight.settings import Settings
+from packsight.vlm.training_config import TrainingConfig
 
 
 def training_params(
@@ -18,8 +21,6 @@ def training_params(
 ) -> RunParams:
     """The run's parameters from the settings, with `config` overriding TrainingConfig fields.
     Raises ValueError naming unknown or invalid fields."""
-    from packsight.vlm.training import TrainingConfig
-
     overrides = {**settings.training_config, **(config or {})}
     known = {f.name for f in fields(TrainingConfig)}
     unknown = sorted(set(overrides) - known)
@@ -29,10 +30,11 @@ def training_params(
         )
     overrides.setdefault("quantization", settings.quantization)
     try:
-        training = TrainingConfig(**overrides)
-        training.total_steps(1)  # type errors in numbers surface here rather than mid-run
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"invalid training settings {overrides}: {exc}") from exc
+        # Checks types too ("lr": "fast" is refused now, not hours later in the optimizer).
+        training = TypeAdapter(TrainingConfig).validate_python(overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"invalid training settings: {problems}") from exc
     return RunParams(
         config=json.loads(json.dumps(asdict(training))),
         splits=Splits(

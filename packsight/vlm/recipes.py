@@ -9,7 +9,7 @@ from pathlib import Path
 
 from packsight.synth import SyntheticVideo, write_synthetic_archive
 from packsight.vlm.tiny import Size
-from packsight.vlm.training import TrainingConfig
+from packsight.vlm.training_config import TrainingConfig
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ decoder reads.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -26,7 +25,8 @@ from packsight.taxonomy import Taxonomy
 from packsight.training_examples import TrainingExample
 from packsight.vlm.answer import Answer
 from packsight.vlm.labeler import ClipInput, Labeler
-from packsight.vlm.loading import Quantization, load_model_and_processor, resolve_device
+from packsight.vlm.loading import load_model_and_processor, resolve_device
+from packsight.vlm.training_config import TrainingConfig
 
 # Attention and MLP projections of the language model; by default the vision tower stays frozen.
 LORA_TARGETS = (
@@ -40,33 +40,6 @@ VISION_LORA_TARGETS = (
 IGNORE = -100
 # Settings a resumed run may change; anything else would silently mix two different trainings.
 RESUMABLE_CHANGES = ("epochs", "max_steps", "checkpoint_every")
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    # 1e-3 suits the tiny test model; for Qwen2-VL-2B start around 2e-4.
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    epochs: int = 1
-    max_steps: int | None = None  # optimizer steps; overrides epochs when set
-    batch_size: int = 2
-    grad_accumulation: int = 2
-    checkpoint_every: int = 50  # optimizer steps
-    seed: int = 42
-    quantization: Quantization = "nf4"
-    # Extra modules trained in full (peft modules_to_save), e.g. ("lm_head",) for a model whose
-    # output head is untrained (the tiny test model); pretrained checkpoints need none.
-    train_modules: tuple[str, ...] = ()
-    # LoRA on the vision tower's blocks as well (for a tower that never saw this kind of video).
-    lora_vision: bool = False
-
-    def total_steps(self, examples: int) -> int:
-        if self.max_steps is not None:
-            return self.max_steps
-        return math.ceil(self.epochs * examples / (self.batch_size * self.grad_accumulation))
 
 
 @dataclass

@@ -125,3 +125,32 @@ def test_run_params_survive_the_database_round_trip() -> None:
     params = RunParams(config={"lr": 2e-4, "train_modules": ["lm_head"]}, splits=SPLITS, bucket="b")
     stored = json.loads(json.dumps(params.to_json()))  # as the JSON column keeps it
     assert RunParams.from_json(stored) == params
+
+
+def test_run_settings_are_validated_when_the_run_is_queued() -> None:
+    import subprocess
+    import sys
+
+    from packsight.settings import Settings
+    from packsight.workers.retrain import training_params
+
+    settings = Settings(training_config={"lr": 2e-4}, test_clips=12, training_bucket="archive")
+    params = training_params(settings, config={"max_steps": 50, "train_modules": ["lm_head"]})
+    assert params.config["lr"] == 2e-4 and params.config["max_steps"] == 50
+    assert params.config["train_modules"] == ["lm_head"]  # as the JSON column keeps it
+    assert params.splits.test == ("U0108",) and params.splits.test_clips == 12
+    assert params.bucket == "archive" and params.promotion_metric == "AA@1"
+    for bad, why in (
+        ({"learning_rate": 1}, "unknown training setting"),
+        ({"lr": "fast"}, "lr"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"max_steps": 2.5}, "max_steps"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            training_params(settings, config=bad)
+    # The API and the beat task validate without loading the ML stack.
+    probe = "from packsight.workers.retrain import training_params; import sys; " + (
+        "from packsight.settings import Settings; training_params(Settings()); "
+        "assert 'torch' not in sys.modules"
+    )
+    assert subprocess.run([sys.executable, "-c", probe], check=False).returncode == 0
