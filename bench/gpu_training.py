@@ -43,6 +43,7 @@ from packsight.vlm.labeler import Labeler
 from packsight.vlm.loading import load_model_and_processor, resolve_device
 from packsight.vlm.training import (
     LORA_TARGETS,
+    LossScaling,
     TrainingBatch,
     TrainingConfig,
     answer_loss,
@@ -202,11 +203,14 @@ def run_recipe(model_dir: Path, recipe: str, args: argparse.Namespace) -> dict[s
     cuda = device.type == "cuda"
     config = TrainingConfig(lora_r=args.lora_r, lora_alpha=2 * args.lora_r, lr=2e-4)
     torch.manual_seed(config.seed)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype] if cuda else None
     base, processor = load_model_and_processor(
-        model=str(model_dir), adapter=None, quantization="nf4", device=device
+        model=str(model_dir), adapter=None, quantization="nf4", device=device, dtype=dtype
     )
     weights_gb = torch.cuda.memory_allocated(device) / GB if cuda else None
     network = setup(base, config)
+    # fp16 (a T4's compute type) trains as train_adapter does: fp32 trainables, autocast, scaler.
+    precision = LossScaling(network, enabled=dtype == torch.float16)
     params = [p for p in network.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr)
     labeler = Labeler(
@@ -226,11 +230,13 @@ def run_recipe(model_dir: Path, recipe: str, args: argparse.Namespace) -> dict[s
         batch = training_batch(labeler, examples[first : first + args.batch])
         _sync(device)
         batch_s.append(time.perf_counter())
-        loss = loss_fn(network, batch)
+        with precision.autocast():
+            loss = loss_fn(network, batch)
         phases.mark("loss")
-        loss.backward()
+        precision.scaler.scale(loss).backward()
         phases.mark("backward_end")
-        optimizer.step()
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
         return batch
@@ -255,6 +261,7 @@ def run_recipe(model_dir: Path, recipe: str, args: argparse.Namespace) -> dict[s
     breakdown = peak_breakdown(lambda: one_step(0), device) if cuda and args.breakdown else []
     record = {
         "recipe": recipe,
+        "dtype": args.dtype if cuda else "float32",
         "peak_allocated_gb": peak_allocated,
         "peak_reserved_gb": peak_reserved,
         "weights_gb": weights_gb,
@@ -317,6 +324,9 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--frame-size", type=int, default=336)
     parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument(
+        "--dtype", choices=("bf16", "fp16"), default="bf16", help="fp16: as on a T4 (no bf16)"
+    )
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)

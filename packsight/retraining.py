@@ -18,6 +18,10 @@ from packsight.training_set import Segment, procedure_successor, split_for_subje
 from packsight.video import VideoDecodeError
 
 
+class VideoUnavailableError(Exception):
+    """`fetch` could not provide the video (deleted, moved, no access): skip it, name it."""
+
+
 @dataclass(frozen=True)
 class LabelledVideo:
     """A video whose verified labels cover it: where it is and its operation segments."""
@@ -97,8 +101,9 @@ def build_dataset(
 ) -> Dataset:
     """Training, validation and test examples of the videos, by their subject's split.
 
-    `fetch` gives a local path of a video. A video that cannot be read is skipped and named in
-    `Dataset.skipped` (one bad file must not cancel the night's training); videos of subjects in
+    `fetch` gives a local path of a video (or raises VideoUnavailableError). A video that cannot
+    be fetched or read is skipped and named in `Dataset.skipped` (one bad or deleted file must not
+    cancel the night's training); videos of subjects in
     no split are left out. The test set is the first `splits.test_clips` test clips by clip id.
     """
     dataset = Dataset()
@@ -124,7 +129,7 @@ def build_dataset(
                 seed=seed,
                 procedure_next=procedure_next,
             )
-        except (VideoDecodeError, ValueError, OSError) as exc:
+        except (VideoUnavailableError, VideoDecodeError, ValueError, OSError) as exc:
             dataset.skipped.append((f"{video.bucket}/{video.key}", f"{type(exc).__name__}: {exc}"))
             continue
         getattr(dataset, split).extend(examples)

@@ -65,15 +65,9 @@ def stack_env(
     }
 
 
-CELERY_WORKER = [
-    str(VENV_BIN / "celery"),
-    "-A",
-    "packsight.workers.app",
-    "worker",
-    "-E",
-    "-l",
-    "INFO",
-]
+CELERY_APP = [str(VENV_BIN / "celery"), "-A", "packsight.workers.app"]
+CELERY_WORKER = [*CELERY_APP, "worker", "-E", "-l", "INFO"]
+CELERY_BEAT = [*CELERY_APP, "beat", "-l", "INFO"]
 
 
 def train_worker(env: dict[str, str], log_path: Path) -> services.ProcessGroup:

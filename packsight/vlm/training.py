@@ -25,7 +25,7 @@ from packsight.taxonomy import Taxonomy
 from packsight.training_examples import TrainingExample
 from packsight.vlm.answer import Answer
 from packsight.vlm.labeler import ClipInput, Labeler
-from packsight.vlm.loading import load_model_and_processor, resolve_device
+from packsight.vlm.loading import compute_dtype, load_model_and_processor, resolve_device
 from packsight.vlm.training_config import TrainingConfig
 
 # Attention and MLP projections of the language model; by default the vision tower stays frozen.
@@ -173,6 +173,7 @@ def train_adapter(
     resume: bool = True,
     on_step: Callable[[int, float], None] | None = None,
     device: str = "auto",
+    dtype: torch.dtype | None = None,
 ) -> TrainingResult:
     """Train a LoRA adapter; checkpoints go to out_dir/checkpoint, the result to out_dir/adapter."""
     if not train:
@@ -181,10 +182,12 @@ def train_adapter(
     torch.manual_seed(config.seed)  # LoRA's initial weights
     np.random.seed(config.seed)
     target = resolve_device(device)
+    dtype = dtype or compute_dtype(target)
     base, processor = load_model_and_processor(
-        model=model, adapter=None, quantization=config.quantization, device=target
+        model=model, adapter=None, quantization=config.quantization, device=target, dtype=dtype
     )
     network = prepare_for_training(base, config)
+    precision = LossScaling(network, enabled=target.type == "cuda" and dtype == torch.float16)
     params = [p for p in network.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     labeler = Labeler(
@@ -199,7 +202,7 @@ def train_adapter(
     step, losses, resumed_from = 0, [], None
     checkpoint = _existing_checkpoint(out_dir)
     if resume and checkpoint is not None:
-        step, losses = _load_checkpoint(checkpoint, network, optimizer, config)
+        step, losses = _load_checkpoint(checkpoint, network, optimizer, config, precision)
         resumed_from = step
     total = config.total_steps(len(train))
     while step < total:
@@ -207,14 +210,17 @@ def train_adapter(
         step_loss = 0.0
         for micro in range(config.grad_accumulation):
             picks = micro_batch(config, len(train), step * config.grad_accumulation + micro)
-            loss = answer_loss(network, training_batch(labeler, [train[i] for i in picks]))
-            (loss / config.grad_accumulation).backward()
+            batch = training_batch(labeler, [train[i] for i in picks])
+            with precision.autocast():
+                loss = answer_loss(network, batch)
+            precision.scaler.scale(loss / config.grad_accumulation).backward()
             step_loss += loss.item() / config.grad_accumulation
-        optimizer.step()
+        precision.scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+        precision.scaler.update()
         step += 1
         losses.append(step_loss)
         if step % config.checkpoint_every == 0 or step == total:
-            _save_checkpoint(out_dir, network, optimizer, config, step, losses)
+            _save_checkpoint(out_dir, network, optimizer, config, step, losses, precision)
         if on_step is not None:
             on_step(step, step_loss)
 
@@ -228,9 +234,29 @@ def train_adapter(
         "losses": losses,
         "resumed_from": resumed_from,
         "examples": len(train),
+        "compute_dtype": str(dtype).removeprefix("torch."),
+        "loss_scaling": precision.enabled,
     }
     (adapter_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
     return TrainingResult(adapter_dir, step, losses, resumed_from)
+
+
+class LossScaling:
+    """fp16 compute (a T4 has no bf16) needs loss scaling: an fp16 backward otherwise underflows
+    small gradients to zero and can overflow to inf. As in torch AMP, the trainable weights are
+    kept in fp32, the forward runs under fp16 autocast and a GradScaler scales the loss and skips
+    steps whose gradients overflowed. Disabled (bf16, fp32, CPU) it changes nothing."""
+
+    def __init__(self, network, *, enabled: bool) -> None:  # type: ignore[no-untyped-def]
+        self.enabled = enabled
+        self.scaler = torch.amp.GradScaler("cuda", enabled=enabled)
+        if enabled:
+            for param in network.parameters():
+                if param.requires_grad and param.dtype != torch.float32:
+                    param.data = param.data.float()
+
+    def autocast(self):  # type: ignore[no-untyped-def]
+        return torch.autocast("cuda", dtype=torch.float16, enabled=self.enabled)
 
 
 def _replace_dir(final: Path, write: Callable[[Path], None]) -> None:
@@ -257,11 +283,19 @@ def _existing_checkpoint(out_dir: Path) -> Path | None:
 
 
 def _save_checkpoint(  # type: ignore[no-untyped-def]
-    out_dir: Path, network, optimizer, config: TrainingConfig, step: int, losses: list[float]
+    out_dir: Path,
+    network,
+    optimizer,
+    config: TrainingConfig,
+    step: int,
+    losses: list[float],
+    precision: LossScaling,
 ) -> None:
     def write(tmp: Path) -> None:
         network.save_pretrained(tmp / "adapter")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if precision.enabled:
+            torch.save(precision.scaler.state_dict(), tmp / "scaler.pt")
         rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -274,7 +308,7 @@ def _save_checkpoint(  # type: ignore[no-untyped-def]
 
 
 def _load_checkpoint(  # type: ignore[no-untyped-def]
-    checkpoint: Path, network, optimizer, config: TrainingConfig
+    checkpoint: Path, network, optimizer, config: TrainingConfig, precision: LossScaling
 ) -> tuple[int, list[float]]:
     from peft import set_peft_model_state_dict
     from peft.utils import load_peft_weights
@@ -293,6 +327,8 @@ def _load_checkpoint(  # type: ignore[no-untyped-def]
         network, load_peft_weights(str(checkpoint / "adapter"), device=str(device))
     )
     optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=device))
+    if precision.enabled and (checkpoint / "scaler.pt").exists():
+        precision.scaler.load_state_dict(torch.load(checkpoint / "scaler.pt"))
     rng = torch.load(checkpoint / "rng.pt", weights_only=False)
     torch.set_rng_state(rng["torch"])
     np.random.set_state(rng["numpy"])

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from packsight.metrics import Evaluation
-from packsight.retraining import LabelledVideo, Splits, build_dataset, decide
+from packsight.retraining import (
+    LabelledVideo,
+    Splits,
+    VideoUnavailableError,
+    build_dataset,
+    decide,
+)
 from packsight.storage import (
     InvalidKeyError,
     LocalStorage,
@@ -42,9 +48,16 @@ def test_dataset_follows_the_subject_splits_and_keeps_the_first_test_clips(archi
     seen: list[str] = []
     broken = LabelledVideo("archive", "U0101/video/broken.mp4", "U0101", [("Tape", 0, 300)])
     (root / broken.key).write_bytes(b"\x00not a video" * 100)
+    deleted = LabelledVideo("archive", "U0102/video/deleted.mp4", "U0102", [("Tape", 0, 300)])
+
+    def fetch(video: LabelledVideo) -> Path:
+        if video is deleted:
+            raise VideoUnavailableError("object not found")
+        return root / video.key
+
     dataset = build_dataset(
-        [*labelled(videos), broken],
-        lambda v: root / v.key,
+        [*labelled(videos), broken, deleted],
+        fetch,
         taxonomy=TAXONOMY,
         splits=SPLITS,
         max_side=56,
@@ -57,7 +70,11 @@ def test_dataset_follows_the_subject_splits_and_keeps_the_first_test_clips(archi
     ids = [e.clip_id for e in dataset.test]
     assert len(ids) == 2 and ids == sorted(ids) and all(i.startswith("U0108_") for i in ids)
     # The unreadable file is named with the reason, and the rest of the data is still there.
-    assert [video for video, _ in dataset.skipped] == ["archive/U0101/video/broken.mp4"]
+    assert [video for video, _ in dataset.skipped] == [
+        "archive/U0101/video/broken.mp4",
+        "archive/U0102/video/deleted.mp4",
+    ]
+    assert "object not found" in dataset.skipped[1][1]
     summary = dataset.summary()
     assert summary["test_clip_ids"] == ids and summary["train_clips"] == len(dataset.train)
     # A procedure step always has a next step (at a session's end, the procedure's), never

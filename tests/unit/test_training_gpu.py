@@ -75,3 +75,26 @@ def test_frozen_vision_tower_builds_no_autograd_graph(tiny: Path) -> None:
     base.model.visual(pixels, grid_thw=torch.tensor([[1, 2, 2]], device="cuda"))
     assert not outputs[0].pooler_output.requires_grad
     assert any(p.requires_grad for p in network.parameters())
+
+
+def test_fp16_training_as_on_a_t4_scales_the_loss_and_learns(tiny: Path, tmp_path: Path) -> None:
+    # A T4 has no bf16: fp16 compute with AMP-style loss scaling and fp32 trainable weights.
+    from safetensors.torch import load_file
+
+    result = train_adapter(
+        model=str(tiny),
+        train=examples(),
+        out_dir=tmp_path,
+        config=TrainingConfig(max_steps=10, train_modules=("lm_head",)),
+        taxonomy=TAXONOMY,
+        device="cuda",
+        dtype=torch.float16,
+    )
+    summary = json.loads((result.adapter_dir / "training.json").read_text())
+    assert summary["compute_dtype"] == "float16" and summary["loss_scaling"] is True
+    assert all(math.isfinite(loss) for loss in result.losses)
+    weights = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    # LoRA's B matrices start at zero: non-zero ones prove steps were taken, not all skipped.
+    assert any(w.abs().sum() > 0 for name, w in weights.items() if "lora_B" in name)
+    assert result.losses[-1] < result.losses[0]

@@ -33,12 +33,13 @@ from packsight.retraining import (
     Decision,
     LabelledVideo,
     RunParams,
+    VideoUnavailableError,
     build_dataset,
     decide,
     score,
 )
 from packsight.settings import Settings, get_settings
-from packsight.storage import open_artifact_storage, open_storage
+from packsight.storage import StorageError, open_artifact_storage, open_storage
 from packsight.taxonomy import Taxonomy, load_taxonomy
 from packsight.training_artifacts import RunArtifacts
 from packsight.workers.app import SCHEDULED_TRAINING_TASK, TRAIN_TASK, app, retry_or_give_up
@@ -171,7 +172,10 @@ def _dataset(settings: Settings, run: _Run, work: Path, progress) -> Dataset:  #
     def fetch(video: LabelledVideo) -> Path:
         path = folder / video.bucket / video.key
         path.parent.mkdir(parents=True, exist_ok=True)
-        source.download(video.bucket, video.key, path)
+        try:
+            source.download(video.bucket, video.key, path)
+        except StorageError as exc:  # labels can outlive their video
+            raise VideoUnavailableError(str(exc)) from exc
         return path
 
     dataset = build_dataset(
