@@ -333,8 +333,10 @@ def worker(queues: tuple[str, ...], concurrency: int | None, pool: str | None) -
 
 def _register_subgroups() -> None:
     from packsight.cli_labels import labels
+    from packsight.cli_models import models
 
     main.add_command(labels)
+    main.add_command(models)
 
 
 _register_subgroups()

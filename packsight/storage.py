@@ -64,6 +64,7 @@ class Storage(Protocol):
     def download(self, bucket: str, key: str, dest: Path) -> ObjectInfo: ...
     def get_bytes(self, bucket: str, key: str) -> bytes: ...
     def put_bytes(self, bucket: str, key: str, data: bytes) -> None: ...
+    def delete(self, bucket: str, keys: list[str]) -> None: ...
 
 
 class LocalStorage:
@@ -125,6 +126,10 @@ class LocalStorage:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_bytes(data)
         tmp.replace(path)  # atomic: readers never see half a file
+
+    def delete(self, bucket: str, keys: list[str]) -> None:
+        for key in keys:
+            self._path(bucket, key).unlink(missing_ok=True)
 
 
 class S3Storage:
@@ -221,6 +226,13 @@ class S3Storage:
 
     def put_bytes(self, bucket: str, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=validate_bucket(bucket), Key=validate_key(key), Body=data)
+
+    def delete(self, bucket: str, keys: list[str]) -> None:
+        for first in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+            chunk = [{"Key": validate_key(k)} for k in keys[first : first + 1000]]
+            self.client.delete_objects(
+                Bucket=validate_bucket(bucket), Delete={"Objects": chunk, "Quiet": True}
+            )
 
 
 def open_storage(settings: Settings) -> Storage:

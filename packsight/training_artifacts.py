@@ -59,5 +59,13 @@ class RunArtifacts:
         download_folder(self.storage, self.bucket, self._checkpoint(latest["step"]), checkpoint)
         return int(latest["step"])
 
+    def discard_checkpoints(self) -> int:
+        """Delete the run's stored checkpoints (once the adapter is published they only take
+        space); return how many objects went."""
+        stored = self.storage.list_objects(self.bucket, f"{self.prefix}/checkpoints/")
+        keys = [info.key for info in stored]
+        self.storage.delete(self.bucket, keys)
+        return len(keys)
+
     def _checkpoint(self, step: int) -> str:
         return f"{self.prefix}/checkpoints/step-{step:06d}"

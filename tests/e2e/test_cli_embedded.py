@@ -127,3 +127,13 @@ def test_packsight_train_beats_the_base_model_on_all_three_metrics(tmp_path: Pat
     assert "rejected:" in again.stdout and "compared with the champion" in again.stdout
     champion = next(line for line in again.stdout.splitlines() if line.startswith("champion"))
     assert tuned["model"] in champion
+
+    # Operators see the serving version and can roll it back from the command line too.
+    listed = run(["models"], tmp_path, env).stdout.splitlines()
+    serving = [line for line in listed if line.startswith("*")]
+    assert len(serving) == 1 and tuned["model"] in serving[0] and "AA@1=0.6" in serving[0]
+    version_id = serving[0].split()[1]
+    back = run(["models", "rollback", version_id], tmp_path, env)
+    assert back.returncode == 0 and "@base:" in back.stdout, back.stderr
+    again = run(["models", "rollback", version_id], tmp_path, env)
+    assert again.returncode == 1 and "not serving" in again.stderr

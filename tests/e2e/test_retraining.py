@@ -119,7 +119,10 @@ def test_training_run_trains_evaluates_and_serves(stack, stack_settings, s3, ver
         assert json.loads(stored) == results
         keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]}
         assert f"{prefix}/adapter/adapter_config.json" in keys
-        assert f"{prefix}/adapter/training.json" in keys
+        assert f"{prefix}/adapter/training.json" in keys  # its config and losses
+        assert f"{prefix}/adapter/results.json" in keys  # its metrics
+        # A checkpoint was stored at step 3 and removed once the run was final.
+        assert not [k for k in keys if "/checkpoints/" in k]
 
         # Metrics and confusion cells per model version in Postgres, served by the API.
         models = {m["id"]: m for m in api.get("/v1/models").raise_for_status().json()}

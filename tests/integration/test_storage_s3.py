@@ -53,3 +53,12 @@ def test_wrong_credentials_are_refused(s3) -> None:  # type: ignore[no-untyped-d
     bad = S3Storage(endpoint_url=s3.endpoint_url, access_key=s3.access_key, secret_key="wrong")
     with pytest.raises(ClientError):
         bad.bucket_exists("anything")
+
+
+def test_delete_removes_exactly_the_given_keys(storage: S3Storage) -> None:
+    storage.ensure_bucket("deleting")
+    keys = [f"run/checkpoints/{i}.pt" for i in range(5)] + ["run/adapter/a.bin"]
+    for key in keys:
+        storage.put_bytes("deleting", key, b"x")
+    storage.delete("deleting", [*keys[:5], "run/checkpoints/never-existed.pt"])
+    assert [o.key for o in storage.list_objects("deleting", "run/")] == ["run/adapter/a.bin"]

@@ -80,3 +80,11 @@ def test_symlinks_cannot_escape_the_bucket(storage: LocalStorage, tmp_path: Path
     with pytest.raises(InvalidKeyError):
         storage.put_bytes("archive", "../escape.mp4", b"x")
     assert not (storage.root / "escape.mp4").exists()
+
+
+def test_delete_removes_exactly_the_given_keys(storage: LocalStorage) -> None:
+    storage.ensure_bucket("b")
+    for key in ("run/ck/1.pt", "run/ck/2.pt", "run/adapter.bin"):
+        storage.put_bytes("b", key, b"x")
+    storage.delete("b", ["run/ck/1.pt", "run/ck/2.pt", "run/ck/missing.pt"])
+    assert [o.key for o in storage.list_objects("b", "run/")] == ["run/adapter.bin"]

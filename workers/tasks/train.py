@@ -138,7 +138,11 @@ def run_training(settings: Settings, *, run_id: str, task_id: str) -> None:
     )
     results = _results(run, versions, scores, validation, decision, dataset)
     artifacts.put_json("results.json", results)
+    # A copy inside the adapter folder, so the adapter carries its metrics wherever it is copied.
+    artifacts.put_json("adapter/results.json", results)
     _record(settings, run, versions, scores, validation, decision, results, artifacts.uri, steps)
+    # The run is final: its checkpoints can no longer be resumed from.
+    artifacts.discard_checkpoints()
     shutil.rmtree(work, ignore_errors=True)
     log.info("training run %s: %s", run_id, decision.reason)
 
