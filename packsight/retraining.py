@@ -86,6 +86,33 @@ class Dataset:
             "skipped_videos": [{"video": v, "error": e} for v, e in self.skipped],
         }
 
+    def records(self) -> list[dict[str, object]]:
+        """One line per clip: its split, sampled frames and the target answer, in the output's
+        JSON shape, so what the model was taught can be read (and audited) without the code."""
+        return [
+            {
+                "clip_id": e.clip_id,
+                "split": split,
+                "subject": e.subject,
+                "clip_frame_count": e.clip_frame_count,
+                "frame_indices": list(e.frame_indices),
+                "target": {
+                    "dominant_operation": e.truth.dominant_operation,
+                    "temporal_segment": {
+                        "start_frame": e.truth.start_frame,
+                        "end_frame": e.truth.end_frame,
+                    },
+                    "anticipated_next_operation": e.truth.next_operation,
+                },
+            }
+            for split, examples in (
+                ("train", self.train),
+                ("validation", self.validation),
+                ("test", self.test),
+            )
+            for e in examples
+        ]
+
 
 def build_dataset(
     videos: Sequence[LabelledVideo],

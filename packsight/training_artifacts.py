@@ -32,6 +32,10 @@ class RunArtifacts:
         data = (json.dumps(value, indent=2) + "\n").encode()
         self.storage.put_bytes(self.bucket, f"{self.prefix}/{name}", data)
 
+    def put_jsonl(self, name: str, rows: list[dict[str, object]]) -> None:
+        data = "".join(json.dumps(row) + "\n" for row in rows).encode()
+        self.storage.put_bytes(self.bucket, f"{self.prefix}/{name}", data)
+
     def publish_adapter(self, folder: Path) -> str:
         """Upload the final adapter; return the artifact:// URI model versions refer to."""
         upload_folder(self.storage, folder, self.bucket, f"{self.prefix}/adapter")

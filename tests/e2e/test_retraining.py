@@ -117,6 +117,11 @@ def test_training_run_trains_evaluates_and_serves(stack, stack_settings, s3, ver
         bucket = stack_settings.artifact_bucket
         stored = client.get_object(Bucket=bucket, Key=f"{prefix}/results.json")["Body"].read()
         assert json.loads(stored) == results
+        lines = client.get_object(Bucket=bucket, Key=f"{prefix}/dataset.jsonl")["Body"].read()
+        clips = [json.loads(line) for line in lines.decode().splitlines()]
+        assert [c["clip_id"] for c in clips if c["split"] == "test"] == test_ids
+        assert sum(c["split"] == "train" for c in clips) == dataset["train_clips"]
+        assert all(len(c["frame_indices"]) == 8 for c in clips)
         keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]}
         assert f"{prefix}/adapter/adapter_config.json" in keys
         assert f"{prefix}/adapter/training.json" in keys  # its config and losses

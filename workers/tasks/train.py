@@ -110,6 +110,7 @@ def run_training(settings: Settings, *, run_id: str, task_id: str) -> None:
     artifacts = RunArtifacts(open_artifact_storage(settings), settings.artifact_bucket, run_id)
     dataset = _dataset(settings, run, work, progress)
     progress(dataset=dataset.summary())
+    artifacts.put_jsonl("dataset.jsonl", dataset.records())
     adapter_dir, steps = _train(settings, run, dataset, work, artifacts, progress)
     versions = _versions(settings, run, artifacts.publish_adapter(adapter_dir))
     progress(
