@@ -29,6 +29,15 @@ def _scope(version: ModelVersion):  # type: ignore[no-untyped-def]
     )
 
 
+def lock_scope(session: Session, version: ModelVersion) -> None:
+    """Lock every version of the scope, not only the serving one (a switch that committed while
+    this one waited would otherwise go unseen), in id order so two switches cannot deadlock.
+    The partial unique index on serving versions is the backstop; SQLite has one writer."""
+    session.execute(
+        select(ModelVersion.id).where(*_scope(version)).order_by(ModelVersion.id).with_for_update()
+    ).all()
+
+
 def serving_version(
     session: Session, *, base_model: str, quantization: str, taxonomy: str
 ) -> ModelVersion | None:
@@ -54,16 +63,17 @@ def _switch(
     version = session.get(ModelVersion, version_id)
     if version is None:
         raise UnknownModelVersionError(f"model version {version_id} not found")
-    # Lock the scope's rows so two switches cannot leave two versions serving.
+    lock_scope(session, version)
     current = list(
         session.scalars(
             select(ModelVersion)
-            .where(*_scope(version), ModelVersion.is_serving.is_(True))
-            .with_for_update()
+            .where(*_scope(version), ModelVersion.is_serving)
+            .execution_options(populate_existing=True)
         )
     )
     for row in current:
         row.is_serving = False
+    session.flush()  # before the new one is marked: the index admits one serving row at a time
     if previous is None and current:
         previous = current[0]
     version.is_serving = True
@@ -101,9 +111,11 @@ def promote(
 
 def rollback(session: Session, version_id: int) -> ModelVersion:
     """Replace the serving version `version_id` with the one it was promoted over."""
-    version = session.get(ModelVersion, version_id, with_for_update=True)
+    version = session.get(ModelVersion, version_id)
     if version is None:
         raise UnknownModelVersionError(f"model version {version_id} not found")
+    lock_scope(session, version)
+    session.refresh(version)  # as it is now that no switch can run
     if not version.is_serving:
         raise RollbackError(
             f"model version {version_id} is not serving; only the serving one can be rolled back"

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -72,6 +73,18 @@ class ModelVersion(Base):
     """A base model + optional adapter + quantization that predictions are attributed to."""
 
     __tablename__ = "model_versions"
+    __table_args__ = (
+        # At most one serving version per scope, whatever races between promote and rollback.
+        Index(
+            "uq_model_versions_serving",
+            "base_model",
+            "quantization",
+            "taxonomy",
+            unique=True,
+            postgresql_where=text("is_serving"),
+            sqlite_where=text("is_serving"),
+        ),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(512), unique=True)
     base_model: Mapped[str] = mapped_column(String(512))
@@ -239,6 +252,9 @@ class TrainingRun(Base):
     taxonomy: Mapped[str] = mapped_column(String(128))
     # Training config, data selection and splits as the run was started with.
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # A new random token per delivery of the run's task: only the latest delivery may report
+    # progress or finish the run, so a superseded copy (redelivered while still running) stops.
+    claim: Mapped[str | None] = mapped_column(String(32))
     step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int | None] = mapped_column(Integer)
     dataset: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # clip counts, test clip ids

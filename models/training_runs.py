@@ -7,6 +7,7 @@ whatever the timing. A run whose worker vanished stops blocking once its heartbe
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -31,6 +32,11 @@ class ActiveRunError(RuntimeError):
 
 class UnknownTrainingRunError(LookupError):
     """No training run has the given id."""
+
+
+class RunLostError(RuntimeError):
+    """This delivery no longer owns the run: a later delivery claimed it, or it was finished
+    (e.g. declared abandoned). The holder must stop without touching the run."""
 
 
 def active_run(session: Session) -> TrainingRun | None:
@@ -84,12 +90,13 @@ def start_run(
 
 
 def claim_run(session: Session, run_id: str) -> TrainingRun | None:
-    """Mark the run running (again, after a redelivery); None when it is already final."""
+    """Mark the run running under a new claim token (`run.claim`), also after a redelivery: the
+    latest delivery wins and earlier ones fail their next heartbeat. None when already final."""
     now = utcnow()
     claimed = session.execute(
         update(TrainingRun)
         .where(TrainingRun.id == run_id, TrainingRun.state.in_(TrainingRunState.ACTIVE))
-        .values(state=TrainingRunState.RUNNING, heartbeat_at=now)
+        .values(state=TrainingRunState.RUNNING, heartbeat_at=now, claim=uuid.uuid4().hex)
     ).rowcount
     if not claimed:
         if session.get(TrainingRun, run_id) is None:
@@ -102,23 +109,34 @@ def claim_run(session: Session, run_id: str) -> TrainingRun | None:
     return run
 
 
-def heartbeat(session: Session, run_id: str, **progress: Any) -> None:
-    """Record progress (step, total_steps, dataset, ...) of a running run and that it is alive."""
-    session.execute(
+def heartbeat(session: Session, run_id: str, claim: str, **progress: Any) -> None:
+    """Record progress (step, total_steps, dataset, ...) and that the run is alive; raises
+    RunLostError when this claim no longer owns the run."""
+    updated = session.execute(
         update(TrainingRun)
-        .where(TrainingRun.id == run_id, TrainingRun.state == TrainingRunState.RUNNING)
+        .where(
+            TrainingRun.id == run_id,
+            TrainingRun.state == TrainingRunState.RUNNING,
+            TrainingRun.claim == claim,
+        )
         .values(heartbeat_at=utcnow(), **progress)
-    )
+    ).rowcount
+    if not updated:
+        raise RunLostError(f"training run {run_id} was claimed by another delivery or finished")
 
 
-def finish_run(session: Session, run_id: str, *, state: str, **outcome: Any) -> bool:
-    """Move an active run to its final state; False if it already was final."""
+def finish_run(
+    session: Session, run_id: str, *, state: str, claim: str | None = None, **outcome: Any
+) -> bool:
+    """Move an active run to its final state; False if it already was final or, with `claim`,
+    if that claim no longer owns it."""
     if state not in TrainingRunState.FINAL:
         raise ValueError(f"{state!r} is not a final training run state")
+    owned = [TrainingRun.claim == claim] if claim is not None else []
     return bool(
         session.execute(
             update(TrainingRun)
-            .where(TrainingRun.id == run_id, TrainingRun.state.in_(TrainingRunState.ACTIVE))
+            .where(TrainingRun.id == run_id, TrainingRun.state.in_(TrainingRunState.ACTIVE), *owned)
             .values(state=state, active=None, finished_at=utcnow(), **outcome)
         ).rowcount
     )

@@ -242,7 +242,7 @@ def train(bucket: str | None, config_json: str, wait: bool, results_path: Path |
     """Fine-tune an adapter on the verified labels, evaluate it and promote it if it wins."""
     from packsight.models.migrate import upgrade_database
     from packsight.models.training_runs import ActiveRunError
-    from packsight.workers.retrain import start_training
+    from packsight.workers.retrain import QueueUnavailableError, start_training
 
     try:
         config = json.loads(config_json)
@@ -256,7 +256,7 @@ def train(bucket: str | None, config_json: str, wait: bool, results_path: Path |
         click.echo("embedded mode: training in this process")
     try:
         run_id = start_training(settings, trigger="manual", config=config, bucket=bucket)
-    except (ActiveRunError, ValueError) as exc:
+    except (ActiveRunError, QueueUnavailableError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"training run {run_id}")
     run = _follow_run(settings, run_id, wait=wait)

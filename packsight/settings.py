@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "token"}
@@ -77,9 +77,10 @@ class Settings(BaseSettings):
     # the tolerance on the others.
     promotion_metric: Literal["OCA", "tIoU@0.5", "AA@1"] = "AA@1"
     promotion_tolerance: float = Field(default=0.02, ge=0)
-    # A queued/running run without a heartbeat for this long is taken as dead (its worker was
-    # lost) and no longer blocks a new run.
-    training_stale_after_s: int = Field(default=3 * 3600, ge=60)
+    # A queued/running run without a heartbeat for this long is taken as dead and no longer
+    # blocks a new run. Longer than visibility_timeout_s, so a run whose worker was lost is
+    # first redelivered (and resumes from its checkpoint) before anything gives up on it.
+    training_stale_after_s: int = Field(default=7 * 3600, ge=60)
 
     @field_validator("frames_per_clip")
     @classmethod
@@ -117,6 +118,16 @@ class Settings(BaseSettings):
         if value is not None and value.get_secret_value().lower() in PLACEHOLDER_SECRETS:
             raise ValueError("PACKSIGHT_API_TOKEN is a placeholder; set a real secret")
         return value
+
+    @model_validator(mode="after")
+    def _stale_after_redelivery(self) -> Settings:
+        if self.training_stale_after_s <= self.visibility_timeout_s:
+            raise ValueError(
+                f"training_stale_after_s ({self.training_stale_after_s}) must exceed "
+                f"visibility_timeout_s ({self.visibility_timeout_s}): a lost run is redelivered "
+                "and resumed before it may be given up"
+            )
+        return self
 
     @property
     def embedded(self) -> bool:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
+from packsight.retraining import LabelledVideo
 from packsight.storage import (
     ObjectNotFoundError,
     Storage,
@@ -32,6 +34,22 @@ class RunArtifacts:
         data = (json.dumps(value, indent=2) + "\n").encode()
         self.storage.put_bytes(self.bucket, f"{self.prefix}/{name}", data)
 
+    def put_videos(self, videos: list[LabelledVideo]) -> None:
+        self.put_json("videos.json", [asdict(v) for v in videos])
+
+    def get_videos(self) -> list[LabelledVideo] | None:
+        """The labelled videos frozen with the run's first delivery; None before that."""
+        try:
+            stored = json.loads(self.storage.get_bytes(self.bucket, f"{self.prefix}/videos.json"))
+        except ObjectNotFoundError:
+            return None
+        return [
+            LabelledVideo(
+                v["bucket"], v["key"], v["subject"], [tuple(seg) for seg in v["segments"]]
+            )
+            for v in stored
+        ]
+
     def put_jsonl(self, name: str, rows: list[dict[str, object]]) -> None:
         data = "".join(json.dumps(row) + "\n" for row in rows).encode()
         self.storage.put_bytes(self.bucket, f"{self.prefix}/{name}", data)
@@ -48,15 +66,16 @@ class RunArtifacts:
         self.put_json("checkpoints/latest.json", {"step": step})
 
     def restore_checkpoint(self, checkpoint: Path) -> int | None:
-        """Bring the latest stored checkpoint to a machine that has none of its own; return its
-        step (None when there is a local one already, or none stored)."""
-        if (checkpoint / "state.json").exists():
-            return None
+        """Bring the latest stored checkpoint here unless the local one is as far along (another
+        machine may have got further since this one stopped); return the step fetched, if any."""
         try:
             latest = json.loads(
                 self.storage.get_bytes(self.bucket, f"{self.prefix}/checkpoints/latest.json")
             )
         except ObjectNotFoundError:
+            return None
+        local = checkpoint / "state.json"
+        if local.exists() and json.loads(local.read_text())["step"] >= latest["step"]:
             return None
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(checkpoint, ignore_errors=True)

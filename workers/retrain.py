@@ -10,7 +10,8 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from packsight.models.db import session_scope
-from packsight.models.training_runs import start_run
+from packsight.models.tables import TrainingRunState
+from packsight.models.training_runs import finish_run, start_run
 from packsight.retraining import RunParams, Splits
 from packsight.settings import Settings
 from packsight.vlm.training_config import TrainingConfig
@@ -28,7 +29,13 @@ def training_params(
         raise ValueError(
             f"unknown training setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
-    overrides.setdefault("quantization", settings.quantization)
+    if overrides.get("quantization", settings.quantization) != settings.quantization:
+        # The run, its candidate and the base it is compared with share one quantization.
+        raise ValueError(
+            "quantization comes from PACKSIGHT_QUANTIZATION "
+            f"({settings.quantization!r}); it cannot differ for one run"
+        )
+    overrides["quantization"] = settings.quantization
     try:
         # Checks types too ("lr": "fast" is refused now, not hours later in the optimizer).
         training = TypeAdapter(TrainingConfig).validate_python(overrides)
@@ -75,11 +82,29 @@ def record_run(
         return run.id
 
 
-def queue_run(run_id: str) -> None:
-    """Send the run to the training queue (run in this process on the embedded default)."""
+class QueueUnavailableError(RuntimeError):
+    """The run could not be sent to the training queue (broker down); it was marked failed."""
+
+
+def queue_run(settings: Settings, run_id: str) -> None:
+    """Send the run to the training queue (run in this process on the embedded default). If the
+    broker refuses, the run is failed at once so it does not hold the one active slot."""
     from packsight.workers.tasks.train import train_adapter_task
 
-    train_adapter_task.apply_async(args=[run_id])
+    try:
+        train_adapter_task.apply_async(args=[run_id])
+    except Exception as exc:
+        if settings.embedded:
+            raise  # the run itself raised; the task records its own failures
+        fail_run(settings, run_id, f"could not be queued: {type(exc).__name__}: {exc}")
+        raise QueueUnavailableError(
+            f"training run {run_id} could not be queued ({exc}); it was marked failed"
+        ) from exc
+
+
+def fail_run(settings: Settings, run_id: str, error: str) -> None:
+    with session_scope(settings.resolved_database_url) as session:
+        finish_run(session, run_id, state=TrainingRunState.FAILED, error=error)
 
 
 def start_training(
@@ -92,5 +117,5 @@ def start_training(
     """Record and queue a run; raises ActiveRunError while another is active. Embedded, the run
     executes here before this returns."""
     run_id = record_run(settings, trigger=trigger, config=config, bucket=bucket)
-    queue_run(run_id)
+    queue_run(settings, run_id)
     return run_id

@@ -20,7 +20,7 @@ def start_run(
     body: TrainingRunCreate, settings: SettingsDep, session: SessionDep, background: BackgroundTasks
 ) -> TrainingRunOut:
     # Imported here: the task module pulls in the Celery app, not needed by the other routes.
-    from packsight.workers.retrain import queue_run, record_run
+    from packsight.workers.retrain import QueueUnavailableError, queue_run, record_run
 
     try:
         run_id = record_run(settings, trigger="manual", config=body.config, bucket=body.bucket)
@@ -29,9 +29,12 @@ def start_run(
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     if settings.embedded:
-        background.add_task(queue_run, run_id)  # in this process, after the response
+        background.add_task(queue_run, settings, run_id)  # in this process, after the response
     else:
-        queue_run(run_id)
+        try:
+            queue_run(settings, run_id)
+        except QueueUnavailableError as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
     return TrainingRunOut.model_validate(session.get(TrainingRun, run_id))
 
 

@@ -126,8 +126,9 @@ def test_training_run_trains_evaluates_and_serves(stack, stack_settings, s3, ver
         assert f"{prefix}/adapter/adapter_config.json" in keys
         assert f"{prefix}/adapter/training.json" in keys  # its config and losses
         assert f"{prefix}/adapter/results.json" in keys  # its metrics
-        # A checkpoint was stored at step 3 and removed once the run was final.
+        # No checkpoint (stored at step 3: the resume test below uses one) outlives the run.
         assert not [k for k in keys if "/checkpoints/" in k]
+        assert f"{prefix}/videos.json" in keys  # the data, frozen for a resumed delivery
 
         # Metrics and confusion cells per model version in Postgres, served by the API.
         models = {m["id"]: m for m in api.get("/v1/models").raise_for_status().json()}
@@ -147,7 +148,12 @@ def test_training_run_trains_evaluates_and_serves(stack, stack_settings, s3, ver
         )
         assert sum(map(sum, confusion["matrix"])) == len(test_ids)
 
-        # The schedule's attempt did not create a run of its own.
+        # The schedule's attempt was processed and refused, and created no run of its own.
+        log = stack.logs / "worker-cpu.log"
+        deadline = time.monotonic() + 60
+        while f"nightly training skipped: training run {run_id}" not in log.read_text():
+            assert time.monotonic() < deadline, "the scheduled task was not processed"
+            time.sleep(0.5)
         with session_scope(db) as session:
             started = session.get(TrainingRun, run_id).created_at
             later = select(func.count(TrainingRun.id)).where(TrainingRun.created_at > started)

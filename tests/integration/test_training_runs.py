@@ -10,18 +10,21 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 
 from packsight.models.db import session_scope
 from packsight.models.jobs import get_or_create_model_version
 from packsight.models.labels import add_correction, replace_video_labels
 from packsight.models.migrate import upgrade_database
 from packsight.models.promotions import RollbackError, promote, rollback, serving_version
-from packsight.models.tables import TrainingRun, TrainingRunState, utcnow
+from packsight.models.tables import ModelVersion, TrainingRun, TrainingRunState, utcnow
 from packsight.models.training_runs import (
     ActiveRunError,
+    RunLostError,
     active_run,
     claim_run,
     finish_run,
+    heartbeat,
     labelled_videos,
     start_run,
 )
@@ -100,6 +103,43 @@ def test_racing_starts_admit_exactly_one(db: str) -> None:
     for thread in threads:
         thread.join()
     assert sorted(outcomes).count("refused") == 3, outcomes
+    winner = next(o for o in outcomes if o != "refused")
+    with session_scope(db) as session:
+        assert active_run(session).id == winner
+
+
+def test_only_the_latest_delivery_may_report_or_finish(db: str) -> None:
+    # A task redelivered while its first copy still runs: the second claim wins, the first copy
+    # learns so at its next heartbeat and can no longer finish (or promote) the run.
+    run_id = _start(db)
+    with session_scope(db) as session:
+        first = claim_run(session, run_id).claim
+    with session_scope(db) as session:
+        second = claim_run(session, run_id).claim
+    assert first != second
+    with session_scope(db) as session:
+        heartbeat(session, run_id, second, step=3)
+        with pytest.raises(RunLostError):
+            heartbeat(session, run_id, first, step=2)
+        assert not finish_run(session, run_id, state=TrainingRunState.SUCCEEDED, claim=first)
+        assert finish_run(session, run_id, state=TrainingRunState.SUCCEEDED, claim=second)
+        assert session.get(TrainingRun, run_id).step == 3
+
+
+def test_two_serving_versions_in_one_scope_are_impossible(db: str) -> None:
+    model = f"tiny-{uuid.uuid4().hex[:8]}"
+    with session_scope(db) as session:
+        a, b = (
+            get_or_create_model_version(
+                session, base_model=model, adapter=name, quantization="nf4", taxonomy="assignment"
+            )
+            for name in ("a", "b")
+        )
+        a.is_serving = True
+        ids = a.id, b.id
+    # Whatever path tries it (a race between promote and rollback), the database refuses.
+    with pytest.raises(IntegrityError), session_scope(db) as session:
+        session.get(ModelVersion, ids[1]).is_serving = True
 
 
 def test_a_run_without_heartbeat_gives_way(db: str) -> None:

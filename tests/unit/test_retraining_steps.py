@@ -162,6 +162,7 @@ def test_run_settings_are_validated_when_the_run_is_queued() -> None:
         ({"lr": "fast"}, "lr"),
         ({"batch_size": 0}, "batch_size"),
         ({"max_steps": 2.5}, "max_steps"),
+        ({"quantization": "none"}, "PACKSIGHT_QUANTIZATION"),
     ):
         with pytest.raises(ValueError, match=why):
             training_params(settings, config=bad)
@@ -171,3 +172,36 @@ def test_run_settings_are_validated_when_the_run_is_queued() -> None:
         "assert 'torch' not in sys.modules"
     )
     assert subprocess.run([sys.executable, "-c", probe], check=False).returncode == 0
+
+
+def test_run_artifacts_restore_the_furthest_checkpoint_and_frozen_videos(tmp_path: Path) -> None:
+    import json
+
+    from packsight.training_artifacts import RunArtifacts
+
+    storage = LocalStorage(tmp_path / "objects")
+    storage.ensure_bucket("art")
+    artifacts = RunArtifacts(storage, "art", "run-1")
+
+    def checkpoint(folder: Path, step: int) -> Path:
+        (folder / "adapter").mkdir(parents=True, exist_ok=True)
+        (folder / "adapter" / "weights.bin").write_bytes(bytes([step % 256]))
+        (folder / "state.json").write_text(json.dumps({"step": step}))
+        return folder
+
+    assert artifacts.restore_checkpoint(tmp_path / "empty" / "checkpoint") is None  # none stored
+    artifacts.save_checkpoint(checkpoint(tmp_path / "machine-b", 100), 100)
+    # A machine that stopped at step 50 takes the stored step 100 ...
+    behind = checkpoint(tmp_path / "machine-a" / "checkpoint", 50)
+    assert artifacts.restore_checkpoint(behind) == 100
+    assert json.loads((behind / "state.json").read_text())["step"] == 100
+    assert (behind / "adapter" / "weights.bin").read_bytes() == bytes([100])
+    # ... one that got further keeps its own.
+    ahead = checkpoint(tmp_path / "machine-c" / "checkpoint", 150)
+    assert artifacts.restore_checkpoint(ahead) is None
+    assert json.loads((ahead / "state.json").read_text())["step"] == 150
+
+    assert artifacts.get_videos() is None
+    videos = [LabelledVideo("b", "U0101/a.mp4", "U0101", [("Tape", 0, 100), ("Pack", 100, 250)])]
+    artifacts.put_videos(videos)
+    assert artifacts.get_videos() == videos

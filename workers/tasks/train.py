@@ -19,10 +19,11 @@ from packsight.metrics import Evaluation, results_json
 from packsight.models.db import session_scope
 from packsight.models.evaluations import record_evaluation
 from packsight.models.jobs import get_or_create_model_version, register_attempt
-from packsight.models.promotions import promote, serving_version
+from packsight.models.promotions import lock_scope, promote, serving_version
 from packsight.models.tables import ModelVersion, TrainingRunState
 from packsight.models.training_runs import (
     ActiveRunError,
+    RunLostError,
     claim_run,
     finish_run,
     heartbeat,
@@ -43,7 +44,7 @@ from packsight.storage import StorageError, open_artifact_storage, open_storage
 from packsight.taxonomy import Taxonomy, load_taxonomy
 from packsight.training_artifacts import RunArtifacts
 from packsight.workers.app import SCHEDULED_TRAINING_TASK, TRAIN_TASK, app, retry_or_give_up
-from packsight.workers.retrain import start_training
+from packsight.workers.retrain import fail_run, start_training
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +69,12 @@ def train_adapter_task(self, run_id: str) -> None:  # type: ignore[no-untyped-de
         run_training(settings, run_id=run_id, task_id=self.request.id or f"local-{run_id}")
     except TrainingRefusedError as exc:
         fail_run(settings, run_id, str(exc))
+    except RunLostError as exc:
+        # A later delivery owns the run now (or it was declared abandoned): stop quietly.
+        log.warning("training run %s: this delivery stops: %s", run_id, exc)
     except Exception as exc:
         log.exception("training run %s failed", run_id)
         retry_or_give_up(self, exc, lambda error: fail_run(get_settings(), run_id, error))
-
-
-def fail_run(settings: Settings, run_id: str, error: str) -> None:
-    with session_scope(settings.resolved_database_url) as session:
-        finish_run(session, run_id, state=TrainingRunState.FAILED, error=error)
 
 
 @dataclass(frozen=True)
@@ -83,6 +82,7 @@ class _Run:
     """What the task needs of the run row, read once when it is claimed."""
 
     id: str
+    claim: str  # this delivery's token; progress and the outcome are accepted only with it
     params: RunParams
     base_model: str
     quantization: str
@@ -104,11 +104,11 @@ def run_training(settings: Settings, *, run_id: str, task_id: str) -> None:
 
     def progress(**fields: Any) -> None:
         with session_scope(settings.resolved_database_url) as session:
-            heartbeat(session, run_id, **fields)
+            heartbeat(session, run_id, run.claim, **fields)
 
     work = settings.data_dir.resolve() / "training-runs" / run_id
     artifacts = RunArtifacts(open_artifact_storage(settings), settings.artifact_bucket, run_id)
-    dataset = _dataset(settings, run, work, progress)
+    dataset = _dataset(settings, run, work, artifacts, progress)
     progress(dataset=dataset.summary())
     artifacts.put_jsonl("dataset.jsonl", dataset.records())
     adapter_dir, steps = _train(settings, run, dataset, work, artifacts, progress)
@@ -138,10 +138,12 @@ def run_training(settings: Settings, *, run_id: str, task_id: str) -> None:
         tolerance=run.params.promotion_tolerance,
     )
     results = _results(run, versions, scores, validation, decision, dataset)
+    decision = _record(
+        settings, run, versions, scores, validation, decision, results, artifacts.uri, steps
+    )
     artifacts.put_json("results.json", results)
     # A copy inside the adapter folder, so the adapter carries its metrics wherever it is copied.
     artifacts.put_json("adapter/results.json", results)
-    _record(settings, run, versions, scores, validation, decision, results, artifacts.uri, steps)
     # The run is final: its checkpoints can no longer be resumed from.
     artifacts.discard_checkpoints()
     shutil.rmtree(work, ignore_errors=True)
@@ -156,6 +158,7 @@ def _claim(settings: Settings, run_id: str, task_id: str) -> _Run | None:
         attempts = register_attempt(session, task_id=f"train:{task_id}")
         run = _Run(
             id=row.id,
+            claim=row.claim,
             params=RunParams.from_json(row.params),
             base_model=row.base_model,
             quantization=row.quantization,
@@ -168,10 +171,17 @@ def _claim(settings: Settings, run_id: str, task_id: str) -> _Run | None:
     return run
 
 
-def _dataset(settings: Settings, run: _Run, work: Path, progress) -> Dataset:  # type: ignore[no-untyped-def]
+def _dataset(  # type: ignore[no-untyped-def]
+    settings: Settings, run: _Run, work: Path, artifacts: RunArtifacts, progress
+) -> Dataset:
     params = run.params
-    with session_scope(settings.resolved_database_url) as session:
-        videos = labelled_videos(session, taxonomy=run.taxonomy.name, bucket=params.bucket)
+    # The labelled videos are frozen with the run's first delivery: a resumed run must see the
+    # data its checkpoint was trained on, not labels corrected since.
+    videos = artifacts.get_videos()
+    if videos is None:
+        with session_scope(settings.resolved_database_url) as session:
+            videos = labelled_videos(session, taxonomy=run.taxonomy.name, bucket=params.bucket)
+        artifacts.put_videos(videos)
     source, folder = open_storage(settings), work / "videos"
 
     def fetch(video: LabelledVideo) -> Path:
@@ -283,9 +293,41 @@ def _record(  # type: ignore[no-untyped-def]
     results: dict[str, Any],
     artifacts_uri: str,
     steps: int,
-) -> None:
-    """Evaluations, the run's outcome and the promotion in one transaction: all or nothing."""
+) -> Decision:
+    """The run's outcome, its evaluations and the promotion in one transaction, only while this
+    delivery owns the run. Returns the decision as recorded (a promotion is withdrawn when the
+    serving version changed since the candidate was compared with it)."""
     with session_scope(settings.resolved_database_url) as session:
+        if decision.promote:
+            lock_scope(session, versions.candidate)
+            now = serving_version(
+                session,
+                base_model=run.base_model,
+                quantization=run.quantization,
+                taxonomy=run.taxonomy.name,
+            )
+            compared = versions.champion.id if versions.champion else None
+            if (now.id if now else None) != compared:
+                decision = Decision(
+                    False,
+                    f"Not promoted: the serving version changed to {now.name if now else 'none'} "
+                    "while the candidate was evaluated against another; the next run compares "
+                    "with it.",
+                )
+                results["promotion"] = {"promoted": False, "reason": decision.reason}
+        finished = finish_run(
+            session,
+            run.id,
+            state=TrainingRunState.SUCCEEDED,
+            claim=run.claim,
+            decision="promoted" if decision.promote else "rejected",
+            decision_reason=decision.reason,
+            results=results,
+            artifacts_uri=artifacts_uri,
+            step=steps,
+        )
+        if not finished:
+            raise RunLostError(f"training run {run.id} is no longer this delivery's to finish")
         for version_id, evaluation in scores.items():
             record_evaluation(
                 session, model_version_id=version_id, split="test", evaluation=evaluation
@@ -297,19 +339,7 @@ def _record(  # type: ignore[no-untyped-def]
                 split="validation",
                 evaluation=validation,
             )
-        finished = finish_run(
-            session,
-            run.id,
-            state=TrainingRunState.SUCCEEDED,
-            decision="promoted" if decision.promote else "rejected",
-            decision_reason=decision.reason,
-            results=results,
-            artifacts_uri=artifacts_uri,
-            step=steps,
-        )
-        # Only a run that still owned its slot (not declared abandoned meanwhile) may switch
-        # the serving model.
-        if finished and decision.promote:
+        if decision.promote:
             promote(
                 session,
                 versions.candidate.id,
@@ -317,6 +347,7 @@ def _record(  # type: ignore[no-untyped-def]
                 previous=versions.champion or versions.base,
                 training_run_id=run.id,
             )
+    return decision
 
 
 def _score(  # type: ignore[no-untyped-def]
