@@ -8,6 +8,7 @@ whatever the timing. A run whose worker vanished stops blocking once its heartbe
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -15,8 +16,11 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from packsight.models.tables import Label, TrainingRun, TrainingRunState, utcnow
-from packsight.retraining import LabelledVideo
+from packsight.metrics import Evaluation
+from packsight.models.evaluations import record_evaluation
+from packsight.models.promotions import lock_scope, promote, serving_version
+from packsight.models.tables import Label, ModelVersion, TrainingRun, TrainingRunState, utcnow
+from packsight.retraining import Decision, LabelledVideo
 
 
 class ActiveRunError(RuntimeError):
@@ -169,3 +173,73 @@ def _aware(moment):  # type: ignore[no-untyped-def]
     from datetime import UTC
 
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass
+class RunOutcome:
+    """What a training delivery hands in at the end: the versions it compared, their scores on
+    the test split (by version id), the candidate's validation score and its decision."""
+
+    base: ModelVersion
+    candidate: ModelVersion
+    champion: ModelVersion | None  # what served when the candidate was compared
+    test_scores: dict[int, Evaluation]
+    validation: Evaluation | None
+    decision: Decision
+    results: dict[str, Any]  # results.json; its "promotion" block follows the final decision
+    artifacts_uri: str
+    steps: int
+
+
+def complete_run(session: Session, run_id: str, claim: str, outcome: RunOutcome) -> Decision:
+    """The run's outcome, its evaluations and the promotion, in the caller's transaction and only
+    while `claim` owns the run (RunLostError otherwise). A promotion is withdrawn when the
+    serving version changed since the candidate was compared with it (a rollback meanwhile).
+    Returns the decision as recorded."""
+    decision, candidate, champion = outcome.decision, outcome.candidate, outcome.champion
+    if decision.promote:
+        lock_scope(session, candidate)
+        now = serving_version(
+            session,
+            base_model=candidate.base_model,
+            quantization=candidate.quantization,
+            taxonomy=candidate.taxonomy,
+        )
+        if (now.id if now else None) != (champion.id if champion else None):
+            decision = Decision(
+                False,
+                f"Not promoted: the serving version changed to {now.name if now else 'none'} "
+                "while the candidate was evaluated against another; the next run compares with it.",
+            )
+            outcome.results["promotion"] = {"promoted": False, "reason": decision.reason}
+    finished = finish_run(
+        session,
+        run_id,
+        state=TrainingRunState.SUCCEEDED,
+        claim=claim,
+        decision="promoted" if decision.promote else "rejected",
+        decision_reason=decision.reason,
+        results=outcome.results,
+        artifacts_uri=outcome.artifacts_uri,
+        step=outcome.steps,
+    )
+    if not finished:
+        raise RunLostError(f"training run {run_id} is no longer this delivery's to finish")
+    for version_id, evaluation in outcome.test_scores.items():
+        record_evaluation(session, model_version_id=version_id, split="test", evaluation=evaluation)
+    if outcome.validation is not None:
+        record_evaluation(
+            session,
+            model_version_id=candidate.id,
+            split="validation",
+            evaluation=outcome.validation,
+        )
+    if decision.promote:
+        promote(
+            session,
+            candidate.id,
+            reason=decision.reason,
+            previous=champion or outcome.base,
+            training_run_id=run_id,
+        )
+    return decision

@@ -17,15 +17,15 @@ from typing import Any
 
 from packsight.metrics import Evaluation, results_json
 from packsight.models.db import session_scope
-from packsight.models.evaluations import record_evaluation
 from packsight.models.jobs import get_or_create_model_version, register_attempt
-from packsight.models.promotions import lock_scope, promote, serving_version
-from packsight.models.tables import ModelVersion, TrainingRunState
+from packsight.models.promotions import serving_version
+from packsight.models.tables import ModelVersion
 from packsight.models.training_runs import (
     ActiveRunError,
     RunLostError,
+    RunOutcome,
     claim_run,
-    finish_run,
+    complete_run,
     heartbeat,
     labelled_videos,
 )
@@ -138,9 +138,19 @@ def run_training(settings: Settings, *, run_id: str, task_id: str) -> None:
         tolerance=run.params.promotion_tolerance,
     )
     results = _results(run, versions, scores, validation, decision, dataset)
-    decision = _record(
-        settings, run, versions, scores, validation, decision, results, artifacts.uri, steps
+    outcome = RunOutcome(
+        base=versions.base,
+        candidate=versions.candidate,
+        champion=versions.champion,
+        test_scores=scores,
+        validation=validation,
+        decision=decision,
+        results=results,
+        artifacts_uri=artifacts.uri,
+        steps=steps,
     )
+    with session_scope(settings.resolved_database_url) as session:
+        decision = complete_run(session, run_id, run.claim, outcome)
     artifacts.put_json("results.json", results)
     # A copy inside the adapter folder, so the adapter carries its metrics wherever it is copied.
     artifacts.put_json("adapter/results.json", results)
@@ -281,73 +291,6 @@ def _results(  # type: ignore[no-untyped-def]
         "training_run": run.id,
         "test_clip_ids": [e.clip_id for e in dataset.test],
     }
-
-
-def _record(  # type: ignore[no-untyped-def]
-    settings: Settings,
-    run: _Run,
-    versions: _Versions,
-    scores: dict[int, Evaluation],
-    validation: Evaluation | None,
-    decision: Decision,
-    results: dict[str, Any],
-    artifacts_uri: str,
-    steps: int,
-) -> Decision:
-    """The run's outcome, its evaluations and the promotion in one transaction, only while this
-    delivery owns the run. Returns the decision as recorded (a promotion is withdrawn when the
-    serving version changed since the candidate was compared with it)."""
-    with session_scope(settings.resolved_database_url) as session:
-        if decision.promote:
-            lock_scope(session, versions.candidate)
-            now = serving_version(
-                session,
-                base_model=run.base_model,
-                quantization=run.quantization,
-                taxonomy=run.taxonomy.name,
-            )
-            compared = versions.champion.id if versions.champion else None
-            if (now.id if now else None) != compared:
-                decision = Decision(
-                    False,
-                    f"Not promoted: the serving version changed to {now.name if now else 'none'} "
-                    "while the candidate was evaluated against another; the next run compares "
-                    "with it.",
-                )
-                results["promotion"] = {"promoted": False, "reason": decision.reason}
-        finished = finish_run(
-            session,
-            run.id,
-            state=TrainingRunState.SUCCEEDED,
-            claim=run.claim,
-            decision="promoted" if decision.promote else "rejected",
-            decision_reason=decision.reason,
-            results=results,
-            artifacts_uri=artifacts_uri,
-            step=steps,
-        )
-        if not finished:
-            raise RunLostError(f"training run {run.id} is no longer this delivery's to finish")
-        for version_id, evaluation in scores.items():
-            record_evaluation(
-                session, model_version_id=version_id, split="test", evaluation=evaluation
-            )
-        if validation is not None:
-            record_evaluation(
-                session,
-                model_version_id=versions.candidate.id,
-                split="validation",
-                evaluation=validation,
-            )
-        if decision.promote:
-            promote(
-                session,
-                versions.candidate.id,
-                reason=decision.reason,
-                previous=versions.champion or versions.base,
-                training_run_id=run.id,
-            )
-    return decision
 
 
 def _score(  # type: ignore[no-untyped-def]
