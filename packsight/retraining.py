@@ -162,18 +162,11 @@ def build_dataset(
         getattr(dataset, split).extend(examples)
     chosen = set(
         test_clip_ids(
-            [e.clip_id for e in dataset.test], subject=_only(splits.test), count=splits.test_clips
+            (e.clip_id for e in dataset.test), subject=splits.test, count=splits.test_clips
         )
-        if len(splits.test) == 1
-        else sorted(e.clip_id for e in dataset.test)[: splits.test_clips]
     )
     dataset.test = sorted((e for e in dataset.test if e.clip_id in chosen), key=lambda e: e.clip_id)
     return dataset
-
-
-def _only(subjects: Sequence[str]) -> str:
-    (subject,) = subjects
-    return subject
 
 
 def score(labeler, examples: Sequence[TrainingExample], taxonomy: Taxonomy) -> Evaluation:  # type: ignore[no-untyped-def]

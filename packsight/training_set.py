@@ -210,13 +210,17 @@ def split_for_subject(
     return member_of[0] if member_of else None
 
 
-def test_clip_ids(clip_ids: Iterable[str], *, subject: str = "U0108", count: int = 30) -> list[str]:
-    """The fixed test set: the first `count` distinct clip ids of `subject`, sorted by clip id.
+def test_clip_ids(
+    clip_ids: Iterable[str], *, subject: str | Sequence[str] = "U0108", count: int = 30
+) -> list[str]:
+    """The fixed test set: the first `count` distinct clip ids of `subject` (or of any of several
+    test subjects), sorted by clip id.
 
     A clip id starts with its video's stem, whose first "_"-separated part is the subject
     ("U0108_S0500_t0035"); fewer than `count` ids are returned if fewer exist.
     """
-    own = {clip for clip in clip_ids if clip.split("_", 1)[0] == subject}
+    subjects = {subject} if isinstance(subject, str) else set(subject)
+    own = {clip for clip in clip_ids if clip.split("_", 1)[0] in subjects}
     return sorted(own)[:count]
 
 

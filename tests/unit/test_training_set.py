@@ -156,6 +156,8 @@ def test_test_clip_ids_are_the_first_thirty_of_the_test_subject() -> None:
     assert chosen[19] == "U0108_S0500_t0095"
     assert chosen[-1] == "U0108_S0501_t0045"
     assert training_set.test_clip_ids(ids, subject="U0107") == ["U0107_S0001_t0000"]
+    both = training_set.test_clip_ids(ids, subject=("U0107", "U0108"), count=2)
+    assert both == ["U0107_S0001_t0000", "U0108_S0500_t0000"]
 
 
 def test_windows_and_truths_over_a_synthetic_archive(tmp_path: Path, taxonomy: Taxonomy) -> None:

@@ -195,6 +195,9 @@ def _dataset(  # type: ignore[no-untyped-def]
     source, folder = open_storage(settings), work / "videos"
 
     def fetch(video: LabelledVideo) -> Path:
+        # One video on disk at a time: its examples are decoded before the next is fetched, and
+        # an archive does not fit a worker's disk.
+        shutil.rmtree(folder, ignore_errors=True)
         path = folder / video.bucket / video.key
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
