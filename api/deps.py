@@ -6,15 +6,30 @@ import secrets
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, status
+from fastapi import BackgroundTasks, Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from packsight.models.db import session_scope
+from packsight.pipeline.context import Context
 from packsight.settings import Settings, get_settings
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 _bearer = HTTPBearer(auto_error=False)
+_contexts: dict[int, Context] = {}
+
+
+def get_context(settings: SettingsDep) -> Context:
+    """The application layer's context for requests: one per settings object, so storage
+    clients and the broker connection are reused; fails fast on outages (no retry window)."""
+    if id(settings) not in _contexts:
+        from packsight.workers.broker import publisher_for
+
+        _contexts[id(settings)] = Context(settings, publisher_for(settings), patient=False)
+    return _contexts[id(settings)]
+
+
+ContextDep = Annotated[Context, Depends(get_context)]
 
 
 def get_session(settings: SettingsDep) -> Iterator[Session]:
@@ -41,3 +56,12 @@ def require_token(
 
 
 Authorized = Depends(require_token)
+
+
+def run_here_if_embedded(background: BackgroundTasks, ctx: Context, **subject: str) -> None:
+    """With no broker, this process runs the new work itself, after the response is sent
+    (job_id= or training_run_id=)."""
+    if ctx.embedded:
+        from packsight.pipeline.embedded import drive
+
+        background.add_task(drive, ctx, **subject)

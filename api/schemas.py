@@ -29,7 +29,10 @@ class JobCreate(BaseModel):
 class JobAccepted(BaseModel):
     job_id: str
     state: str
+    # Videos recorded so far; with listed false, the rest of a large source is still being
+    # listed in the background (follow GET /v1/jobs/{id}).
     items: int
+    listed: bool
 
 
 class ClipCounts(BaseModel):
@@ -52,6 +55,8 @@ class JobStatus(BaseModel):
     model_version: str
     created_at: datetime
     finished_at: datetime | None
+    listed: bool  # false while a large source is still being listed into items
+    error: str | None  # why the job as a whole could not go on, if it could not
     items: dict[str, int]
     clips: ClipCounts
     failed_items: list[FailedItem]

@@ -6,8 +6,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 _lock = threading.Lock()
@@ -61,3 +63,8 @@ def session_scope(url: str) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def upsert_insert(session: Session) -> Any:
+    """The dialect's `insert` construct, which has ON CONFLICT (Postgres and SQLite alike)."""
+    return (postgresql if session.bind.dialect.name == "postgresql" else sqlite).insert

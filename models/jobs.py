@@ -1,15 +1,20 @@
 """Job and item lifecycle. Every state change is a guarded UPDATE, so a redelivered task
-cannot move an item backwards or count it twice; job counts are derived, never incremented."""
+cannot move an item backwards or count it twice; job counts are derived, never incremented.
+An item or job is settled under a row lock in the transaction that records an outcome, so the
+last outcome to commit always sees all the others."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from packsight.models.db import upsert_insert
 from packsight.models.tables import (
+    FINAL_ITEM_STATES,
+    FINAL_JOB_STATES,
     Clip,
     ItemState,
     Job,
@@ -18,9 +23,10 @@ from packsight.models.tables import (
     ModelVersion,
     Prediction,
     PredictionStatus,
-    TaskAttempt,
+    UnitKind,
     utcnow,
 )
+from packsight.models.work import add_units
 
 
 @dataclass
@@ -51,32 +57,21 @@ def get_or_create_model_version(
     return version
 
 
-def create_job(
-    session: Session,
-    *,
-    bucket: str,
-    prefix: str | None,
-    keys: Iterable[str],
-    model_version_id: int,
-    params: dict,
-) -> Job:
-    job = Job(bucket=bucket, prefix=prefix, model_version_id=model_version_id, params=params)
-    session.add(job)
-    session.flush()
-    session.add_all(JobItem(job_id=job.id, key=key) for key in dict.fromkeys(keys))
-    session.flush()
-    return job
-
-
-def register_attempt(session: Session, *, task_id: str) -> int:
-    """Count one more delivery of a task message; returns the count including this one."""
-    row = session.get(TaskAttempt, task_id, with_for_update=True)
-    if row is None:
-        row = TaskAttempt(task_id=task_id, attempts=0)
-        session.add(row)
-    row.attempts += 1
-    session.flush()
-    return row.attempts
+def add_items(session: Session, *, job_id: str, keys: Sequence[str]) -> list[int]:
+    """Add the keys not yet in the job as queued items, each with its sampling unit; returns
+    the new items' ids. Adding a key twice (a resumed listing) changes nothing."""
+    if not keys:
+        return []
+    now = utcnow()
+    rows = [
+        {"job_id": job_id, "key": key, "state": ItemState.QUEUED, "attempts": 0, "updated_at": now}
+        for key in dict.fromkeys(keys)
+    ]
+    stmt = upsert_insert(session)(JobItem).values(rows)
+    stmt = stmt.on_conflict_do_nothing(index_elements=["job_id", "key"]).returning(JobItem.id)
+    ids = list(session.scalars(stmt))
+    add_units(session, UnitKind.SAMPLE, ({"job_id": job_id, "item_id": i} for i in ids))
+    return ids
 
 
 def set_item_state(
@@ -85,7 +80,7 @@ def set_item_state(
     """Move an item to `state` unless it already ended; False when nothing changed."""
     result = session.execute(
         update(JobItem)
-        .where(JobItem.id == item_id, JobItem.state.not_in(ItemState.FINAL))
+        .where(JobItem.id == item_id, JobItem.state.not_in(FINAL_ITEM_STATES))
         .values(state=state, error=error, updated_at=utcnow(), **values)
     )
     if state == ItemState.DECODING:
@@ -98,54 +93,63 @@ def set_item_state(
     return result.rowcount > 0
 
 
-def settle_items(session: Session, *, item_ids: Iterable[int]) -> list[str]:
-    """End every inferring item whose clips all have an outcome; returns the touched job ids."""
-    jobs: set[str] = set()
-    for item in session.scalars(
-        select(JobItem).where(JobItem.id.in_(list(item_ids)), JobItem.state == ItemState.INFERRING)
-    ):
-        job = session.get(Job, item.job_id)
-        outcomes = dict(
-            session.execute(
-                select(Prediction.status, func.count())
-                .join(Clip, Clip.id == Prediction.clip_id)
-                .where(
-                    Clip.video_id == item.video_id,
-                    Prediction.model_version_id == job.model_version_id,
-                )
-                .group_by(Prediction.status)
-            ).all()
-        )
-        done = sum(outcomes.values())
-        if item.clip_count is None or done < item.clip_count:
-            continue
-        failed = outcomes.get(PredictionStatus.FAILED, 0)
-        if failed:
-            error = f"{failed} of {item.clip_count} clips could not be labelled (see results)"
-            set_item_state(session, item_id=item.id, state=ItemState.FAILED, error=error)
-        else:
-            set_item_state(session, item_id=item.id, state=ItemState.SUCCEEDED)
-        jobs.add(item.job_id)
-    return sorted(jobs)
+def item_outcomes(session: Session, *, item: JobItem, model_version_id: int) -> dict[str, int]:
+    """Clip outcomes of an item's video under a model version, by prediction status."""
+    return dict(
+        session.execute(
+            select(Prediction.status, func.count())
+            .join(Clip, Clip.id == Prediction.clip_id)
+            .where(Clip.video_id == item.video_id, Prediction.model_version_id == model_version_id)
+            .group_by(Prediction.status)
+        ).all()
+    )
+
+
+def settle_item(session: Session, *, item_id: int) -> bool:
+    """End the item if it is inferring and every clip has an outcome, then its job if that was
+    the last open item. True when the item ended."""
+    item = session.get(JobItem, item_id, with_for_update=True, populate_existing=True)
+    if item is None or item.state != ItemState.INFERRING:
+        return False
+    job = session.get(Job, item.job_id)
+    outcomes = item_outcomes(session, item=item, model_version_id=job.model_version_id)
+    if item.clip_count is None or sum(outcomes.values()) < item.clip_count:
+        return False
+    failed = outcomes.get(PredictionStatus.FAILED, 0)
+    if failed:
+        error = f"{failed} of {item.clip_count} clips could not be labelled (see results)"
+        set_item_state(session, item_id=item.id, state=ItemState.FAILED, error=error)
+    else:
+        set_item_state(session, item_id=item.id, state=ItemState.SUCCEEDED)
+    settle_job(session, job_id=item.job_id)
+    return True
+
+
+def fail_item(session: Session, *, item_id: int, error: str) -> None:
+    """End the item as failed (a fact about its video), then its job if it was the last."""
+    session.get(JobItem, item_id, with_for_update=True)
+    if set_item_state(session, item_id=item_id, state=ItemState.FAILED, error=error):
+        settle_job(session, job_id=session.get(JobItem, item_id).job_id)
 
 
 def settle_job(session: Session, *, job_id: str) -> str | None:
-    """Give the job its final state once every item has one; returns it (None while running)."""
+    """Give the job its final state once its source is listed and every item has one; returns
+    it (None while running). Locks the job row, so concurrent settlers see each other."""
+    job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
+    if job is None or job.state in FINAL_JOB_STATES or not job.listed:
+        return job.state if job is not None and job.state in FINAL_JOB_STATES else None
     counts = item_counts(session, job_id=job_id)
-    if any(counts.get(state, 0) for state in ItemState.ALL if state not in ItemState.FINAL):
+    if any(counts.get(state, 0) for state in ItemState if state not in FINAL_ITEM_STATES):
         return None
     succeeded, failed = counts.get(ItemState.SUCCEEDED, 0), counts.get(ItemState.FAILED, 0)
-    if failed == 0:
+    if failed == 0 and succeeded > 0 and job.error is None:
         final = JobState.SUCCEEDED
     elif succeeded == 0:
         final = JobState.FAILED
     else:
         final = JobState.PARTIALLY_FAILED
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.state.not_in(JobState.FINAL))
-        .values(state=final, finished_at=utcnow())
-    )
+    job.state, job.finished_at = final, utcnow()
+    session.flush()
     return final
 
 
@@ -175,4 +179,4 @@ def job_counts(session: Session, *, job: Job) -> JobCounts:
         "failed": outcomes.get(PredictionStatus.FAILED, 0),
     }
     clips["pending"] = total - clips["labelled"] - clips["failed"]
-    return JobCounts(items={state: items.get(state, 0) for state in ItemState.ALL}, clips=clips)
+    return JobCounts(items={state: items.get(state, 0) for state in ItemState}, clips=clips)

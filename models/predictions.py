@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Select, and_, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from packsight.models.db import upsert_insert
 from packsight.models.tables import (
     Clip,
     JobItem,
@@ -32,13 +32,9 @@ class ClipOutcome:
     error: str | None = None
 
 
-def _insert(session: Session):  # type: ignore[no-untyped-def]
-    return (postgresql if session.bind.dialect.name == "postgresql" else sqlite).insert
-
-
 def upsert_video(session: Session, **values: object) -> Video:
     """The row for (bucket, key, etag), created or refreshed."""
-    stmt = _insert(session)(Video).values(**values)
+    stmt = upsert_insert(session)(Video).values(**values)
     stmt = stmt.on_conflict_do_update(
         index_elements=["bucket", "key", "etag"],
         set_={k: stmt.excluded[k] for k in ("fps", "frame_count", "width", "height", "duration_s")},
@@ -56,7 +52,7 @@ def upsert_video(session: Session, **values: object) -> Video:
 def upsert_clips(session: Session, *, video_id: int, clips: Sequence[dict]) -> list[Clip]:
     """Create or refresh the clips of a video (unique by window start), in window order."""
     if clips:
-        stmt = _insert(session)(Clip).values([{"video_id": video_id, **c} for c in clips])
+        stmt = upsert_insert(session)(Clip).values([{"video_id": video_id, **c} for c in clips])
         stmt = stmt.on_conflict_do_update(
             index_elements=["video_id", "start_frame"],
             set_={
@@ -94,7 +90,7 @@ def upsert_predictions(
         }
         for o in outcomes
     ]
-    stmt = _insert(session)(Prediction).values(rows)
+    stmt = upsert_insert(session)(Prediction).values(rows)
     updated = {k: stmt.excluded[k] for k in rows[0] if k not in ("clip_id", "model_version_id")}
     stmt = stmt.on_conflict_do_update(
         index_elements=["clip_id", "model_version_id"],

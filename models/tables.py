@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -32,6 +33,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """A stored timestamp as an aware UTC datetime (SQLite hands back naive ones)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 class Base(DeclarativeBase):
     # Named constraints let later migrations drop/alter them, SQLite batch mode included.
     metadata = MetaData(
@@ -45,26 +51,29 @@ class Base(DeclarativeBase):
     )
 
 
-class JobState:
+class JobState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     PARTIALLY_FAILED = "partially_failed"
-    FINAL = (SUCCEEDED, FAILED, PARTIALLY_FAILED)
 
 
-class ItemState:
+FINAL_JOB_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.PARTIALLY_FAILED})
+
+
+class ItemState(StrEnum):
     QUEUED = "queued"
     DECODING = "decoding"
     INFERRING = "inferring"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
-    ALL = (QUEUED, DECODING, INFERRING, SUCCEEDED, FAILED)
-    FINAL = (SUCCEEDED, FAILED)
 
 
-class PredictionStatus:
+FINAL_ITEM_STATES = frozenset({ItemState.SUCCEEDED, ItemState.FAILED})
+
+
+class PredictionStatus(StrEnum):
     OK = "ok"
     FAILED = "failed"
 
@@ -105,12 +114,21 @@ class Job(Base):
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     # The sampling parameters the job ran with, so results can be reproduced.
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # A client's retry of the same request returns this job instead of creating another; the
+    # digest of the request tells a retry from a different request under a reused key.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    request_digest: Mapped[str | None] = mapped_column(String(64))
+    # False while the source is still being listed into items (large jobs are listed in
+    # chunks after the request returned); a job cannot end before its listing has.
+    listed: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    # Why the job as a whole could not go on (e.g. the bucket vanished while it was listed).
+    error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class JobItem(Base):
-    """One video key of a job; ends in exactly one of ItemState.FINAL."""
+    """One video key of a job; ends in exactly one of FINAL_ITEM_STATES."""
 
     __tablename__ = "job_items"
     __table_args__ = (
@@ -227,13 +245,15 @@ class ConfusionCount(Base):
     count: Mapped[int] = mapped_column(Integer, default=0)
 
 
-class TrainingRunState:
+class TrainingRunState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
-    ACTIVE = (QUEUED, RUNNING)
-    FINAL = (SUCCEEDED, FAILED)
+
+
+ACTIVE_RUN_STATES = frozenset({TrainingRunState.QUEUED, TrainingRunState.RUNNING})
+FINAL_RUN_STATES = frozenset({TrainingRunState.SUCCEEDED, TrainingRunState.FAILED})
 
 
 class TrainingRun(Base):
@@ -284,13 +304,54 @@ class ModelPromotion(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class TaskAttempt(Base):
-    """How often a task message was delivered; caps redelivery loops (e.g. repeated OOM kills),
-    which `task_reject_on_worker_lost` alone would repeat forever."""
+class UnitKind(StrEnum):
+    """What a work unit does; each kind has its own Celery queue and task."""
 
-    __tablename__ = "task_attempts"
-    task_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    LIST = "list"  # list a job's source into items, a chunk at a time
+    SAMPLE = "sample"  # decode one item's video, sample its clips' frames
+    LABEL = "label"  # run the model over a batch of one item's clips
+    TRAIN = "train"  # one training run
+
+
+class UnitState(StrEnum):
+    PENDING = "pending"  # to be published
+    DISPATCHED = "dispatched"  # published to the broker, not yet taken by a worker
+    RUNNING = "running"  # held by a worker under `lease`, kept alive by heartbeats
+
+
+class WorkUnit(Base):
+    """Work that is still to be done. Postgres decides what is left; the broker only delivers:
+    a unit is recorded in the same transaction as the change that calls for it, published
+    after the commit, and deleted in the transaction that records its outcome. Whatever the
+    broker loses, the sweeper finds here and publishes again."""
+
+    __tablename__ = "work_units"
+    __table_args__ = (Index("ix_work_units_kind_state", "kind", "state", "id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    job_id: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), index=True
     )
+    item_id: Mapped[int | None] = mapped_column(
+        ForeignKey("job_items.id", ondelete="CASCADE"), index=True
+    )
+    training_run_id: Mapped[str | None] = mapped_column(
+        ForeignKey("training_runs.id", ondelete="CASCADE"), index=True
+    )
+    # What to do, beyond the rows referenced: clip ids of a label unit, the keys a list unit
+    # still has to turn into items. Never changed once written.
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # How far a resumable unit got (a list unit's last key), committed with each chunk.
+    cursor: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default=UnitState.PENDING)
+    # Not to be published before this moment (backoff after a failed delivery).
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dispatches: Mapped[int] = mapped_column(Integer, default=0)
+    # A random token per delivery that took the unit; only its holder may record the outcome.
+    lease: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Deliveries that died (worker lost) or raised an unexpected error; capped by max_attempts.
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

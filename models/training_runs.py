@@ -19,7 +19,17 @@ from sqlalchemy.orm import Session
 from packsight.metrics import Evaluation
 from packsight.models.evaluations import record_evaluation
 from packsight.models.promotions import lock_scope, promote, serving_version
-from packsight.models.tables import Label, ModelVersion, TrainingRun, TrainingRunState, utcnow
+from packsight.models.tables import (
+    ACTIVE_RUN_STATES,
+    FINAL_RUN_STATES,
+    Label,
+    ModelVersion,
+    TrainingRun,
+    TrainingRunState,
+    as_utc,
+    utcnow,
+)
+from packsight.models.work import discard_units
 from packsight.retraining import Decision, LabelledVideo
 
 
@@ -63,15 +73,16 @@ def start_run(
     current = active_run(session)
     if current is not None:
         last_sign = current.heartbeat_at or current.created_at
-        if utcnow() - _aware(last_sign) < timedelta(seconds=stale_after_s):
+        if utcnow() - as_utc(last_sign) < timedelta(seconds=stale_after_s):
             raise ActiveRunError(current)
         finish_run(
             session,
             current.id,
             state=TrainingRunState.FAILED,
             error=f"abandoned: no heartbeat since {last_sign:%Y-%m-%d %H:%M:%S} "
-            f"(more than {stale_after_s:.0f} s); its worker was presumably lost",
+            f"(more than {stale_after_s:.0f} s); no training worker took it",
         )
+        discard_units(session, training_run_id=current.id)
     run = TrainingRun(
         trigger=trigger,
         base_model=base_model,
@@ -99,7 +110,7 @@ def claim_run(session: Session, run_id: str) -> TrainingRun | None:
     now = utcnow()
     claimed = session.execute(
         update(TrainingRun)
-        .where(TrainingRun.id == run_id, TrainingRun.state.in_(TrainingRunState.ACTIVE))
+        .where(TrainingRun.id == run_id, TrainingRun.state.in_(ACTIVE_RUN_STATES))
         .values(state=TrainingRunState.RUNNING, heartbeat_at=now, claim=uuid.uuid4().hex)
     ).rowcount
     if not claimed:
@@ -134,13 +145,13 @@ def finish_run(
 ) -> bool:
     """Move an active run to its final state; False if it already was final or, with `claim`,
     if that claim no longer owns it."""
-    if state not in TrainingRunState.FINAL:
+    if state not in FINAL_RUN_STATES:
         raise ValueError(f"{state!r} is not a final training run state")
     owned = [TrainingRun.claim == claim] if claim is not None else []
     return bool(
         session.execute(
             update(TrainingRun)
-            .where(TrainingRun.id == run_id, TrainingRun.state.in_(TrainingRunState.ACTIVE), *owned)
+            .where(TrainingRun.id == run_id, TrainingRun.state.in_(ACTIVE_RUN_STATES), *owned)
             .values(state=state, active=None, finished_at=utcnow(), **outcome)
         ).rowcount
     )
@@ -166,13 +177,6 @@ def labelled_videos(
         segments = [(r.operation, r.start_frame, r.end_frame) for r in rows]
         videos.append(LabelledVideo(bucket_name, key, subject, segments))
     return videos
-
-
-def _aware(moment):  # type: ignore[no-untyped-def]
-    # SQLite returns naive datetimes (stored as UTC).
-    from datetime import UTC
-
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass

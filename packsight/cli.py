@@ -95,28 +95,42 @@ def _parse_source(source: str) -> tuple[str, str]:
     return folder.name, ""
 
 
+def _context(settings):  # type: ignore[no-untyped-def]
+    """The application layer's context: on the embedded default this process runs the work
+    (and waits out outages like a worker); with a broker it only submits and follows."""
+    from packsight.pipeline.context import Context
+    from packsight.workers.broker import publisher_for
+
+    return Context(settings, publisher_for(settings), patient=settings.embedded)
+
+
 @main.command()
 @click.argument("source")
 @click.option("--wait/--no-wait", default=True, help="Follow the job until it ends.")
 def label(source: str, wait: bool) -> None:
     """Label every video under SOURCE (a local folder or s3://bucket/prefix)."""
     from packsight.models.migrate import upgrade_database
+    from packsight.pipeline.dispatch import BrokerUnavailableError
+    from packsight.pipeline.embedded import drive
+    from packsight.pipeline.submission import JobRequest, submit_job
     from packsight.storage import StorageError
-    from packsight.workers.submit import create_labelling_job, enqueue_items
 
     bucket, prefix = _parse_source(source)
     settings = _settings()
     if settings.embedded:
         upgrade_database(settings.resolved_database_url)
         click.echo(f"embedded mode: {_redacted(settings.resolved_database_url)}, in-process tasks")
+    ctx = _context(settings)
     try:
-        submission = create_labelling_job(settings, bucket=bucket, prefix=prefix)
-    except (ValueError, StorageError) as exc:
+        submission = submit_job(ctx, JobRequest(bucket, prefix=prefix))
+    except (ValueError, StorageError, BrokerUnavailableError) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"job {submission.job_id}: {len(submission.item_ids)} videos")
+    listed = "" if submission.listed else " so far (listing the rest)"
+    click.echo(f"job {submission.job_id}: {submission.items} videos{listed}")
     started = time.monotonic()
-    enqueue_items(submission.item_ids)
-    if wait:
+    if ctx.embedded:
+        drive(ctx, job_id=submission.job_id)
+    elif wait:
         _follow(settings, submission.job_id)
     state = _print_summary(settings, submission.job_id, time.monotonic() - started)
     if state in ("failed", "partially_failed"):
@@ -126,7 +140,7 @@ def label(source: str, wait: bool) -> None:
 def _follow(settings, job_id: str) -> None:  # type: ignore[no-untyped-def]
     from packsight.models.db import session_scope
     from packsight.models.jobs import job_counts
-    from packsight.models.tables import Job, JobState
+    from packsight.models.tables import FINAL_JOB_STATES, Job
 
     while True:
         with session_scope(settings.resolved_database_url) as session:
@@ -138,7 +152,7 @@ def _follow(settings, job_id: str) -> None:  # type: ignore[no-untyped-def]
         click.echo(
             f"  {state}: items {items}; clips {clips['labelled']}/{clips['total']}", err=True
         )
-        if state in JobState.FINAL:
+        if state in FINAL_JOB_STATES:
             return
         time.sleep(2)
 
@@ -148,7 +162,7 @@ def _print_summary(settings, job_id: str, elapsed: float) -> str:  # type: ignor
 
     from packsight.models.db import session_scope
     from packsight.models.jobs import job_counts
-    from packsight.models.tables import Clip, Job, JobItem, Prediction
+    from packsight.models.tables import Clip, Job, JobItem, Prediction, PredictionStatus
 
     with session_scope(settings.resolved_database_url) as session:
         job = session.get(Job, job_id)
@@ -161,7 +175,7 @@ def _print_summary(settings, job_id: str, elapsed: float) -> str:  # type: ignor
                 .where(
                     Clip.video_id == item.video_id,
                     Prediction.model_version_id == job.model_version_id,
-                    Prediction.status == "ok",
+                    Prediction.status == PredictionStatus.OK,
                 )
             )
             error = (item.error or "")[:100]
@@ -172,6 +186,8 @@ def _print_summary(settings, job_id: str, elapsed: float) -> str:  # type: ignor
             f"\njob {job.id} {job.state}: {counts.items_total} videos, {c['total']} clips, "
             f"{c['labelled']} labelled, {c['failed']} failed, {elapsed:.1f}s"
         )
+        if job.error:
+            click.echo(f"job error: {job.error}")
         return job.state
 
 
@@ -184,7 +200,7 @@ def results(job_id: str | None, fmt: str) -> None:
 
     from packsight.models.db import session_scope
     from packsight.models.predictions import job_results_query
-    from packsight.models.tables import Job
+    from packsight.models.tables import Job, PredictionStatus
 
     settings = _settings()
     with session_scope(settings.resolved_database_url) as session:
@@ -199,7 +215,7 @@ def results(job_id: str | None, fmt: str) -> None:
         ).all()
         failed = 0
         for pred, clip, _key in rows:
-            if pred.status != "ok":
+            if pred.status != PredictionStatus.OK:
                 failed += 1
                 click.echo(f"{clip.clip_key}: {pred.error}", err=True)
                 continue
@@ -242,7 +258,9 @@ def train(bucket: str | None, config_json: str, wait: bool, results_path: Path |
     """Fine-tune an adapter on the verified labels, evaluate it and promote it if it wins."""
     from packsight.models.migrate import upgrade_database
     from packsight.models.training_runs import ActiveRunError
-    from packsight.workers.retrain import QueueUnavailableError, start_training
+    from packsight.pipeline.dispatch import BrokerUnavailableError
+    from packsight.pipeline.embedded import drive
+    from packsight.pipeline.training_runs import start_training
 
     try:
         config = json.loads(config_json)
@@ -254,11 +272,14 @@ def train(bucket: str | None, config_json: str, wait: bool, results_path: Path |
     if settings.embedded:
         upgrade_database(settings.resolved_database_url)
         click.echo("embedded mode: training in this process")
+    ctx = _context(settings)
     try:
-        run_id = start_training(settings, trigger="manual", config=config, bucket=bucket)
-    except (ActiveRunError, QueueUnavailableError, ValueError) as exc:
+        run_id = start_training(ctx, trigger="manual", config=config, bucket=bucket)
+    except (ActiveRunError, BrokerUnavailableError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"training run {run_id}")
+    if ctx.embedded:
+        drive(ctx, training_run_id=run_id)
     run = _follow_run(settings, run_id, wait=wait)
     if run.results is not None and results_path is not None:
         results_path.write_text(json.dumps(run.results, indent=2) + "\n")
@@ -269,7 +290,7 @@ def train(bucket: str | None, config_json: str, wait: bool, results_path: Path |
 
 def _follow_run(settings, run_id: str, *, wait: bool):  # type: ignore[no-untyped-def]
     from packsight.models.db import session_scope
-    from packsight.models.tables import TrainingRun, TrainingRunState
+    from packsight.models.tables import FINAL_RUN_STATES, TrainingRun, TrainingRunState
 
     last = None
     while True:
@@ -279,7 +300,7 @@ def _follow_run(settings, run_id: str, *, wait: bool):  # type: ignore[no-untype
         if progress != last:
             click.echo(f"  {progress}", err=True)
             last = progress
-        if run.state in TrainingRunState.FINAL or not wait:
+        if run.state in FINAL_RUN_STATES or not wait:
             break
         time.sleep(5)
     if run.state == TrainingRunState.FAILED:
@@ -329,6 +350,20 @@ def worker(queues: tuple[str, ...], concurrency: int | None, pool: str | None) -
     if concurrency and pool != "solo":
         argv += ["--concurrency", str(concurrency)]
     app.worker_main(argv)
+
+
+@main.command()
+def beat() -> None:
+    """Run the scheduler: the sweeper (republishes lost work, takes back work of dead
+    workers) and the nightly training run. Run exactly one per deployment."""
+    from packsight.workers.app import app
+
+    settings = _settings()
+    if settings.embedded:
+        raise click.UsageError("set PACKSIGHT_BROKER_URL: the scheduler needs a broker")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    schedule = settings.data_dir.resolve() / "celerybeat-schedule"
+    app.start(["beat", "--loglevel", "INFO", "--schedule", str(schedule)])
 
 
 def _register_subgroups() -> None:

@@ -1,7 +1,7 @@
 """The retraining pipeline's steps that need no database or queue: the dataset from labelled
 videos, scoring a model on the fixed test split, and the promotion decision.
 
-The Celery task (packsight.workers.tasks.train) strings them together with storage and Postgres.
+The training stage (packsight.pipeline.training) strings them together with storage and Postgres.
 """
 
 from __future__ import annotations

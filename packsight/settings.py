@@ -24,11 +24,28 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".packsight")
     database_url: str | None = None
     broker_url: str | None = None
-    # How long Redis waits before handing an unacknowledged task to another worker. Must exceed
-    # the longest task (decoding a long video, a training run), or tasks are redelivered while
-    # still running (celery#5935).
-    visibility_timeout_s: int = 6 * 3600
-    max_attempts: int = 3
+    # How long Redis waits before handing an unacknowledged task to another worker. Every
+    # process on one Redis must use the same value (checked when a worker starts). A message
+    # redelivered while its task still runs is harmless (the task's lease is alive, so the copy
+    # is dropped), and a lost task comes back through the sweeper long before this.
+    visibility_timeout_s: int = Field(default=6 * 3600, ge=60)
+    # Deliveries of one unit of work that may die (worker killed, out of memory) or raise an
+    # unexpected error before its video or clips are failed.
+    max_attempts: int = Field(default=3, ge=1)
+    # The sweeper (run by `packsight beat`) looks this often for work the broker lost or whose
+    # worker died...
+    sweep_interval_s: float = Field(default=60.0, gt=0)
+    # ...and republishes a unit whose worker sent no heartbeat for this long (workers send one
+    # every quarter of it) or whose message is no longer in the broker after this long.
+    stale_after_s: float = Field(default=300.0, ge=1)
+    # Units of each kind published ahead of the workers; the rest wait in the database, so the
+    # broker holds a bounded number of messages however large the job.
+    dispatch_window: int = Field(default=256, ge=1)
+    # Database, broker and S3 outages are waited out for this long (retries with capped
+    # exponential backoff and jitter) before a delivery gives up and leaves its work to the
+    # sweeper; they never fail a video or a clip.
+    transient_retry_s: float = Field(default=900.0, ge=0)
+    retry_backoff_max_s: float = Field(default=60.0, gt=0)
 
     storage: Literal["local", "s3"] = "local"
     local_root: Path | None = None
@@ -78,8 +95,9 @@ class Settings(BaseSettings):
     promotion_metric: Literal["OCA", "tIoU@0.5", "AA@1"] = "AA@1"
     promotion_tolerance: float = Field(default=0.02, ge=0)
     # A queued/running run without a heartbeat for this long is taken as dead and no longer
-    # blocks a new run. Longer than visibility_timeout_s, so a run whose worker was lost is
-    # first redelivered (and resumes from its checkpoint) before anything gives up on it.
+    # blocks a new run (when no training worker picks it up at all). Longer than
+    # stale_after_s, so a run whose worker was lost is first redelivered by the sweeper (and
+    # resumes from its checkpoint) before anything gives up on it.
     training_stale_after_s: int = Field(default=7 * 3600, ge=60)
 
     @field_validator("frames_per_clip")
@@ -121,13 +139,18 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _stale_after_redelivery(self) -> Settings:
-        if self.training_stale_after_s <= self.visibility_timeout_s:
+        if self.training_stale_after_s <= self.stale_after_s:
             raise ValueError(
                 f"training_stale_after_s ({self.training_stale_after_s}) must exceed "
-                f"visibility_timeout_s ({self.visibility_timeout_s}): a lost run is redelivered "
-                "and resumed before it may be given up"
+                f"stale_after_s ({self.stale_after_s}): a lost run is redelivered and resumed "
+                "before it may be given up"
             )
         return self
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        """How often a worker renews the lease of the unit it holds."""
+        return self.stale_after_s / 4
 
     @property
     def embedded(self) -> bool:

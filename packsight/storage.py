@@ -12,8 +12,11 @@ from typing import Protocol
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from s3transfer.exceptions import RetriesExceededError
 
+from packsight.faults import TransientError
 from packsight.settings import Settings
 
 
@@ -31,6 +34,64 @@ class BucketNotFoundError(StorageError):
 
 class ObjectNotFoundError(StorageError):
     pass
+
+
+class StorageUnavailableError(TransientError):
+    """The S3 server could not be reached or answered "try again" (5xx, throttling). Not a
+    StorageError: nothing is wrong with the object, so nothing may be failed because of it."""
+
+
+# S3 error codes that mean "the server is busy or unwell", whatever the HTTP status says.
+_RETRYABLE_CODES = {
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestLimitExceeded",
+}
+
+
+def _unavailable(exc: Exception) -> StorageUnavailableError | None:
+    """The transient error `exc` stands for, if it is one."""
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if status < 500 and code not in _RETRYABLE_CODES:
+            return None
+        return StorageUnavailableError(f"object storage unavailable ({code or status})")
+    outage = (BotoConnectionError, HTTPClientError, IncompleteReadError, ConnectionError)
+    if isinstance(exc, outage | TimeoutError):
+        # Connection refused/reset, timeouts, truncated reads: the endpoint is down or flaky
+        # (missing credentials and other botocore errors are not: retrying cannot fix them).
+        return StorageUnavailableError(f"object storage unavailable ({type(exc).__name__})")
+    if isinstance(exc, RetriesExceededError):  # a download that kept breaking off
+        return StorageUnavailableError("object storage unavailable (download kept failing)")
+    return None
+
+
+@contextmanager
+def _s3_errors(bucket: str, key: str | None = None) -> Iterator[None]:
+    """Translate boto3's errors: S3's several spellings of "no such key/bucket" into
+    ObjectNotFoundError/BucketNotFoundError, outages into StorageUnavailableError."""
+    try:
+        yield
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code == "NoSuchBucket" or (key is None and code in ("404", "NotFound")):
+            raise BucketNotFoundError(f"bucket {bucket!r} does not exist") from exc
+        if code in ("404", "NoSuchKey", "NotFound"):
+            raise ObjectNotFoundError(f"object {key!r} not found in bucket {bucket!r}") from exc
+        unavailable = _unavailable(exc)
+        if unavailable is None:
+            raise
+        raise unavailable from exc
+    except Exception as exc:
+        unavailable = _unavailable(exc)
+        if unavailable is None:
+            raise
+        raise unavailable from exc
 
 
 @dataclass(frozen=True)
@@ -59,7 +120,9 @@ def validate_bucket(bucket: str) -> str:
 class Storage(Protocol):
     def bucket_exists(self, bucket: str) -> bool: ...
     def ensure_bucket(self, bucket: str) -> None: ...
-    def list_objects(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]: ...
+    def list_objects(
+        self, bucket: str, prefix: str = "", start_after: str = ""
+    ) -> Iterator[ObjectInfo]: ...
     def head(self, bucket: str, key: str) -> ObjectInfo: ...
     def download(self, bucket: str, key: str, dest: Path) -> ObjectInfo: ...
     def get_bytes(self, bucket: str, key: str) -> bytes: ...
@@ -90,14 +153,17 @@ class LocalStorage:
     def ensure_bucket(self, bucket: str) -> None:
         self._bucket_dir(bucket).mkdir(parents=True, exist_ok=True)
 
-    def list_objects(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list_objects(
+        self, bucket: str, prefix: str = "", start_after: str = ""
+    ) -> Iterator[ObjectInfo]:
         base = self._bucket_dir(bucket)
         if not base.is_dir():
             raise BucketNotFoundError(f"bucket {bucket!r} does not exist under {self.root}")
-        for path in sorted(p for p in base.rglob("*") if p.is_file()):
-            key = path.relative_to(base).as_posix()
-            if key.startswith(prefix):
-                yield self._info(key, path)
+        # Sorted by key, as S3 lists, so `start_after` resumes a listing the same way.
+        keys = sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
+        for key in keys:
+            if key.startswith(prefix) and key > start_after:
+                yield self._info(key, base / key)
 
     @staticmethod
     def _info(key: str, path: Path) -> ObjectInfo:
@@ -159,33 +225,34 @@ class S3Storage:
             ),
         )
 
-    @staticmethod
-    def _code(exc: ClientError) -> str:
-        return str(exc.response.get("Error", {}).get("Code", ""))
-
     def bucket_exists(self, bucket: str) -> bool:
         try:
-            self.client.head_bucket(Bucket=validate_bucket(bucket))
+            with _s3_errors(validate_bucket(bucket)):
+                self.client.head_bucket(Bucket=bucket)
             return True
-        except ClientError as exc:
-            if self._code(exc) in ("404", "NoSuchBucket", "NotFound"):
-                return False
-            raise
+        except BucketNotFoundError:
+            return False
 
     def ensure_bucket(self, bucket: str) -> None:
-        if not self.bucket_exists(bucket):
-            try:
-                self.client.create_bucket(Bucket=bucket)
-            except ClientError as exc:
-                if self._code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                    raise
-
-    def list_objects(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
-        paginator = self.client.get_paginator("list_objects_v2")
+        if self.bucket_exists(bucket):
+            return
         try:
+            with _s3_errors(bucket):
+                self.client.create_bucket(Bucket=bucket)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+
+    def list_objects(
+        self, bucket: str, prefix: str = "", start_after: str = ""
+    ) -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        with _s3_errors(validate_bucket(bucket)):
             pages = paginator.paginate(
-                Bucket=validate_bucket(bucket),
+                Bucket=bucket,
                 Prefix=prefix,
+                StartAfter=start_after,
                 PaginationConfig={"PageSize": self.page_size},
             )
             for page in pages:
@@ -193,46 +260,31 @@ class S3Storage:
                     yield ObjectInfo(
                         key=item["Key"], size=int(item["Size"]), etag=item["ETag"].strip('"')
                     )
-        except ClientError as exc:
-            if self._code(exc) == "NoSuchBucket":
-                raise BucketNotFoundError(f"bucket {bucket!r} does not exist") from exc
-            raise
-
-    @contextmanager
-    def _object(self, bucket: str, key: str) -> Iterator[None]:
-        """Validate the names; turn S3's several spellings of "no such key" into one error."""
-        validate_bucket(bucket)
-        validate_key(key)
-        try:
-            yield
-        except ClientError as exc:
-            if self._code(exc) in ("404", "NoSuchKey", "NotFound"):
-                raise ObjectNotFoundError(f"object {key!r} not found in bucket {bucket!r}") from exc
-            raise
 
     def head(self, bucket: str, key: str) -> ObjectInfo:
-        with self._object(bucket, key):
+        with _s3_errors(validate_bucket(bucket), validate_key(key)):
             meta = self.client.head_object(Bucket=bucket, Key=key)
         return ObjectInfo(key=key, size=int(meta["ContentLength"]), etag=meta["ETag"].strip('"'))
 
     def download(self, bucket: str, key: str, dest: Path) -> ObjectInfo:
         info = self.head(bucket, key)
-        self.client.download_file(bucket, key, str(dest))
+        with _s3_errors(bucket, key):
+            self.client.download_file(bucket, key, str(dest))
         return info
 
     def get_bytes(self, bucket: str, key: str) -> bytes:
-        with self._object(bucket, key):
+        with _s3_errors(validate_bucket(bucket), validate_key(key)):
             return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
 
     def put_bytes(self, bucket: str, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=validate_bucket(bucket), Key=validate_key(key), Body=data)
+        with _s3_errors(validate_bucket(bucket), validate_key(key)):
+            self.client.put_object(Bucket=bucket, Key=key, Body=data)
 
     def delete(self, bucket: str, keys: list[str]) -> None:
         for first in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
             chunk = [{"Key": validate_key(k)} for k in keys[first : first + 1000]]
-            self.client.delete_objects(
-                Bucket=validate_bucket(bucket), Delete={"Objects": chunk, "Quiet": True}
-            )
+            with _s3_errors(validate_bucket(bucket)):
+                self.client.delete_objects(Bucket=bucket, Delete={"Objects": chunk, "Quiet": True})
 
 
 def open_storage(settings: Settings) -> Storage:

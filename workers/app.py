@@ -1,45 +1,61 @@
-"""The Celery app. Configured from settings; with no broker it runs tasks in-process (eager),
-which is the embedded default."""
+"""The Celery app: queues, routes, the nightly schedule, and the hooks that start the sweeper in
+`celery beat` and check a worker's broker settings when it starts. Tasks only deliver work
+units; what they do lives in the application layer (packsight.pipeline)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 
-from celery import Celery, Task
+from celery import Celery
 from celery.schedules import crontab
-from celery.signals import worker_process_init
+from celery.signals import beat_init, worker_init, worker_process_init
 
 from packsight.models.db import dispose_engines
+from packsight.models.tables import UnitKind
 from packsight.settings import Settings, crontab_fields, get_settings
 
-DECODE_TASK = "packsight.sample_video"
-INFER_TASK = "packsight.label_clips"
+log = logging.getLogger(__name__)
+
+TASK_OF = {
+    UnitKind.LIST: "packsight.list_source",
+    UnitKind.SAMPLE: "packsight.sample_video",
+    UnitKind.LABEL: "packsight.label_clips",
+    UnitKind.TRAIN: "packsight.train_adapter",
+}
 SCHEDULED_TRAINING_TASK = "packsight.start_scheduled_training"
-TRAIN_TASK = "packsight.train_adapter"
+
+
+def queue_of(settings: Settings, kind: str) -> str:
+    return {
+        UnitKind.LIST: settings.queue_cpu,
+        UnitKind.SAMPLE: settings.queue_cpu,
+        UnitKind.LABEL: settings.queue_gpu,
+        UnitKind.TRAIN: settings.queue_train,
+    }[UnitKind(kind)]
 
 
 def configure(app: Celery, settings: Settings) -> None:
     app.conf.update(
         broker_url=settings.broker_url or "memory://",
-        task_always_eager=settings.embedded,
-        task_eager_propagates=True,
         # Results live in the database; Celery's result backend is not used.
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
-        # Ack after the task ran, requeue if the worker process died mid-task; a delivery
-        # counter (TaskAttempt) caps the requeues so an OOM-killed task cannot loop forever.
+        # Ack after the task ran, so a message whose worker dies is not lost with it. A copy
+        # delivered while the first still runs finds the unit's lease alive and is dropped.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # a broker outage is waited out, however long
+        # A running task keeps its lease in Postgres; losing the broker connection must not
+        # cancel it (its outcome is recorded in the database, not acknowledged to Redis).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_default_queue=settings.queue_cpu,
         task_routes={
-            DECODE_TASK: {"queue": settings.queue_cpu},
-            INFER_TASK: {"queue": settings.queue_gpu},
+            **{task: {"queue": queue_of(settings, kind)} for kind, task in TASK_OF.items()},
             SCHEDULED_TRAINING_TASK: {"queue": settings.queue_cpu},
-            TRAIN_TASK: {"queue": settings.queue_train},
         },
         timezone=settings.timezone,
         # `celery beat` sends the nightly run; the run's unique active flag (not beat) makes
@@ -62,15 +78,15 @@ def training_schedule(settings: Settings) -> dict[str, dict]:
     }
 
 
-app = Celery(
-    "packsight",
-    include=[
-        "packsight.workers.tasks.sample",
-        "packsight.workers.tasks.label",
-        "packsight.workers.tasks.train",
-    ],
-)
+app = Celery("packsight", include=["packsight.workers.tasks.units"])
 configure(app, get_settings())
+
+
+@worker_init.connect
+def _check_broker_settings(**_: object) -> None:
+    from packsight.workers.broker import claim_visibility_timeout
+
+    claim_visibility_timeout(app, get_settings())
 
 
 @worker_process_init.connect
@@ -79,10 +95,9 @@ def _after_fork(**_: object) -> None:
     dispose_engines()
 
 
-def retry_or_give_up(task: Task, exc: Exception, give_up: Callable[[str], None]) -> None:
-    """Retry an unexpected error with backoff; after the last retry (or at once when tasks
-    run in-process) record it with `give_up`, so the item still ends in a final state."""
-    settings = get_settings()
-    if not settings.embedded and task.request.retries < settings.max_attempts - 1:
-        raise task.retry(exc=exc, countdown=min(60, 2 ** (task.request.retries + 1)))
-    give_up(f"{type(exc).__name__}: {exc}")
+@beat_init.connect
+def _start_sweeper(**_: object) -> None:
+    from packsight.workers.broker import claim_visibility_timeout, start_sweeper
+
+    claim_visibility_timeout(app, get_settings())
+    start_sweeper(app, get_settings())

@@ -1,13 +1,13 @@
-"""Labelling jobs: submit, follow, read results."""
+"""Labelling jobs: submit (idempotently), find, follow, read results."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, HTTPException, Query, status
+from fastapi import APIRouter, BackgroundTasks, Header, HTTPException, Query, Response, status
 from sqlalchemy import func, select
 
-from packsight.api.deps import Authorized, SessionDep, SettingsDep
+from packsight.api.deps import Authorized, ContextDep, SessionDep, run_here_if_embedded
 from packsight.api.schemas import (
     ClipCounts,
     ClipResult,
@@ -21,28 +21,78 @@ from packsight.api.schemas import (
 from packsight.models.jobs import job_counts
 from packsight.models.predictions import job_results_query
 from packsight.models.tables import ItemState, Job, JobItem, ModelVersion
+from packsight.pipeline.dispatch import BrokerUnavailableError
+from packsight.pipeline.submission import (
+    IdempotencyConflictError,
+    JobRequest,
+    NothingToLabelError,
+)
+from packsight.pipeline.submission import submit_job as submit
 from packsight.storage import BucketNotFoundError, InvalidKeyError
-from packsight.workers.submit import NothingToLabelError, create_labelling_job, enqueue_items
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Authorized])
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED)
-def submit_job(body: JobCreate, settings: SettingsDep, background: BackgroundTasks) -> JobAccepted:
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Send the same key when retrying a request: the job is created once.",
+    ),
+]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={200: {"description": "A retry: the job an earlier request with this key made"}},
+)
+def submit_job(
+    body: JobCreate,
+    ctx: ContextDep,
+    background: BackgroundTasks,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> JobAccepted:
+    request = JobRequest(
+        bucket=body.bucket,
+        prefix=body.prefix,
+        keys=tuple(body.keys) if body.keys is not None else None,
+    )
     try:
-        submission = create_labelling_job(
-            settings, bucket=body.bucket, prefix=body.prefix, keys=body.keys
-        )
+        submission = submit(ctx, request, idempotency_key=idempotency_key)
     except BucketNotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    except IdempotencyConflictError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     except (NothingToLabelError, InvalidKeyError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
-    if settings.embedded:
-        # No broker: run the pipeline in this process after the response is sent.
-        background.add_task(enqueue_items, submission.item_ids)
+    except BrokerUnavailableError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+    if submission.created:
+        run_here_if_embedded(background, ctx, job_id=submission.job_id)
     else:
-        enqueue_items(submission.item_ids)
-    return JobAccepted(job_id=submission.job_id, state="queued", items=len(submission.item_ids))
+        response.status_code = status.HTTP_200_OK
+    return JobAccepted(
+        job_id=submission.job_id, state="queued", items=submission.items, listed=submission.listed
+    )
+
+
+@router.get("")
+def list_jobs(
+    session: SessionDep,
+    idempotency_key: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+) -> list[JobStatus]:
+    """Recent jobs, newest first; with idempotency_key, the job a request with that key made
+    (a client that lost the response finds its job this way)."""
+    query = select(Job).order_by(Job.created_at.desc()).limit(limit)
+    if idempotency_key is not None:
+        query = query.where(Job.idempotency_key == idempotency_key)
+    return [_status(session, job) for job in session.scalars(query)]
 
 
 def _job_or_404(session: SessionDep, job_id: str) -> Job:
@@ -54,11 +104,14 @@ def _job_or_404(session: SessionDep, job_id: str) -> Job:
 
 @router.get("/{job_id}")
 def get_job(job_id: str, session: SessionDep) -> JobStatus:
-    job = _job_or_404(session, job_id)
+    return _status(session, _job_or_404(session, job_id))
+
+
+def _status(session: SessionDep, job: Job) -> JobStatus:
     counts = job_counts(session, job=job)
     failed = session.scalars(
         select(JobItem)
-        .where(JobItem.job_id == job_id, JobItem.state == ItemState.FAILED)
+        .where(JobItem.job_id == job.id, JobItem.state == ItemState.FAILED)
         .order_by(JobItem.id)
         .limit(100)
     )
@@ -70,6 +123,8 @@ def get_job(job_id: str, session: SessionDep) -> JobStatus:
         model_version=session.get(ModelVersion, job.model_version_id).name,
         created_at=job.created_at,
         finished_at=job.finished_at,
+        listed=job.listed,
+        error=job.error,
         items=counts.items,
         clips=ClipCounts(**counts.clips),
         failed_items=[FailedItem(key=item.key, error=item.error) for item in failed],

@@ -7,34 +7,29 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Query, status
 from sqlalchemy import select
 
-from packsight.api.deps import Authorized, SessionDep, SettingsDep
+from packsight.api.deps import Authorized, ContextDep, SessionDep, run_here_if_embedded
 from packsight.api.schemas import TrainingRunCreate, TrainingRunOut
 from packsight.models.tables import TrainingRun
 from packsight.models.training_runs import ActiveRunError
+from packsight.pipeline.dispatch import BrokerUnavailableError
+from packsight.pipeline.training_runs import start_training
 
 router = APIRouter(prefix="/v1/training-runs", tags=["training"], dependencies=[Authorized])
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED)
 def start_run(
-    body: TrainingRunCreate, settings: SettingsDep, session: SessionDep, background: BackgroundTasks
+    body: TrainingRunCreate, ctx: ContextDep, session: SessionDep, background: BackgroundTasks
 ) -> TrainingRunOut:
-    # Imported here: the task module pulls in the Celery app, not needed by the other routes.
-    from packsight.workers.retrain import QueueUnavailableError, queue_run, record_run
-
     try:
-        run_id = record_run(settings, trigger="manual", config=body.config, bucket=body.bucket)
+        run_id = start_training(ctx, trigger="manual", config=body.config, bucket=body.bucket)
     except ActiveRunError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    except BrokerUnavailableError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
-    if settings.embedded:
-        background.add_task(queue_run, settings, run_id)  # in this process, after the response
-    else:
-        try:
-            queue_run(settings, run_id)
-        except QueueUnavailableError as exc:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+    run_here_if_embedded(background, ctx, training_run_id=run_id)
     return TrainingRunOut.model_validate(session.get(TrainingRun, run_id))
 
 

@@ -1,1 +1,1 @@
-"""One module per pipeline stage."""
+"""The Celery tasks: thin deliveries of work units to the application layer."""

@@ -2,8 +2,9 @@
 champion on the fixed test split, store everything, and promote the candidate only if it wins.
 
 Runs on its own GPU queue (`gpu.t4.train`), one run at a time (see models/training_runs.py).
-A worker lost mid-run gets the task redelivered (acks_late), and training resumes from the last
-checkpoint, which is also kept in object storage so another machine can continue it.
+A worker lost mid-run stops renewing its unit's lease; the sweeper publishes the unit again and
+training resumes from the last checkpoint, which is also kept in object storage so another
+machine can continue it.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from packsight.metrics import Evaluation, results_json
-from packsight.models.db import session_scope
-from packsight.models.jobs import get_or_create_model_version, register_attempt
+from packsight.models.jobs import get_or_create_model_version
 from packsight.models.promotions import serving_version
 from packsight.models.tables import ModelVersion
 from packsight.models.training_runs import (
-    ActiveRunError,
     RunLostError,
     RunOutcome,
     claim_run,
@@ -29,6 +30,10 @@ from packsight.models.training_runs import (
     heartbeat,
     labelled_videos,
 )
+from packsight.models.work import UnitRef, finish_unit
+from packsight.pipeline.context import Context
+from packsight.pipeline.training_runs import fail_run
+from packsight.pipeline.units import Lease
 from packsight.retraining import (
     Dataset,
     Decision,
@@ -39,42 +44,38 @@ from packsight.retraining import (
     decide,
     score,
 )
-from packsight.settings import Settings, get_settings
-from packsight.storage import StorageError, open_artifact_storage, open_storage
+from packsight.settings import Settings
+from packsight.storage import StorageError
 from packsight.taxonomy import Taxonomy, load_taxonomy
 from packsight.training_artifacts import RunArtifacts
-from packsight.workers.app import SCHEDULED_TRAINING_TASK, TRAIN_TASK, app, retry_or_give_up
-from packsight.workers.retrain import fail_run, start_training
 
 log = logging.getLogger(__name__)
 
 
 class TrainingRefusedError(ValueError):
-    """The run cannot succeed (no data, attempts used up); retrying will not help."""
+    """The run cannot succeed (no data); retrying will not help."""
 
 
-@app.task(name=SCHEDULED_TRAINING_TASK)
-def start_scheduled_training_task() -> str | None:
+def train_run(ctx: Context, unit: UnitRef, lease: Lease) -> None:
+    """The training stage: one delivery of a run's unit."""
+    run_id = unit.training_run_id
     try:
-        return start_training(get_settings(), trigger="schedule")
-    except ActiveRunError as exc:
-        log.info("nightly training skipped: %s", exc)
-        return None
-
-
-@app.task(name=TRAIN_TASK, bind=True)
-def train_adapter_task(self, run_id: str) -> None:  # type: ignore[no-untyped-def]
-    settings = get_settings()
-    try:
-        run_training(settings, run_id=run_id, task_id=self.request.id or f"local-{run_id}")
+        run_training(ctx, run_id=run_id, lease=lease)
     except TrainingRefusedError as exc:
-        fail_run(settings, run_id, str(exc))
+        reason = str(exc)
+
+        def refuse(session: Session) -> None:
+            finish_unit(session, unit.id, lease.token)
+            fail_run(session, run_id, reason)
+
+        ctx.transaction(refuse)
     except RunLostError as exc:
         # A later delivery owns the run now (or it was declared abandoned): stop quietly.
         log.warning("training run %s: this delivery stops: %s", run_id, exc)
-    except Exception as exc:
-        log.exception("training run %s failed", run_id)
-        retry_or_give_up(self, exc, lambda error: fail_run(get_settings(), run_id, error))
+
+
+def give_up_training(session: Session, unit: UnitRef, error: str) -> None:
+    fail_run(session, unit.training_run_id, error)
 
 
 @dataclass(frozen=True)
@@ -96,23 +97,26 @@ class _Versions:
     champion: ModelVersion | None  # the serving version before this run, if any
 
 
-def run_training(settings: Settings, *, run_id: str, task_id: str) -> None:
-    run = _claim(settings, run_id, task_id)
+def run_training(ctx: Context, *, run_id: str, lease: Lease) -> None:
+    settings = ctx.settings
+    run = ctx.transaction(lambda s: _claim(s, run_id))
     if run is None:
         log.info("training run %s is already final; nothing to do", run_id)
+        ctx.transaction(lambda s: finish_unit(s, lease.unit_id, lease.token))
         return
 
     def progress(**fields: Any) -> None:
-        with session_scope(settings.resolved_database_url) as session:
-            heartbeat(session, run_id, run.claim, **fields)
+        lease.check()
+        ctx.transaction(lambda s: heartbeat(s, run_id, run.claim, **fields))
 
     work = settings.data_dir.resolve() / "training-runs" / run_id
-    artifacts = RunArtifacts(open_artifact_storage(settings), settings.artifact_bucket, run_id)
-    dataset = _dataset(settings, run, work, artifacts, progress)
+    artifacts = RunArtifacts(ctx.artifacts, settings.artifact_bucket, run_id)
+    dataset = _dataset(ctx, run, work, artifacts, progress)
     progress(dataset=dataset.summary())
     artifacts.put_jsonl("dataset.jsonl", dataset.records())
     adapter_dir, steps = _train(settings, run, dataset, work, artifacts, progress)
-    versions = _versions(settings, run, artifacts.publish_adapter(adapter_dir))
+    adapter_uri = artifacts.publish_adapter(adapter_dir)
+    versions = ctx.transaction(lambda s: _versions(s, run, adapter_uri))
     progress(
         candidate_version_id=versions.candidate.id,
         champion_version_id=versions.champion.id if versions.champion else None,
@@ -149,8 +153,12 @@ def run_training(settings: Settings, *, run_id: str, task_id: str) -> None:
         artifacts_uri=artifacts.uri,
         steps=steps,
     )
-    with session_scope(settings.resolved_database_url) as session:
-        decision = complete_run(session, run_id, run.claim, outcome)
+
+    def complete(session: Session) -> Decision:
+        finish_unit(session, lease.unit_id, lease.token)
+        return complete_run(session, run_id, run.claim, outcome)
+
+    decision = ctx.transaction(complete)
     artifacts.put_json("results.json", results)
     # A copy inside the adapter folder, so the adapter carries its metrics wherever it is copied.
     artifacts.put_json("adapter/results.json", results)
@@ -160,39 +168,33 @@ def run_training(settings: Settings, *, run_id: str, task_id: str) -> None:
     log.info("training run %s: %s", run_id, decision.reason)
 
 
-def _claim(settings: Settings, run_id: str, task_id: str) -> _Run | None:
-    with session_scope(settings.resolved_database_url) as session:
-        row = claim_run(session, run_id)
-        if row is None:
-            return None
-        attempts = register_attempt(session, task_id=f"train:{task_id}")
-        run = _Run(
-            id=row.id,
-            claim=row.claim,
-            params=RunParams.from_json(row.params),
-            base_model=row.base_model,
-            quantization=row.quantization,
-            taxonomy=load_taxonomy(row.taxonomy),
-        )
-    if attempts > settings.max_attempts:
-        raise TrainingRefusedError(
-            f"gave up after {settings.max_attempts} attempts: the training worker died each time"
-        )
-    return run
+def _claim(session: Session, run_id: str) -> _Run | None:
+    row = claim_run(session, run_id)
+    if row is None:
+        return None
+    return _Run(
+        id=row.id,
+        claim=row.claim,
+        params=RunParams.from_json(row.params),
+        base_model=row.base_model,
+        quantization=row.quantization,
+        taxonomy=load_taxonomy(row.taxonomy),
+    )
 
 
 def _dataset(  # type: ignore[no-untyped-def]
-    settings: Settings, run: _Run, work: Path, artifacts: RunArtifacts, progress
+    ctx: Context, run: _Run, work: Path, artifacts: RunArtifacts, progress
 ) -> Dataset:
     params = run.params
     # The labelled videos are frozen with the run's first delivery: a resumed run must see the
     # data its checkpoint was trained on, not labels corrected since.
     videos = artifacts.get_videos()
     if videos is None:
-        with session_scope(settings.resolved_database_url) as session:
-            videos = labelled_videos(session, taxonomy=run.taxonomy.name, bucket=params.bucket)
+        videos = ctx.transaction(
+            lambda s: labelled_videos(s, taxonomy=run.taxonomy.name, bucket=params.bucket)
+        )
         artifacts.put_videos(videos)
-    source, folder = open_storage(settings), work / "videos"
+    source, folder = ctx.storage, work / "videos"
 
     def fetch(video: LabelledVideo) -> Path:
         # One video on disk at a time: its examples are decoded before the next is fetched, and
@@ -262,19 +264,19 @@ def _train(  # type: ignore[no-untyped-def]
     return result.adapter_dir, result.steps
 
 
-def _versions(settings: Settings, run: _Run, adapter_uri: str) -> _Versions:
+def _versions(session: Session, run: _Run, adapter_uri: str) -> _Versions:
     scope = {
         "base_model": run.base_model,
         "quantization": run.quantization,
         "taxonomy": run.taxonomy.name,
     }
-    with session_scope(settings.resolved_database_url) as session:
-        versions = _Versions(
-            base=get_or_create_model_version(session, adapter=None, **scope),
-            candidate=get_or_create_model_version(session, adapter=adapter_uri, **scope),
-            champion=serving_version(session, **scope),
-        )
-        session.expunge_all()  # plain snapshots from here on
+    versions = _Versions(
+        base=get_or_create_model_version(session, adapter=None, **scope),
+        candidate=get_or_create_model_version(session, adapter=adapter_uri, **scope),
+        champion=serving_version(session, **scope),
+    )
+    session.flush()
+    session.expunge_all()  # plain snapshots from here on
     return versions
 
 
@@ -299,7 +301,7 @@ def _results(  # type: ignore[no-untyped-def]
 def _score(  # type: ignore[no-untyped-def]
     settings: Settings, version: ModelVersion, local: dict[int, str], examples, taxonomy
 ) -> Evaluation:
-    from packsight.workers.tasks.label import load_version
+    from packsight.pipeline.labelling import load_version
 
     labeler = load_version(version, settings, adapter=local.get(version.id))
     try:

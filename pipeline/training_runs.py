@@ -1,5 +1,6 @@
-"""Start training runs (API, CLI and the nightly beat task share this): parameters are frozen
-into the run when it is queued, and at most one run is active (models/training_runs.py)."""
+"""Starting training runs (API, CLI and the nightly beat task share this): parameters are
+frozen into the run when it is queued, at most one run is active (models/training_runs.py), and
+the run's work unit is recorded with it, so a run is never lost between commit and publish."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.orm import Session
 
-from packsight.models.db import session_scope
-from packsight.models.tables import TrainingRunState
+from packsight.models.tables import TrainingRunState, UnitKind
 from packsight.models.training_runs import finish_run, start_run
+from packsight.models.work import add_units, discard_units
+from packsight.pipeline.context import Context
+from packsight.pipeline.dispatch import top_up
 from packsight.retraining import RunParams, Splits
 from packsight.settings import Settings
 from packsight.vlm.training_config import TrainingConfig
@@ -60,16 +64,18 @@ def training_params(
 
 
 def record_run(
-    settings: Settings,
+    ctx: Context,
     *,
     trigger: str,
     config: dict[str, Any] | None = None,
     bucket: str | None = None,
 ) -> str:
-    """Record a queued run (committed, so its task finds it); ActiveRunError if one is active,
-    ValueError for invalid training settings."""
+    """Record a queued run and its work unit (committed together); ActiveRunError if one is
+    active, ValueError for invalid training settings."""
+    settings = ctx.settings
     params = training_params(settings, config=config, bucket=bucket)
-    with session_scope(settings.resolved_database_url) as session:
+
+    def record(session: Session) -> str:
         run = start_run(
             session,
             trigger=trigger,
@@ -79,43 +85,29 @@ def record_run(
             params=json.loads(json.dumps(params.to_json())),
             stale_after_s=settings.training_stale_after_s,
         )
+        add_units(session, UnitKind.TRAIN, [{"training_run_id": run.id}])
         return run.id
 
-
-class QueueUnavailableError(RuntimeError):
-    """The run could not be sent to the training queue (broker down); it was marked failed."""
+    return ctx.transaction(record)
 
 
-def queue_run(settings: Settings, run_id: str) -> None:
-    """Send the run to the training queue (run in this process on the embedded default). If the
-    broker refuses, the run is failed at once so it does not hold the one active slot."""
-    from packsight.workers.tasks.train import train_adapter_task
-
-    try:
-        train_adapter_task.apply_async(args=[run_id])
-    except Exception as exc:
-        if settings.embedded:
-            raise  # the run itself raised; the task records its own failures
-        fail_run(settings, run_id, f"could not be queued: {type(exc).__name__}: {exc}")
-        raise QueueUnavailableError(
-            f"training run {run_id} could not be queued ({exc}); it was marked failed"
-        ) from exc
-
-
-def fail_run(settings: Settings, run_id: str, error: str) -> None:
-    with session_scope(settings.resolved_database_url) as session:
-        finish_run(session, run_id, state=TrainingRunState.FAILED, error=error)
+def fail_run(session: Session, run_id: str, error: str) -> None:
+    """End a run as failed, with its work (the caller's transaction)."""
+    finish_run(session, run_id, state=TrainingRunState.FAILED, error=error)
+    discard_units(session, training_run_id=run_id)
 
 
 def start_training(
-    settings: Settings,
+    ctx: Context,
     *,
     trigger: str,
     config: dict[str, Any] | None = None,
     bucket: str | None = None,
 ) -> str:
-    """Record and queue a run; raises ActiveRunError while another is active. Embedded, the run
-    executes here before this returns."""
-    run_id = record_run(settings, trigger=trigger, config=config, bucket=bucket)
-    queue_run(settings, run_id)
+    """Record a run and publish it; raises ActiveRunError while another is active, and the
+    publisher's BrokerUnavailableError (nothing recorded) when the broker is down."""
+    if ctx.publisher is not None:
+        ctx.publisher.check()
+    run_id = record_run(ctx, trigger=trigger, config=config, bucket=bucket)
+    top_up(ctx, (UnitKind.TRAIN,))
     return run_id

@@ -1,0 +1,164 @@
+"""The GPU stage: label a batch of one item's sampled clips with the job's model version and
+record every clip's outcome (a prediction, or the reason there is none) in the transaction that
+ends the unit; the item and its job are settled in the same transaction."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from packsight.framepack import FramePackError, read_frame_pack
+from packsight.models.jobs import settle_item
+from packsight.models.predictions import ClipOutcome, upsert_predictions
+from packsight.models.tables import Clip, Job, JobItem, ModelVersion, Prediction, PredictionStatus
+from packsight.models.work import UnitRef, finish_unit
+from packsight.parsing import ClipPrediction, OutputParseError
+from packsight.pipeline.context import Context
+from packsight.pipeline.units import Lease
+from packsight.settings import Settings
+from packsight.storage import StorageError, open_artifact_storage, resolve_artifact
+from packsight.taxonomy import load_taxonomy
+
+if TYPE_CHECKING:
+    from packsight.vlm.labeler import ClipInput, Labeler
+
+log = logging.getLogger(__name__)
+
+# One model per process: GPU workers run `--pool solo`, so the model is loaded in the process
+# that uses it (after any fork) and kept across tasks. A job of another version (after a
+# promotion or rollback) replaces it: no restart needed.
+_cache_lock = threading.Lock()
+_cached: tuple[str, Labeler] | None = None
+
+
+def load_version(
+    version: ModelVersion, settings: Settings, *, adapter: str | None = None
+) -> Labeler:
+    """Load a model version's labeler; `adapter` overrides where its adapter is read from (a
+    local copy). artifact:// adapters are fetched once into DATA_DIR/adapters."""
+    # Imported here so CPU workers and the API never load torch.
+    from packsight.vlm.labeler import load_labeler
+
+    adapter = adapter or version.adapter_uri
+    if adapter is not None:
+        adapter = resolve_artifact(
+            adapter, open_artifact_storage(settings), settings.data_dir / "adapters"
+        )
+    return load_labeler(
+        model=version.base_model,
+        adapter=adapter,
+        quantization=version.quantization,  # type: ignore[arg-type]
+        device=settings.device,
+        taxonomy=load_taxonomy(version.taxonomy),
+        max_new_tokens=settings.max_new_tokens,
+        batch_size=settings.gpu_batch_size,
+    )
+
+
+def labeler_for(version: ModelVersion, settings: Settings) -> Labeler:
+    global _cached
+    with _cache_lock:
+        if _cached is None or _cached[0] != version.name:
+            _cached = None  # drop the old model before loading the new one
+            _cached = (version.name, load_version(version, settings))
+        return _cached[1]
+
+
+@dataclass(frozen=True)
+class _Batch:
+    item_id: int
+    version: ModelVersion
+    clips: list[Clip]
+
+
+def label_clips(ctx: Context, unit: UnitRef, lease: Lease) -> None:
+    batch = ctx.transaction(lambda s: _read(s, unit))
+    outcomes = (
+        _predict(ctx, batch.clips, labeler_for(batch.version, ctx.settings)) if batch.clips else []
+    )
+    lease.check()
+
+    def record(session: Session) -> None:
+        finish_unit(session, unit.id, lease.token)
+        upsert_predictions(session, model_version_id=batch.version.id, outcomes=outcomes)
+        settle_item(session, item_id=batch.item_id)
+
+    ctx.transaction(record)
+
+
+def _read(session: Session, unit: UnitRef) -> _Batch:
+    """The unit's clips that still lack a label of the job's version (a duplicate delivery, or
+    another job over the same video, may have labelled some)."""
+    item = session.get(JobItem, unit.item_id)
+    version = session.get(ModelVersion, session.get(Job, item.job_id).model_version_id)
+    labelled = select(Prediction.clip_id).where(
+        Prediction.model_version_id == version.id, Prediction.status == PredictionStatus.OK
+    )
+    clips = session.scalars(
+        select(Clip)
+        .where(Clip.id.in_(unit.payload["clip_ids"]), Clip.id.not_in(labelled))
+        .order_by(Clip.id)
+    ).all()
+    session.expunge_all()  # plain snapshots from here on
+    return _Batch(item.id, version, list(clips))
+
+
+def _predict(ctx: Context, clips: list[Clip], labeler: Labeler) -> list[ClipOutcome]:
+    """Run the model over the clips; a clip whose frames cannot be read gets an error outcome.
+    Frames are fetched and unpacked while the GPU works on the previous batch. An unreachable
+    artifact store is waited out (ctx.artifacts) and, beyond that, aborts the whole unit: it is
+    never a clip's fault."""
+    from packsight.vlm.labeler import ClipInput
+
+    def loader(clip: Clip) -> Callable[[], ClipInput | Exception]:
+        def load() -> ClipInput | Exception:
+            try:
+                pack = read_frame_pack(ctx.artifacts.get_bytes(*clip.frames_uri.split("/", 1)))
+            except (FramePackError, StorageError) as exc:
+                return exc
+            # Still JPEG: the labeler decodes a whole batch on the GPU.
+            return ClipInput(pack, clip.frame_count, tuple(clip.frame_indices))
+
+        return load
+
+    results = labeler.predict_stream([loader(clip) for clip in clips])
+    return [_outcome(clip.id, result) for clip, result in zip(clips, results, strict=True)]
+
+
+def _outcome(clip_id: int, result: ClipPrediction | Exception) -> ClipOutcome:
+    if isinstance(result, ClipPrediction):
+        return ClipOutcome(
+            clip_id=clip_id,
+            dominant_operation=result.dominant_operation,
+            start_frame=result.start_frame,
+            end_frame=result.end_frame,
+            anticipated_next_operation=result.anticipated_next_operation,
+            confidence=result.confidence,
+            raw_output=result.raw_output,
+        )
+    if isinstance(result, FramePackError | StorageError | ValueError) and not isinstance(
+        result, OutputParseError
+    ):
+        return ClipOutcome(clip_id=clip_id, error=f"sampled frames unreadable: {result}")
+    raw = getattr(result, "raw_output", None)
+    return ClipOutcome(clip_id=clip_id, error=f"invalid model output: {result}", raw_output=raw)
+
+
+def give_up_labelling(session: Session, unit: UnitRef, error: str) -> None:
+    """Record the error as the outcome of the unit's clips (never over a label)."""
+    item = session.get(JobItem, unit.item_id)
+    if item is None:
+        return
+    version_id = session.get(Job, item.job_id).model_version_id
+    outcomes = [
+        ClipOutcome(clip_id=cid, error=f"labelling failed: {error}")
+        for cid in unit.payload["clip_ids"]
+    ]
+    upsert_predictions(session, model_version_id=version_id, outcomes=outcomes)
+    settle_item(session, item_id=item.id)

@@ -1,0 +1,181 @@
+"""The CPU stage: download one item's video, split it into clips, motion-sample each clip's
+frames, store them as frame packs, and record the clips with the labelling work they need, all
+in the transaction that ends the unit."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from packsight.framepack import pack_frames
+from packsight.models.jobs import fail_item, set_item_state, settle_item
+from packsight.models.predictions import upsert_clips, upsert_video
+from packsight.models.tables import (
+    FINAL_ITEM_STATES,
+    ItemState,
+    Job,
+    JobItem,
+    Prediction,
+    PredictionStatus,
+    UnitKind,
+)
+from packsight.models.work import UnitRef, add_units, finish_unit
+from packsight.pipeline.context import Context
+from packsight.pipeline.units import Lease
+from packsight.storage import InvalidKeyError, ObjectInfo, ObjectNotFoundError
+from packsight.video import (
+    SampledClip,
+    VideoDecodeError,
+    VideoInfo,
+    clip_id,
+    decode_clips,
+    plan_clips,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Item:
+    id: int
+    job_id: str
+    bucket: str
+    key: str
+    params: dict
+    model_version_id: int
+
+
+def sample_video(ctx: Context, unit: UnitRef, lease: Lease) -> None:
+    item = ctx.transaction(lambda s: _start(s, unit.item_id))
+    if item is None:  # ended meanwhile (e.g. failed by the sweeper): nothing left to do
+        ctx.transaction(lambda s: finish_unit(s, unit.id, lease.token))
+        return
+    try:
+        with tempfile.TemporaryDirectory(prefix="packsight-") as tmp:
+            obj, info, records = _sample(ctx, item, Path(tmp))
+    except (VideoDecodeError, ObjectNotFoundError, InvalidKeyError) as exc:
+        # A fact about the video: name the user's object, not the worker's temporary copy.
+        error = (
+            f"cannot decode {item.key!r}: {exc.reason}"
+            if isinstance(exc, VideoDecodeError)
+            else str(exc)
+        )
+        log.warning("item %s failed: %s", item.id, error)
+
+        def fail(session: Session) -> None:
+            finish_unit(session, unit.id, lease.token)
+            fail_item(session, item_id=item.id, error=error)
+
+        ctx.transaction(fail)
+        return
+    lease.check()
+    ctx.transaction(lambda s: _record(ctx, s, unit, lease, item, obj, info, records))
+
+
+def _start(session: Session, item_id: int | None) -> _Item | None:
+    row = session.get(JobItem, item_id)
+    if row is None or row.state in FINAL_ITEM_STATES:
+        return None
+    job = session.get(Job, row.job_id)
+    set_item_state(session, item_id=row.id, state=ItemState.DECODING)
+    return _Item(row.id, job.id, job.bucket, row.key, dict(job.params), job.model_version_id)
+
+
+def _sample(ctx: Context, item: _Item, tmp: Path) -> tuple[ObjectInfo, VideoInfo, list[dict]]:
+    path = tmp / PurePosixPath(item.key).name
+    obj = ctx.storage.download(item.bucket, item.key, path)
+    info, plans = plan_clips(
+        path,
+        frames_per_clip=item.params["frames_per_clip"],
+        clip_seconds=item.params["clip_seconds"],
+        motion_size=(ctx.settings.motion_width, ctx.settings.motion_height),
+    )
+    # One clip's frames in memory at a time, however long the video.
+    records = [
+        _store_clip(ctx, item, obj.etag, clip)
+        | {"clip_key": clip_id(item.key, clip.start_frame, info.fps)}
+        for clip in decode_clips(path, info, plans, max_side=item.params["frame_max_side"])
+    ]
+    return obj, info, records
+
+
+def _store_clip(ctx: Context, item: _Item, etag: str, clip: SampledClip) -> dict:
+    """Write a clip's sampled frames to the artifact store; returns its row values."""
+    bucket = ctx.settings.artifact_bucket
+    frames_key = f"frames/{item.bucket}/{item.key}/{etag}/{clip.start_frame:09d}.zip"
+    meta = {
+        "key": item.key,
+        "start_frame": clip.start_frame,
+        "frame_indices": list(clip.frame_indices),
+    }
+    ctx.artifacts.put_bytes(bucket, frames_key, pack_frames(clip.frames, meta=meta))
+    return {
+        "index": clip.index,
+        "start_frame": clip.start_frame,
+        "end_frame": clip.end_frame,
+        "frame_indices": list(clip.frame_indices),
+        "frames_uri": f"{bucket}/{frames_key}",
+    }
+
+
+def _record(
+    ctx: Context,
+    session: Session,
+    unit: UnitRef,
+    lease: Lease,
+    item: _Item,
+    obj: ObjectInfo,
+    info: VideoInfo,
+    records: list[dict],
+) -> None:
+    """The unit's outcome: the video, its clips, the item moved on to inference and one label
+    unit per batch of clips this model version has not labelled yet."""
+    finish_unit(session, unit.id, lease.token)
+    video = upsert_video(
+        session,
+        bucket=item.bucket,
+        key=item.key,
+        etag=obj.etag,
+        size=obj.size,
+        fps=info.fps,
+        frame_count=info.frame_count,
+        width=info.width,
+        height=info.height,
+        duration_s=info.duration_s,
+    )
+    rows = upsert_clips(session, video_id=video.id, clips=records)
+    if not set_item_state(
+        session, item_id=item.id, state=ItemState.INFERRING, video_id=video.id, clip_count=len(rows)
+    ):
+        return  # the item ended meanwhile
+    # Clips this model version already labelled (an earlier job over the same video) are not
+    # sent to the GPU again.
+    done = set(
+        session.scalars(
+            select(Prediction.clip_id).where(
+                Prediction.clip_id.in_([r.id for r in rows]),
+                Prediction.model_version_id == item.model_version_id,
+                Prediction.status == PredictionStatus.OK,
+            )
+        )
+    )
+    todo = [r.id for r in rows if r.id not in done]
+    size = ctx.settings.gpu_batch_size * ctx.settings.gpu_task_batches
+    batches = [todo[start : start + size] for start in range(0, len(todo), size)]
+    add_units(
+        session,
+        UnitKind.LABEL,
+        ({"job_id": item.job_id, "item_id": item.id, "payload": {"clip_ids": b}} for b in batches),
+    )
+    if not todo:
+        settle_item(session, item_id=item.id)
+
+
+def give_up_sampling(session: Session, unit: UnitRef, error: str) -> None:
+    if unit.item_id is not None:
+        fail_item(session, item_id=unit.item_id, error=f"{error} (while decoding the video)")

@@ -1,0 +1,142 @@
+"""Running one unit of work, whoever delivers it (a Celery task, the embedded driver): take it
+under a lease, keep the lease alive while the stage runs, and end the delivery in exactly one
+way. Outages are waited out and then leave the unit to the sweeper; an unexpected error counts
+against the unit's attempts; a lost lease means another delivery owns the unit now."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from packsight.faults import TransientError
+from packsight.models.tables import utcnow
+from packsight.models.work import (
+    LeaseLostError,
+    UnitRef,
+    claim_unit,
+    discard_unit,
+    finish_unit,
+    release_unit,
+    renew_lease,
+)
+from packsight.pipeline.context import Context
+from packsight.pipeline.dispatch import top_up
+
+log = logging.getLogger(__name__)
+
+
+class Lease:
+    """This delivery's hold on a unit. A background thread renews it every
+    `heartbeat_interval_s`, so a live delivery is never swept, however long its stage runs."""
+
+    def __init__(self, ctx: Context, unit_id: int) -> None:
+        self.ctx, self.unit_id = ctx, unit_id
+        self.token = secrets.token_hex(16)
+        self.lost = False
+        self._stop = threading.Event()
+
+    def check(self) -> None:
+        """Raise LeaseLostError if a heartbeat found the unit taken over."""
+        if self.lost:
+            raise LeaseLostError(f"work unit {self.unit_id} was taken over by another delivery")
+
+    def save(self, session: Session, **progress: Any) -> None:
+        """Record progress (e.g. a cursor) in the caller's transaction, under the lease."""
+        if not renew_lease(session, self.unit_id, self.token, **progress):
+            self.lost = True
+            self.check()
+
+    @contextmanager
+    def kept_alive(self) -> Iterator[Lease]:
+        if self.ctx.embedded:  # one process runs everything and nothing sweeps
+            yield self
+            return
+        thread = threading.Thread(target=self._beat, name=f"lease-{self.unit_id}", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join()
+
+    def _beat(self) -> None:
+        interval = self.ctx.settings.heartbeat_interval_s
+        while not self._stop.wait(interval):
+            renewed = self.ctx.try_transaction(lambda s: renew_lease(s, self.unit_id, self.token))
+            if renewed is False:
+                self.lost = True
+                return
+            # While the database is away, try again sooner: once it is back, the heartbeat
+            # must land before the sweeper thinks this delivery died.
+            interval = self.ctx.settings.heartbeat_interval_s if renewed else 1.0
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What a kind of unit does (`run`, which records its outcome and finishes the unit under
+    the lease), and how its subject fails when the unit's attempts are spent (`give_up`, in the
+    caller's transaction, the unit already deleted)."""
+
+    run: Callable[[Context, UnitRef, Lease], None]
+    give_up: Callable[[Session, UnitRef, str], None]
+
+
+def run_unit(ctx: Context, unit_id: int, stages: Mapping[str, Stage]) -> None:
+    """Deliver one unit: the whole life of one message."""
+    lease = Lease(ctx, unit_id)
+    stale_before = utcnow() - timedelta(seconds=ctx.settings.stale_after_s)
+    unit = ctx.transaction(
+        lambda s: claim_unit(s, unit_id, lease=lease.token, stale_before=stale_before)
+    )
+    if unit is None:
+        log.info("work unit %s is done or held by a live delivery; message dropped", unit_id)
+        return
+    stage = stages[unit.kind]
+    with lease.kept_alive():
+        try:
+            stage.run(ctx, unit, lease)
+        except LeaseLostError as exc:
+            log.warning("work unit %s: %s; this delivery stops", unit_id, exc)
+        except TransientError as exc:
+            # The outage outlasted the retry window: hand the unit back untouched, so it runs
+            # again once things are up (or, if even this fails, when the sweeper finds it).
+            log.warning("work unit %s left for later: %s", unit_id, exc)
+            ctx.try_transaction(lambda s: release_unit(s, unit_id, lease.token))
+        except Exception as exc:
+            log.exception("work unit %s (%s) failed", unit_id, unit.kind)
+            record_failure(ctx, stage, unit, lease.token, f"{type(exc).__name__}: {exc}")
+    top_up(ctx)
+
+
+def record_failure(
+    ctx: Context, stage: Stage, unit: UnitRef, lease: str | None, error: str
+) -> None:
+    """Count a failed delivery: publish the unit again after a backoff, or, once the attempts
+    are spent, fail its subject for good. `lease` None: the sweeper found the holder dead."""
+    attempts = unit.failures + 1
+
+    def record(session: Session) -> None:
+        if attempts >= ctx.settings.max_attempts:
+            if lease is not None:
+                finish_unit(session, unit.id, lease)
+            else:
+                discard_unit(session, unit.id)
+            stage.give_up(session, unit, f"gave up after {attempts} attempts: {error}")
+        else:
+            backoff = timedelta(seconds=min(300.0, 5.0 * 2**attempts))
+            release_unit(
+                session, unit.id, lease, failed=True, error=error, not_before=utcnow() + backoff
+            )
+
+    try:
+        ctx.try_transaction(record)
+    except LeaseLostError:
+        log.warning("work unit %s was taken over before its failure was recorded", unit.id)
