@@ -15,6 +15,7 @@ sweeper holds), though one `packsight beat` is the intended setup.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -78,7 +79,6 @@ class Sweeper:
         report = SweepReport()
         try:
             self._sweep(report)
-            self._database_down = False
         except BrokerUnavailableError as exc:
             log.warning("sweep cut short, broker unavailable: %s", exc)
         except Exception as exc:
@@ -86,7 +86,6 @@ class Sweeper:
                 raise
             log.warning("sweep cut short, database unavailable: %s", type(exc).__name__)
             self._database_down = True
-            self.database_back_at = None
             return report
         if report:
             log.info("sweep: %s", report)
@@ -95,14 +94,31 @@ class Sweeper:
     def _sweep(self, report: SweepReport) -> None:
         settings = self.ctx.settings
         now = utcnow()
-        if self._database_down or self.database_back_at is None:
-            self.database_back_at = now
+        if self._database_down:
+            self.database_back_at, self._database_down = now, False
         stale_before = now - timedelta(seconds=settings.stale_after_s)
-        if self.database_back_at <= stale_before:
-            report.dead = self._take_back_dead(stale_before)
-        report.lost = self._republish_lost(stale_before)
-        report.recreated = self.ctx.transaction(lambda s: _recreate_missing(s, stale_before))
+        if self.database_back_at is None or self.database_back_at <= stale_before:
+            report.dead = self._step(self._take_back_dead, stale_before)
+        report.lost = self._step(self._republish_lost, stale_before)
+        report.recreated = self._step(
+            lambda before: self.ctx.transaction(lambda s: _recreate_missing(s, before)),
+            stale_before,
+        )
         report.published = top_up(self.ctx)
+
+    @staticmethod
+    def _step(step: Callable[[datetime], int], stale_before: datetime) -> int:
+        """One step of a pass; a bug in it must not keep the others (publishing above all)
+        from running. Outages end the pass (the next one retries)."""
+        try:
+            return step(stale_before)
+        except BrokerUnavailableError:
+            raise
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.exception("sweep step %s failed", getattr(step, "__name__", "recreate"))
+            return 0
 
     def _take_back_dead(self, stale_before: datetime) -> int:
         ids = self.ctx.transaction(
@@ -124,7 +140,7 @@ class Sweeper:
                 f"for {silent:.0f} s: killed, out of memory, or its machine went away)"
             )
             log.warning("work unit %s (%s): %s", unit.id, unit.kind, error)
-            record_failure(self.ctx, STAGES[unit.kind], unit, None, error)
+            record_failure(self.ctx, STAGES[unit.kind], unit, None, error, backoff=False)
         return len(ids)
 
     def _republish_lost(self, stale_before: datetime) -> int:

@@ -117,11 +117,19 @@ def run_unit(ctx: Context, unit_id: int, stages: Mapping[str, Stage]) -> None:
 
 
 def record_failure(
-    ctx: Context, stage: Stage, unit: UnitRef, lease: str | None, error: str
+    ctx: Context,
+    stage: Stage,
+    unit: UnitRef,
+    lease: str | None,
+    error: str,
+    *,
+    backoff: bool = True,
 ) -> None:
-    """Count a failed delivery: publish the unit again after a backoff, or, once the attempts
+    """Count a failed delivery: publish the unit again (after a backoff for errors, at once for
+    a worker found dead, which took a stale period to notice already), or, once the attempts
     are spent, fail its subject for good. `lease` None: the sweeper found the holder dead."""
     attempts = unit.failures + 1
+    pause = min(ctx.settings.retry_backoff_max_s, 5.0 * 2**attempts) if backoff else 0.0
 
     def record(session: Session) -> None:
         if attempts >= ctx.settings.max_attempts:
@@ -131,10 +139,8 @@ def record_failure(
                 discard_unit(session, unit.id)
             stage.give_up(session, unit, f"gave up after {attempts} attempts: {error}")
         else:
-            backoff = timedelta(seconds=min(300.0, 5.0 * 2**attempts))
-            release_unit(
-                session, unit.id, lease, failed=True, error=error, not_before=utcnow() + backoff
-            )
+            not_before = utcnow() + timedelta(seconds=pause) if pause else None
+            release_unit(session, unit.id, lease, failed=True, error=error, not_before=not_before)
 
     try:
         ctx.try_transaction(record)

@@ -59,9 +59,18 @@ def stack_env(
         "PACKSIGHT_GPU_BATCH_SIZE": "4",
         # Small frames keep the tiny model's CPU training and labelling quick.
         "PACKSIGHT_FRAME_MAX_SIDE": "112",
-        "PACKSIGHT_MAX_ATTEMPTS": "2",
-        # Short, so a task left unacked by a killed worker comes back within a test's time.
-        "PACKSIGHT_VISIBILITY_TIMEOUT_S": "120",
+        "PACKSIGHT_MAX_ATTEMPTS": "3",
+        # Test-sized recovery: the sweeper looks every 2 s, a unit without a heartbeat for
+        # 10 s (workers send one every 2.5 s) is taken back, outages are waited out for 5 min
+        # and noticed within 2 s of their end.
+        "PACKSIGHT_SWEEP_INTERVAL_S": "2",
+        "PACKSIGHT_STALE_AFTER_S": "10",
+        "PACKSIGHT_TRANSIENT_RETRY_S": "300",
+        "PACKSIGHT_RETRY_BACKOFF_MAX_S": "2",
+        # Far beyond any test: whatever a killed worker held comes back through the sweeper,
+        # never through Redis redelivery.
+        "PACKSIGHT_VISIBILITY_TIMEOUT_S": "3600",
+        "PACKSIGHT_TRAINING_SCHEDULE": "",
     }
 
 
@@ -75,9 +84,50 @@ def train_worker(env: dict[str, str], log_path: Path) -> services.ProcessGroup:
     return services.ProcessGroup("worker-train", argv, log_path=log_path, env=env)
 
 
+def cpu_worker(env: dict[str, str], log_path: Path) -> services.ProcessGroup:
+    argv = [*CELERY_WORKER, "-Q", "cpu", "--pool", "prefork", "-c", "2", "-n", "cpu@%h"]
+    return services.ProcessGroup("worker-cpu", argv, log_path=log_path, env=env)
+
+
+def gpu_worker(env: dict[str, str], log_path: Path) -> services.ProcessGroup:
+    argv = [*CELERY_WORKER, "-Q", "gpu.t4", "--pool", "solo", "-n", "gpu@%h"]
+    return services.ProcessGroup("worker-gpu", argv, log_path=log_path, env=env)
+
+
+def beat(env: dict[str, str], log_path: Path) -> services.ProcessGroup:
+    """`packsight beat`: the sweeper (and, with a schedule, the nightly run)."""
+    return services.ProcessGroup(
+        "beat", [str(VENV_BIN / "packsight"), "beat"], log_path=log_path, env=env
+    )
+
+
+def api_server(env: dict[str, str], log_path: Path, port: int) -> services.ProcessGroup:
+    argv = [str(VENV_BIN / "packsight"), "api", "--port", str(port)]
+    return services.ProcessGroup("api", argv, log_path=log_path, env=env)
+
+
+def wait_ready(process: services.ProcessGroup) -> None:
+    """Until a worker says "ready.", beat has started its sweeper, or the API answers."""
+    if process.name == "api":
+        port = process.process.args[-1]
+        url = f"http://127.0.0.1:{port}/healthz"
+        process.wait_until(lambda: httpx.get(url, timeout=2).status_code < 500, what="API health")
+        return
+    marker = "sweeper: every" if process.name == "beat" else "ready."
+    process.wait_until(lambda: marker in process.log_tail(200), what="ready", timeout_s=90)
+
+
+@pytest.fixture(scope="session")
+def stack_database() -> Iterator[str]:
+    """The stack's own database: its sweeper drives whatever work it finds there, so tests
+    that run work in-process use another one."""
+    with services.postgres_database() as database:
+        yield database.url
+
+
 @pytest.fixture(scope="session")
 def stack(
-    postgres_url: str,
+    stack_database: str,
     redis_url: str,
     s3: S3Endpoint,
     tiny_model_dir: Path,
@@ -85,11 +135,11 @@ def stack(
 ) -> Iterator[Stack]:
     from packsight.models.migrate import upgrade_database
 
-    upgrade_database(postgres_url)
+    upgrade_database(stack_database)
     logs = tmp_path_factory.mktemp("logs")
     token = secrets.token_urlsafe(24)
     env = stack_env(
-        postgres_url=postgres_url,
+        postgres_url=stack_database,
         redis_url=redis_url,
         s3=s3,
         model=tiny_model_dir,
@@ -97,35 +147,16 @@ def stack(
     ) | {"PACKSIGHT_API_TOKEN": token, "PYTHONUNBUFFERED": "1"}
     port = services.free_port()
     processes = [
-        services.ProcessGroup(
-            "worker-cpu",
-            [*CELERY_WORKER, "-Q", "cpu", "--pool", "prefork", "-c", "2", "-n", "cpu@%h"],
-            log_path=logs / "worker-cpu.log",
-            env=env,
-        ),
-        services.ProcessGroup(
-            "worker-gpu",
-            [*CELERY_WORKER, "-Q", "gpu.t4", "--pool", "solo", "-n", "gpu@%h"],
-            log_path=logs / "worker-gpu.log",
-            env=env,
-        ),
+        cpu_worker(env, logs / "worker-cpu.log"),
+        gpu_worker(env, logs / "worker-gpu.log"),
         train_worker(env, logs / "worker-train.log"),
-        services.ProcessGroup(
-            "api",
-            [str(VENV_BIN / "packsight"), "api", "--port", str(port)],
-            log_path=logs / "api.log",
-            env=env,
-        ),
+        beat(env, logs / "beat.log"),
+        api_server(env, logs / "api.log", port),
     ]
     try:
-        for process in processes[:3]:
-            process.wait_until(
-                lambda p=process: "ready." in p.log_tail(200), what="worker ready", timeout_s=90
-            )
+        for process in processes:
+            wait_ready(process)
         url = f"http://127.0.0.1:{port}"
-        processes[3].wait_until(
-            lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, what="API health"
-        )
         by_name = {process.name: process for process in processes}
         yield Stack(env=env, api_url=url, token=token, logs=logs, processes=by_name)
         processes = list(by_name.values())

@@ -8,7 +8,7 @@ import threading
 from functools import lru_cache
 
 import redis
-from amqp.exceptions import NotFound
+from amqp.exceptions import ChannelError
 from celery import Celery
 from kombu.exceptions import OperationalError
 
@@ -53,8 +53,10 @@ class CeleryPublisher:
                     queue=self.queue_of(kind), passive=True
                 )
                 return int(declared.message_count)
-        except NotFound:
-            return 0  # Redis drops an empty queue's key: nothing waits in it
+        except ChannelError as exc:
+            if str(getattr(exc, "reply_code", "")) != "404":
+                raise
+            return 0  # no such queue (Redis drops an empty queue's key): nothing waits in it
         except BROKER_ERRORS as exc:
             raise BrokerUnavailableError(f"broker unavailable: {type(exc).__name__}") from exc
 

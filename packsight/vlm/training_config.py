@@ -9,8 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-# Bounds are checked where a run's settings are validated (pydantic, packsight.pipeline.training_runs);
-# constructing the dataclass directly trusts the caller.
+# Bounds are checked where a run's settings are validated (pydantic, in
+# packsight.pipeline.training_runs); constructing the dataclass directly trusts the caller.
 Positive = Annotated[int, Field(ge=1)]
 
 

@@ -24,7 +24,7 @@ from packsight.models.db import session_scope
 from packsight.models.promotions import promote
 from packsight.models.tables import Job, ModelVersion, Prediction, TrainingRun
 from packsight.synth import write_synthetic_archive
-from packsight.workers.app import SCHEDULED_TRAINING_TASK, TRAIN_TASK
+from packsight.workers.app import SCHEDULED_TRAINING_TASK
 
 pytestmark = pytest.mark.e2e
 BUCKET = "verified-archive"
@@ -248,11 +248,8 @@ def test_a_lost_training_worker_is_resumed_elsewhere_from_the_stored_checkpoint(
         )
         stack.processes["worker-train"] = replacement  # stopped with the stack
         replacement.wait_until(lambda: "ready." in replacement.log_tail(200), what="ready")
-        # Redis hands the unacknowledged message to a live worker once the visibility timeout
-        # (120 s here) has passed; sending it again now is the same delivery, sooner.
-        Celery(broker=stack.env["PACKSIGHT_BROKER_URL"]).send_task(
-            TRAIN_TASK, args=[run_id], queue="gpu.t4.train"
-        )
+        # Nobody sends anything: the sweeper sees the run's unit without a heartbeat and
+        # publishes it again (Redis would only redeliver after its one-hour visibility timeout).
         run = wait_for(api, f"/v1/training-runs/{run_id}", ("succeeded", "failed"))
     assert run["state"] == "succeeded", run["error"]
     assert run["step"] == steps

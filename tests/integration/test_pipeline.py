@@ -1,18 +1,34 @@
-"""The pipeline's bookkeeping on real Postgres, tasks run in-process: redelivered tasks change
-nothing, attempt caps end items instead of looping, a good label is never overwritten."""
+"""The labelling pipeline's bookkeeping on real Postgres, work run in-process: a job is driven to
+its end from the database alone; duplicate, superseded and stale deliveries change nothing; a
+dead worker's work is taken back; lost work is re-created; attempt caps end items instead of
+looping; a good label is never overwritten."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 
 from packsight.models.db import session_scope
-from packsight.models.jobs import register_attempt
 from packsight.models.predictions import ClipOutcome, upsert_predictions
-from packsight.models.tables import Clip, Job, JobItem, Prediction
+from packsight.models.tables import (
+    Clip,
+    Job,
+    JobItem,
+    Prediction,
+    UnitKind,
+    WorkUnit,
+    utcnow,
+)
+from packsight.models.work import LeaseLostError, claim_unit, finish_unit
+from packsight.pipeline import stages
+from packsight.pipeline.context import Context
+from packsight.pipeline.embedded import drive
+from packsight.pipeline.submission import JobRequest, submit_job
+from packsight.pipeline.sweeper import Sweeper
 from packsight.settings import Settings, get_settings
 
 pytestmark = pytest.mark.integration
@@ -28,42 +44,61 @@ def archive_root(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def pipeline_db(postgres_url: str) -> str:
+    from packsight.models.migrate import upgrade_database
+
+    upgrade_database(postgres_url)
+    return postgres_url
+
+
 @pytest.fixture
 def settings(
-    postgres_url: str, tiny_model_dir: Path, archive_root: Path, tmp_path: Path, monkeypatch
+    pipeline_db: str, tiny_model_dir: Path, archive_root: Path, tmp_path: Path, monkeypatch
 ) -> Iterator[Settings]:  # type: ignore[no-untyped-def]
-    from packsight.models.migrate import upgrade_database
-    from packsight.workers.app import app, configure
-
     env = {
-        "PACKSIGHT_DATABASE_URL": postgres_url,
+        "PACKSIGHT_DATABASE_URL": pipeline_db,
         "PACKSIGHT_STORAGE": "local",
         "PACKSIGHT_LOCAL_ROOT": str(archive_root),
         "PACKSIGHT_DATA_DIR": str(tmp_path),
         "PACKSIGHT_MODEL": str(tiny_model_dir),
         "PACKSIGHT_QUANTIZATION": "none",
         "PACKSIGHT_MAX_ATTEMPTS": "2",
+        "PACKSIGHT_STALE_AFTER_S": "30",
+        "PACKSIGHT_RETRY_BACKOFF_MAX_S": "0.1",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("PACKSIGHT_BROKER_URL", raising=False)
     get_settings.cache_clear()
-    settings = get_settings()
-    configure(app, settings)  # no broker: tasks run in-process
-    upgrade_database(postgres_url)
-    yield settings
+    yield get_settings()
     get_settings.cache_clear()
 
 
-def submit(settings: Settings) -> tuple[str, list[int]]:
-    from packsight.workers.submit import create_labelling_job
-
-    submission = create_labelling_job(settings, bucket="videos", prefix="")
-    return submission.job_id, submission.item_ids
-
-
-def prediction_rows(settings: Settings, job_id: str) -> list[tuple[int, str]]:
+@pytest.fixture
+def ctx(settings: Settings) -> Iterator[Context]:
+    started = utcnow()
+    ctx = Context(settings)  # no publisher: the test runs the work itself
+    yield ctx
+    # Leave the shared database as found: this test's jobs (with items and units) go.
     with session_scope(settings.resolved_database_url) as session:
+        session.execute(delete(Job).where(Job.created_at >= started))
+
+
+def submit(ctx: Context) -> str:
+    return submit_job(ctx, JobRequest("videos", prefix="")).job_id
+
+
+def units(ctx: Context, job_id: str, kind: str | None = None) -> list[WorkUnit]:
+    with session_scope(ctx.settings.resolved_database_url) as session:
+        query = select(WorkUnit).where(WorkUnit.job_id == job_id).order_by(WorkUnit.id)
+        if kind is not None:
+            query = query.where(WorkUnit.kind == kind)
+        return list(session.scalars(query))
+
+
+def prediction_rows(ctx: Context, job_id: str) -> list[tuple[int, str]]:
+    with session_scope(ctx.settings.resolved_database_url) as session:
         job = session.get(Job, job_id)
         videos = select(JobItem.video_id).where(JobItem.job_id == job_id)
         return list(
@@ -78,91 +113,153 @@ def prediction_rows(settings: Settings, job_id: str) -> list[tuple[int, str]]:
         )
 
 
-def job_state(settings: Settings, job_id: str) -> tuple[str, dict[str, str]]:
-    with session_scope(settings.resolved_database_url) as session:
+def job_state(ctx: Context, job_id: str) -> tuple[str, dict[str, tuple[str, str | None]]]:
+    with session_scope(ctx.settings.resolved_database_url) as session:
         items = session.scalars(select(JobItem).where(JobItem.job_id == job_id)).all()
-        return session.get(Job, job_id).state, {i.key: i.state for i in items}
+        return session.get(Job, job_id).state, {i.key: (i.state, i.error) for i in items}
 
 
-def test_redelivered_tasks_change_nothing(settings: Settings) -> None:
-    from packsight.workers.submit import enqueue_items
-    from packsight.workers.tasks.label import run_labelling
-    from packsight.workers.tasks.sample import run_sampling
-
-    job_id, item_ids = submit(settings)
-    enqueue_items(item_ids)
-    assert job_state(settings, job_id)[0] == "succeeded"
-    before = prediction_rows(settings, job_id)
-    assert before and all(status == "ok" for _, status in before)
-
-    # A second delivery of every message, as after a lost ack.
-    for item_id in item_ids:
-        run_sampling(item_id=item_id, task_id=f"again-{item_id}", settings=settings)
-        with session_scope(settings.resolved_database_url) as session:
-            item = session.get(JobItem, item_id)
-            clip_ids = list(session.scalars(select(Clip.id).where(Clip.video_id == item.video_id)))
-        run_labelling(item_id=item_id, clip_ids=clip_ids, task_id="again", settings=settings)
-
-    assert prediction_rows(settings, job_id) == before
-    assert job_state(settings, job_id)[0] == "succeeded"
+def clip_count(ctx: Context, job_id: str) -> int:
+    with session_scope(ctx.settings.resolved_database_url) as session:
+        videos = select(JobItem.video_id).where(JobItem.job_id == job_id)
+        return session.scalar(select(func.count(Clip.id)).where(Clip.video_id.in_(videos)))
 
 
-def test_sampling_gives_up_after_the_attempt_cap(settings: Settings) -> None:
-    from packsight.workers.tasks.sample import run_sampling
-
-    _, item_ids = submit(settings)
-    # The message was delivered (and its worker killed) max_attempts times already.
-    with session_scope(settings.resolved_database_url) as session:
-        for _ in range(settings.max_attempts):
-            register_attempt(session, task_id="sample:doomed")
-    run_sampling(item_id=item_ids[0], task_id="doomed", settings=settings)
-    with session_scope(settings.resolved_database_url) as session:
-        item = session.get(JobItem, item_ids[0])
-        assert item.state == "failed"
-        assert "gave up after 2 attempts" in item.error
+def take(ctx: Context, unit_id: int, lease: str, *, seconds_ago: float = 0) -> None:
+    """A delivery `lease` holds the unit, its last heartbeat `seconds_ago`."""
+    db = ctx.settings.resolved_database_url
+    with session_scope(db) as session:
+        assert claim_unit(session, unit_id, lease=lease, stale_before=utcnow()) is not None
+        session.execute(
+            update(WorkUnit)
+            .where(WorkUnit.id == unit_id)
+            .values(heartbeat_at=utcnow() - timedelta(seconds=seconds_ago))
+        )
 
 
-def test_labelling_gives_up_after_the_attempt_cap(settings: Settings) -> None:
-    from packsight.workers.tasks.label import run_labelling
-    from packsight.workers.tasks.sample import run_sampling
+def test_a_job_is_driven_to_its_end_from_the_database(ctx: Context) -> None:
+    job_id = submit(ctx)
+    assert [u.kind for u in units(ctx, job_id)] == [UnitKind.SAMPLE] * 2
+    drive(ctx, job_id=job_id)
+    state, items = job_state(ctx, job_id)
+    assert state == "succeeded" and all(s == "succeeded" for s, _ in items.values())
+    rows = prediction_rows(ctx, job_id)
+    assert len(rows) == clip_count(ctx, job_id) > 0
+    assert len({clip for clip, _ in rows}) == len(rows)
+    assert units(ctx, job_id) == []  # finished work leaves nothing behind
 
-    _, item_ids = submit(settings)
-    item_id = item_ids[0]
-    # Sample without running the GPU stage, then pretend its batch crashed the worker twice.
-    batches = run_sampling(item_id=item_id, task_id="sample-only", settings=settings)
-    assert sum(map(len, batches)) >= 1
-    with session_scope(settings.resolved_database_url) as session:
-        item = session.get(JobItem, item_id)
-        assert item.state == "inferring"
-        clip_ids = list(session.scalars(select(Clip.id).where(Clip.video_id == item.video_id)))
-        for _ in range(settings.max_attempts):
-            register_attempt(session, task_id="label:crashy")
-    run_labelling(item_id=item_id, clip_ids=clip_ids, task_id="crashy", settings=settings)
-    with session_scope(settings.resolved_database_url) as session:
-        item = session.get(JobItem, item_id)
-        assert item.state == "failed"
-        assert f"{len(clip_ids)} of {len(clip_ids)} clips" in item.error
+
+def test_a_copy_of_a_message_whose_unit_is_held_does_nothing(ctx: Context) -> None:
+    job_id = submit(ctx)
+    unit = units(ctx, job_id, UnitKind.SAMPLE)[0]
+    take(ctx, unit.id, "live-holder")  # a live delivery, heartbeat fresh
+    stages.run(ctx, unit.id)  # e.g. redelivered early by a visibility timeout
+    (after,) = [u for u in units(ctx, job_id) if u.id == unit.id]
+    assert after.lease == "live-holder" and after.state == "running"
+    assert job_state(ctx, job_id)[1][unit_key(ctx, unit)] == ("queued", None)
+
+
+def unit_key(ctx: Context, unit: WorkUnit) -> str:
+    with session_scope(ctx.settings.resolved_database_url) as session:
+        return session.get(JobItem, unit.item_id).key
+
+
+def test_a_stale_holder_is_superseded_and_cannot_record_anything(ctx: Context) -> None:
+    job_id = submit(ctx)
+    unit = units(ctx, job_id, UnitKind.SAMPLE)[0]
+    take(ctx, unit.id, "stale-holder", seconds_ago=60)  # older than stale_after_s (30)
+    stages.run(ctx, unit.id)  # a new delivery takes it over and samples the video
+    with pytest.raises(LeaseLostError), session_scope(ctx.settings.resolved_database_url) as s:
+        finish_unit(s, unit.id, "stale-holder")  # the old holder's late outcome is refused
+    drive(ctx, job_id=job_id)
+    assert job_state(ctx, job_id)[0] == "succeeded"
+    rows = prediction_rows(ctx, job_id)
+    assert len(rows) == len({clip for clip, _ in rows}) == clip_count(ctx, job_id)
+
+
+def test_the_sweeper_takes_back_the_work_of_a_dead_worker(ctx: Context) -> None:
+    job_id = submit(ctx)
+    unit = units(ctx, job_id, UnitKind.SAMPLE)[0]
+    take(ctx, unit.id, "killed-worker", seconds_ago=60)
+    report = Sweeper(ctx).sweep()
+    assert report.dead == 1
+    (back,) = [u for u in units(ctx, job_id) if u.id == unit.id]
+    assert back.state == "pending" and back.lease is None and back.failures == 1
+    assert "worker was lost while decoding this video" in back.last_error
+    drive(ctx, job_id=job_id)
+    assert job_state(ctx, job_id)[0] == "succeeded"
+
+
+def test_a_unit_that_keeps_killing_its_worker_fails_its_item_after_the_cap(
+    ctx: Context,
+) -> None:
+    job_id = submit(ctx)
+    unit = units(ctx, job_id, UnitKind.SAMPLE)[0]
+    key = unit_key(ctx, unit)
+    for attempt in range(ctx.settings.max_attempts):
+        take(ctx, unit.id, f"worker-{attempt}", seconds_ago=60)
+        Sweeper(ctx).sweep()
+    drive(ctx, job_id=job_id)
+    state, items = job_state(ctx, job_id)
+    assert state == "partially_failed"
+    item_state, error = items[key]
+    assert item_state == "failed"
+    assert "gave up after 2 attempts" in error and "worker was lost" in error
+
+
+def test_unexpected_errors_are_retried_then_recorded_against_the_clips(
+    ctx: Context, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    # The model version names an adapter that is not there: every delivery of a label unit
+    # raises while loading the model, an error no clip is to blame for but no retry cures.
+    monkeypatch.setenv("PACKSIGHT_ADAPTER", str(ctx.settings.data_dir / "no-such-adapter"))
+    get_settings.cache_clear()
+    ctx = Context(get_settings())
+    job_id = submit(ctx)
+    drive(ctx, job_id=job_id)
+    state, items = job_state(ctx, job_id)
+    assert state == "failed"
+    assert all("clips could not be labelled" in error for _, error in items.values())
+    with session_scope(ctx.settings.resolved_database_url) as session:
+        version = session.get(Job, job_id).model_version_id
         errors = session.scalars(
-            select(Prediction.error).where(Prediction.clip_id.in_(clip_ids))
+            select(Prediction.error).where(Prediction.model_version_id == version)
         ).all()
-        assert len(errors) == len(clip_ids)
-        assert all("gave up after 2 attempts" in e for e in errors)
+    assert len(errors) == clip_count(ctx, job_id)
+    assert all("gave up after 2 attempts" in e and "adapter_config.json" in e for e in errors)
 
 
-def test_a_label_is_never_replaced_by_an_error(settings: Settings) -> None:
-    from packsight.workers.submit import enqueue_items
+def test_lost_labelling_work_is_recreated_by_the_sweeper(ctx: Context) -> None:
+    job_id = submit(ctx)
+    for unit in units(ctx, job_id, UnitKind.SAMPLE):
+        stages.run(ctx, unit.id)  # sampled; their label units are recorded
+    assert units(ctx, job_id, UnitKind.LABEL)
+    db = ctx.settings.resolved_database_url
+    with session_scope(db) as session:  # the work is lost, and nothing happened for a while
+        session.execute(delete(WorkUnit).where(WorkUnit.job_id == job_id))
+        session.execute(
+            update(JobItem)
+            .where(JobItem.job_id == job_id)
+            .values(updated_at=utcnow() - timedelta(minutes=5))
+        )
+    assert Sweeper(ctx).sweep().recreated == 2
+    drive(ctx, job_id=job_id)
+    assert job_state(ctx, job_id)[0] == "succeeded"
+    assert len(prediction_rows(ctx, job_id)) == clip_count(ctx, job_id)
 
-    job_id, item_ids = submit(settings)
-    enqueue_items(item_ids)
-    clip_id, _ = prediction_rows(settings, job_id)[0]
-    with session_scope(settings.resolved_database_url) as session:
+
+def test_a_label_is_never_replaced_by_an_error(ctx: Context) -> None:
+    job_id = submit(ctx)
+    drive(ctx, job_id=job_id)
+    clip_id, _ = prediction_rows(ctx, job_id)[0]
+    with session_scope(ctx.settings.resolved_database_url) as session:
         version = session.get(Job, job_id).model_version_id
         upsert_predictions(
             session,
             model_version_id=version,
             outcomes=[ClipOutcome(clip_id=clip_id, error="late duplicate that failed")],
         )
-    with session_scope(settings.resolved_database_url) as session:
+    with session_scope(ctx.settings.resolved_database_url) as session:
         row = session.scalars(
             select(Prediction).where(
                 Prediction.clip_id == clip_id, Prediction.model_version_id == version

@@ -28,8 +28,8 @@ from packsight.models.training_runs import (
     labelled_videos,
     start_run,
 )
+from packsight.pipeline.submission import job_model_version
 from packsight.settings import Settings
-from packsight.workers.submit import job_model_version
 
 pytestmark = pytest.mark.integration
 HOUR = 3600

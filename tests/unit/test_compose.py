@@ -97,3 +97,21 @@ def test_dockerfiles_copy_paths_that_exist(dockerfile: str) -> None:
         if line.startswith("COPY "):
             for source in line.split()[1:-1]:
                 assert (ROOT / source).exists(), f"{dockerfile}: {source}"
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])
+def test_images_hold_every_installed_package_folder(dockerfile: str) -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    folders = {path.split("/")[0] for path in project["tool"]["setuptools"]["package-dir"].values()}
+    copied = {
+        line.split()[1]
+        for line in (ROOT / "compose" / dockerfile).read_text().splitlines()
+        if line.startswith("COPY ")
+    }
+    assert folders <= copied, f"{dockerfile} lacks {sorted(folders - copied)}"
+
+
+def test_beat_runs_the_sweeper_through_packsight(compose: dict) -> None:
+    assert _command(compose["services"]["beat"]) == ["packsight", "beat"]

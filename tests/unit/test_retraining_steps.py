@@ -148,8 +148,8 @@ def test_run_settings_are_validated_when_the_run_is_queued() -> None:
     import subprocess
     import sys
 
+    from packsight.pipeline.training_runs import training_params
     from packsight.settings import Settings
-    from packsight.workers.retrain import training_params
 
     settings = Settings(training_config={"lr": 2e-4}, test_clips=12, training_bucket="archive")
     params = training_params(settings, config={"max_steps": 50, "train_modules": ["lm_head"]})
@@ -167,7 +167,7 @@ def test_run_settings_are_validated_when_the_run_is_queued() -> None:
         with pytest.raises(ValueError, match=why):
             training_params(settings, config=bad)
     # The API and the beat task validate without loading the ML stack.
-    probe = "from packsight.workers.retrain import training_params; import sys; " + (
+    probe = "from packsight.pipeline.training_runs import training_params; import sys; " + (
         "from packsight.settings import Settings; training_params(Settings()); "
         "assert 'torch' not in sys.modules"
     )

@@ -1,0 +1,151 @@
+"""Submitting jobs on real Postgres: one transaction records the job, its first items and their
+work; large sources are listed in chunks that resume from their cursor; an idempotency key
+makes a retried request return the job it already made, even when requests race."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete, func, select
+
+from packsight.models.db import session_scope
+from packsight.models.migrate import upgrade_database
+from packsight.models.tables import Job, JobItem, UnitKind, WorkUnit, utcnow
+from packsight.pipeline import stages
+from packsight.pipeline.context import Context
+from packsight.pipeline.submission import (
+    CHUNK,
+    IdempotencyConflictError,
+    JobRequest,
+    NothingToLabelError,
+    submit_job,
+)
+from packsight.settings import Settings
+from packsight.storage import BucketNotFoundError, InvalidKeyError
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def ctx(postgres_url: str, tmp_path: Path) -> Iterator[Context]:
+    upgrade_database(postgres_url)
+    root = tmp_path / "root"
+    (root / "archive").mkdir(parents=True)
+    settings = Settings(
+        database_url=postgres_url, storage="local", local_root=root, data_dir=tmp_path
+    )
+    started = utcnow()
+    yield Context(settings)
+    with session_scope(postgres_url) as session:
+        session.execute(delete(Job).where(Job.created_at >= started))
+
+
+def counts(ctx: Context, job_id: str) -> tuple[int, int, dict[str, int]]:
+    """(items, distinct keys, units by kind) of a job."""
+    with session_scope(ctx.settings.resolved_database_url) as session:
+        items = session.scalar(select(func.count()).where(JobItem.job_id == job_id))
+        keys = session.scalar(
+            select(func.count(func.distinct(JobItem.key))).where(JobItem.job_id == job_id)
+        )
+        kinds = dict(
+            session.execute(
+                select(WorkUnit.kind, func.count())
+                .where(WorkUnit.job_id == job_id)
+                .group_by(WorkUnit.kind)
+            ).all()
+        )
+    return items, keys, kinds
+
+
+def list_unit(ctx: Context, job_id: str) -> int:
+    with session_scope(ctx.settings.resolved_database_url) as session:
+        return session.scalar(
+            select(WorkUnit.id).where(WorkUnit.job_id == job_id, WorkUnit.kind == UnitKind.LIST)
+        )
+
+
+def test_a_long_key_list_is_recorded_in_chunks_after_the_request(ctx: Context) -> None:
+    keys = tuple(f"station/{n:06d}.mp4" for n in range(CHUNK * 2 + 500))
+    submission = submit_job(ctx, JobRequest("archive", keys=keys + keys[:10]))
+    assert submission.items == CHUNK and not submission.listed
+    assert counts(ctx, submission.job_id) == (CHUNK, CHUNK, {"sample": CHUNK, "list": 1})
+
+    stages.run(ctx, list_unit(ctx, submission.job_id))
+    total = len(keys)
+    assert counts(ctx, submission.job_id) == (total, total, {"sample": total})
+    with session_scope(ctx.settings.resolved_database_url) as session:
+        assert session.get(Job, submission.job_id).listed
+
+
+def test_a_prefix_listing_resumes_from_its_cursor(ctx: Context) -> None:
+    folder = ctx.settings.resolved_local_root / "archive" / "site"
+    folder.mkdir()
+    videos = [f"site/{n:05d}.mp4" for n in range(CHUNK + 300)]
+    for key in videos:
+        (folder.parent / key).touch()
+    for n in range(40):
+        (folder / f"{n:05d}.txt").touch()  # not videos, in between
+    submission = submit_job(ctx, JobRequest("archive", prefix="site/"))
+    assert not submission.listed and 0 < submission.items < CHUNK
+
+    # The request listed one chunk; the listing unit goes on from the cursor it left.
+    unit_id = list_unit(ctx, submission.job_id)
+    with session_scope(ctx.settings.resolved_database_url) as session:
+        first_cursor = session.get(WorkUnit, unit_id).cursor
+    assert first_cursor and first_cursor.startswith("site/")
+    stages.run(ctx, unit_id)
+    assert counts(ctx, submission.job_id) == (len(videos), len(videos), {"sample": len(videos)})
+
+
+def test_a_retried_request_returns_the_job_it_made(ctx: Context) -> None:
+    (ctx.settings.resolved_local_root / "archive" / "a.mp4").touch()
+    request = JobRequest("archive", keys=("a.mp4",))
+    first = submit_job(ctx, request, idempotency_key="client-42")
+    again = submit_job(ctx, request, idempotency_key="client-42")
+    assert first.created and not again.created
+    assert again.job_id == first.job_id and again.items == 1
+    assert counts(ctx, first.job_id)[0] == 1
+    with pytest.raises(IdempotencyConflictError, match="client-42"):
+        submit_job(ctx, JobRequest("archive", prefix="other/"), idempotency_key="client-42")
+
+
+def test_racing_requests_with_one_key_make_one_job(ctx: Context) -> None:
+    (ctx.settings.resolved_local_root / "archive" / "a.mp4").touch()
+    results, errors = [], []
+    barrier = threading.Barrier(4)
+
+    def post() -> None:
+        barrier.wait()
+        try:
+            results.append(
+                submit_job(ctx, JobRequest("archive", keys=("a.mp4",)), idempotency_key="race")
+            )
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=post) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len({r.job_id for r in results}) == 1
+    assert sum(r.created for r in results) == 1
+
+
+def test_bad_sources_record_nothing(ctx: Context) -> None:
+    with session_scope(ctx.settings.resolved_database_url) as session:
+        before = session.scalar(select(func.count(Job.id)))
+    for request, error in (
+        (JobRequest("no-such-bucket", prefix="a/"), BucketNotFoundError),
+        (JobRequest("archive", prefix="empty/"), NothingToLabelError),
+        (JobRequest("archive", keys=("../escape.mp4",)), InvalidKeyError),
+        (JobRequest(ctx.settings.artifact_bucket, prefix="frames/"), InvalidKeyError),
+    ):
+        with pytest.raises(error):
+            submit_job(ctx, request)
+    with session_scope(ctx.settings.resolved_database_url) as session:
+        assert session.scalar(select(func.count(Job.id))) == before
