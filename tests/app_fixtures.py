@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import harness
 import httpx
 import pytest
-import services
-from services import S3Endpoint
+from harness import S3Endpoint
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -35,7 +35,7 @@ class Stack:
     token: str
     logs: Path
     # By name; a fault-injection test may replace one (teardown stops whatever is here then).
-    processes: dict[str, services.ProcessGroup]
+    processes: dict[str, harness.ProcessGroup]
 
     def client(self) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token}"}
@@ -70,9 +70,9 @@ CELERY_WORKER = [*CELERY_APP, "worker", "-E", "-l", "INFO"]
 CELERY_BEAT = [*CELERY_APP, "beat", "-l", "INFO"]
 
 
-def train_worker(env: dict[str, str], log_path: Path) -> services.ProcessGroup:
+def train_worker(env: dict[str, str], log_path: Path) -> harness.ProcessGroup:
     argv = [*CELERY_WORKER, "-Q", "gpu.t4.train", "--pool", "solo", "-n", "train@%h"]
-    return services.ProcessGroup("worker-train", argv, log_path=log_path, env=env)
+    return harness.ProcessGroup("worker-train", argv, log_path=log_path, env=env)
 
 
 @pytest.fixture(scope="session")
@@ -95,22 +95,22 @@ def stack(
         model=tiny_model_dir,
         data_dir=tmp_path_factory.mktemp("data"),
     ) | {"PACKSIGHT_API_TOKEN": token, "PYTHONUNBUFFERED": "1"}
-    port = services.free_port()
+    port = harness.free_port()
     processes = [
-        services.ProcessGroup(
+        harness.ProcessGroup(
             "worker-cpu",
             [*CELERY_WORKER, "-Q", "cpu", "--pool", "prefork", "-c", "2", "-n", "cpu@%h"],
             log_path=logs / "worker-cpu.log",
             env=env,
         ),
-        services.ProcessGroup(
+        harness.ProcessGroup(
             "worker-gpu",
             [*CELERY_WORKER, "-Q", "gpu.t4", "--pool", "solo", "-n", "gpu@%h"],
             log_path=logs / "worker-gpu.log",
             env=env,
         ),
         train_worker(env, logs / "worker-train.log"),
-        services.ProcessGroup(
+        harness.ProcessGroup(
             "api",
             [str(VENV_BIN / "packsight"), "api", "--port", str(port)],
             log_path=logs / "api.log",

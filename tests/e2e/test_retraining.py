@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import harness
 import pytest
-import services
 from app_fixtures import CELERY_BEAT, train_worker
 from celery import Celery
 from sqlalchemy import func, select
@@ -274,7 +274,7 @@ def test_beat_starts_the_nightly_run_on_its_own(stack, stack_settings, verified,
     db = stack_settings.resolved_database_url
     with session_scope(db) as session:
         since = session.scalar(select(func.max(TrainingRun.created_at)))
-    beat = services.ProcessGroup(
+    beat = harness.ProcessGroup(
         "beat",
         [*CELERY_BEAT, "-s", str(tmp_path / "schedule"), "--max-interval", "5"],
         log_path=stack.logs / "beat.log",

@@ -8,13 +8,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import harness
 import httpx
 import pytest
 import redis
-import services
 import sqlalchemy as sa
 from botocore.exceptions import ClientError
-from services import S3Endpoint
+from harness import S3Endpoint
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +32,14 @@ def _gone(pid: int) -> bool:
 
 
 def test_free_ports_are_distinct_and_bindable() -> None:
-    ports = [services.free_port() for _ in range(20)]
+    ports = [harness.free_port() for _ in range(20)]
     assert len(set(ports)) == len(ports)
-    assert all(services._bindable(port) for port in ports)
+    assert all(harness.process._bindable(port) for port in ports)
 
 
 def test_process_group_stop_reaches_children(tmp_path: Path) -> None:
     script = "sleep 300 & echo child=$!; echo ready; wait"
-    group = services.ProcessGroup("sleeper", ["bash", "-c", script], log_path=tmp_path / "log")
+    group = harness.ProcessGroup("sleeper", ["bash", "-c", script], log_path=tmp_path / "log")
     group.wait_until(lambda: "ready" in group.log_path.read_text(), what="ready", timeout_s=10)
     child = int(group.log_path.read_text().split("child=")[1].split()[0])
     group.stop(timeout_s=5)
@@ -48,21 +48,21 @@ def test_process_group_stop_reaches_children(tmp_path: Path) -> None:
 
 
 def test_process_group_reports_early_exit_with_log(tmp_path: Path) -> None:
-    group = services.ProcessGroup(
+    group = harness.ProcessGroup(
         "crasher", ["bash", "-c", "echo boom; exit 3"], log_path=tmp_path / "log"
     )
-    with pytest.raises(services.ServiceError, match=r"(?s)code 3.*boom"):
+    with pytest.raises(harness.ServiceError, match=r"(?s)code 3.*boom"):
         group.wait_until(lambda: False, what="ready", timeout_s=10)
     group.stop()
 
 
 def test_process_group_times_out_with_last_probe_error(tmp_path: Path) -> None:
-    group = services.ProcessGroup("idler", ["sleep", "300"], log_path=tmp_path / "log")
+    group = harness.ProcessGroup("idler", ["sleep", "300"], log_path=tmp_path / "log")
 
     def never_ready() -> bool:
         raise ConnectionRefusedError("nobody home")
 
-    with pytest.raises(services.ServiceError, match="nobody home"):
+    with pytest.raises(harness.ServiceError, match="nobody home"):
         group.wait_until(never_ready, what="ready", timeout_s=0.5)
     group.stop()
     assert _gone(group.pid)
@@ -88,8 +88,8 @@ def test_postgres_database_is_fresh_and_writable(postgres_url: str) -> None:
 
 def test_private_postgres_cluster_starts_and_cleans_up() -> None:
     # The path CI takes when no Postgres answers on :5432.
-    with services.postgres_database(use_shared_server=False) as database:
-        assert database.private and database.port != services.SHARED_POSTGRES_PORT
+    with harness.postgres_database(use_shared_server=False) as database:
+        assert database.private and database.port != harness.SHARED_POSTGRES_PORT
         engine = sa.create_engine(database.url)
         with engine.connect() as connection:
             assert connection.execute(sa.text("SELECT 1")).scalar_one() == 1
@@ -98,7 +98,7 @@ def test_private_postgres_cluster_starts_and_cleans_up() -> None:
         assert cluster is not None and cluster.process is not None
     assert _gone(cluster.process.pid)
     assert not cluster.root.exists()
-    assert not services._port_open(database.port)
+    assert not harness.process._port_open(database.port)
 
 
 # --- Redis -----------------------------------------------------------------------------------
@@ -108,7 +108,7 @@ def test_redis_answers_on_a_private_port(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     assert client.ping()
     port = int(client.config_get("port")["port"])
-    assert port != services.SHARED_REDIS_PORT
+    assert port != harness.SHARED_REDIS_PORT
     assert redis_url == f"redis://127.0.0.1:{port}/0"
     assert client.config_get("save")["save"] == ""  # nothing persisted between sessions
 
@@ -117,16 +117,16 @@ def test_redis_servers_share_no_state(redis_url: str) -> None:
     key, mine = f"probe:{uuid.uuid4()}", redis.Redis.from_url(redis_url)
     mine.set(key, "here")
     try:
-        with services.redis_server() as other:
+        with harness.redis_server() as other:
             assert redis.Redis.from_url(other.url).get(key) is None
     finally:
         mine.delete(key)
 
 
 def test_shared_redis_fallback_uses_a_spare_db_and_flushes_it() -> None:
-    if not services._port_open(services.SHARED_REDIS_PORT):
+    if not harness.process._port_open(harness.SHARED_REDIS_PORT):
         pytest.skip("no Redis on 127.0.0.1:6379")
-    with services.redis_server(private=False) as shared:
+    with harness.redis_server(private=False) as shared:
         assert not shared.private and shared.db != 0
         client = redis.Redis.from_url(shared.url)
         client.set("probe", "1")
@@ -194,10 +194,10 @@ def test_s3_rejects_anonymous_requests(s3: S3Endpoint, bucket: str) -> None:
 
 
 def test_s3_server_cleans_up() -> None:
-    server = services.s3_server()
+    server = harness.s3_server()
     server.stop()
     assert server.process is not None and _gone(server.process.pid)
     assert not server.root.exists()
-    assert not any(services._port_open(port) for port in server.ports.values())
+    assert not any(harness.process._port_open(port) for port in server.ports.values())
     leftovers = [p for p in os.listdir("/tmp") if p.startswith("seaweedfs-")]
     assert not [p for p in leftovers if any(f"-{port}.sock" in p for port in server.ports.values())]

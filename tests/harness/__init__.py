@@ -1,0 +1,28 @@
+"""Real services for tests — Postgres, Redis, S3 (SeaweedFS) — on loopback, private per session.
+
+No pytest imports: conftest.py, e2e scripts and benchmarks all build on this package.
+"""
+
+from .postgres import SHARED_POSTGRES_PORT, PostgresCluster, PostgresDatabase, postgres_database
+from .process import LOOPBACK, START_TIMEOUT_S, ProcessGroup, ServiceError, free_port
+from .redis import SHARED_REDIS_PORT, RedisServer, SharedRedisDatabase, redis_server
+from .s3 import S3Endpoint, S3Server, s3_server
+
+__all__ = [
+    "LOOPBACK",
+    "SHARED_POSTGRES_PORT",
+    "SHARED_REDIS_PORT",
+    "START_TIMEOUT_S",
+    "PostgresCluster",
+    "PostgresDatabase",
+    "ProcessGroup",
+    "RedisServer",
+    "S3Endpoint",
+    "S3Server",
+    "ServiceError",
+    "SharedRedisDatabase",
+    "free_port",
+    "postgres_database",
+    "redis_server",
+    "s3_server",
+]
