@@ -4,7 +4,7 @@ No pytest imports: conftest.py, e2e scripts and benchmarks all build on this pac
 """
 
 from .postgres import SHARED_POSTGRES_PORT, PostgresCluster, PostgresDatabase, postgres_database
-from .process import LOOPBACK, START_TIMEOUT_S, ProcessGroup, ServiceError, free_port
+from .process import LOOPBACK, START_TIMEOUT_S, ProcessGroup, ServiceError, free_port, pid_alive
 from .redis import SHARED_REDIS_PORT, RedisServer, SharedRedisDatabase, redis_server
 from .s3 import S3Endpoint, S3Server, s3_server
 
@@ -22,6 +22,7 @@ __all__ = [
     "ServiceError",
     "SharedRedisDatabase",
     "free_port",
+    "pid_alive",
     "postgres_database",
     "redis_server",
     "s3_server",

@@ -74,6 +74,15 @@ def _port_open(port: int, host: str = LOOPBACK) -> bool:
     return False
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie awaiting its reaper counts as dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
 def _identity(user: str | None) -> dict[str, Any]:
     if user is None:
         return {}
