@@ -34,7 +34,8 @@ class Stack:
     api_url: str
     token: str
     logs: Path
-    # By name; a fault-injection test may replace one (teardown stops whatever is here then).
+    # By name; a fault-injection test may restart() one in place or replace it (teardown stops
+    # whatever is here then).
     processes: dict[str, harness.ProcessGroup]
 
     def client(self) -> httpx.Client:

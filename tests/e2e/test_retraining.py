@@ -6,8 +6,6 @@ back."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -236,8 +234,7 @@ def test_a_lost_training_worker_is_resumed_elsewhere_from_the_stored_checkpoint(
             assert time.monotonic() < deadline, "no checkpoint reached object storage"
             time.sleep(0.2)
         # The machine is lost: the worker dies mid-run, its local disk with it.
-        os.killpg(stack.processes["worker-train"].pid, signal.SIGKILL)
-        stack.processes["worker-train"].process.wait(30)
+        stack.processes["worker-train"].kill()
         lost_at = stored_step()
         run = api.get(f"/v1/training-runs/{run_id}").raise_for_status().json()
         assert run["state"] == "running" and run["step"] < steps, run

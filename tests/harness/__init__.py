@@ -1,10 +1,19 @@
-"""Real services for tests — Postgres, Redis, S3 (SeaweedFS) — on loopback, private per session.
+"""Real services for tests — Postgres, Redis, S3 (SeaweedFS) — on loopback, private per session,
+with the faults a chaos test injects: kill a process or its leader, restart it.
 
 No pytest imports: conftest.py, e2e scripts and benchmarks all build on this package.
 """
 
 from .postgres import SHARED_POSTGRES_PORT, PostgresCluster, PostgresDatabase, postgres_database
-from .process import LOOPBACK, START_TIMEOUT_S, ProcessGroup, ServiceError, free_port, pid_alive
+from .process import (
+    LOOPBACK,
+    START_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    ProcessGroup,
+    ServiceError,
+    free_port,
+    pid_alive,
+)
 from .redis import SHARED_REDIS_PORT, RedisServer, SharedRedisDatabase, redis_server
 from .s3 import S3Endpoint, S3Server, s3_server
 
@@ -13,6 +22,7 @@ __all__ = [
     "SHARED_POSTGRES_PORT",
     "SHARED_REDIS_PORT",
     "START_TIMEOUT_S",
+    "STOP_TIMEOUT_S",
     "PostgresCluster",
     "PostgresDatabase",
     "ProcessGroup",

@@ -1,4 +1,5 @@
-"""Loopback ports and ProcessGroup: one command in its own process group, logging to a file."""
+"""Loopback ports and ProcessGroup: one command in its own process group, with the faults a
+chaos test needs (kill the leader, kill the group, restart)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -17,7 +19,9 @@ from types import TracebackType
 from typing import Any, Self
 
 LOOPBACK = "127.0.0.1"
-START_TIMEOUT_S = 30.0
+# Generous: a shared machine under load starts services several times slower than when idle.
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 15.0
 _handed_out_ports: set[int] = set()
 
 
@@ -83,6 +87,17 @@ def pid_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def _live_group_members(pgid: int) -> list[int]:
+    """Processes of group `pgid` that are not yet dead (zombies only wait for their reaper)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                members.append(int(stat.parent.name))
+    return members
+
+
 def _identity(user: str | None) -> dict[str, Any]:
     if user is None:
         return {}
@@ -110,25 +125,43 @@ class ProcessGroup(_Stoppable):
         # setpriv makes the kernel send SIGTERM should this Python process die without cleaning
         # up (SIGKILL, a timeout's os._exit): no orphan servers left on the machine.
         prefix = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
-        with open(log_path, "ab") as log:
+        self._popen_options: dict[str, Any] = {
+            "args": [*prefix, *map(str, argv)],
+            "env": {**os.environ, **(env or {})},
+            "cwd": cwd,
+            **_identity(user),
+        }
+        self._spawn()
+
+    def _spawn(self) -> None:
+        # The parent-death signal follows the thread that forks, not the process: a server
+        # started from a short-lived thread (a threading.Timer) would be stopped as it ends.
+        if threading.current_thread() is not threading.main_thread():
+            raise ServiceError(f"{self.name}: start and restart services from the main thread")
+        with open(self.log_path, "ab") as log:
+            self._log_offset = log.tell()
             self.process = subprocess.Popen(
-                [*prefix, *map(str, argv)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **(env or {})},
-                cwd=cwd,
                 start_new_session=True,
-                **_identity(user),
+                **self._popen_options,
             )
 
     @property
     def pid(self) -> int:
+        """The leader's pid, which is also the group's id."""
         return self.process.pid
 
+    def children(self) -> list[int]:
+        """Pids of the group's other live members, orphans of a killed leader included."""
+        return sorted(pid for pid in _live_group_members(self.pid) if pid != self.pid)
+
     def log_tail(self, lines: int = 50) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        """The last lines of the current run's output (earlier runs' stay above it in the log)."""
+        with contextlib.suppress(OSError), open(self.log_path, "rb") as log:
+            log.seek(self._log_offset)
+            return "\n".join(log.read().decode(errors="replace").splitlines()[-lines:])
         return "(no log)"
 
     def wait_until(
@@ -153,7 +186,31 @@ class ProcessGroup(_Stoppable):
             f" last log lines ({self.log_path}):\n{self.log_tail()}"
         )
 
-    def stop(self, timeout_s: float = 15.0) -> None:
+    def kill_leader(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """SIGKILL the leader alone, as `kill -9 <pid>` does: its children live on as orphans
+        (unless, like Celery's prefork pool, they asked to die with their parent)."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout_s)
+
+    def kill(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """SIGKILL every member of the group at once and wait until none runs."""
+        self._signal_group(signal.SIGKILL)
+        self.process.wait(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while survivors := _live_group_members(self.pid):
+            if time.monotonic() > deadline:
+                raise ServiceError(f"{self.name}: processes {survivors} survived SIGKILL")
+            time.sleep(0.05)
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        # A reaped leader's pid stays reserved only while other members of its group live;
+        # signalling an empty group could reach an unrelated one that was given the number.
+        if self.process.poll() is None or _live_group_members(self.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, sig)
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Ask the leader to stop, then SIGKILL whatever is left of the group."""
         if self.process.poll() is None:
             # Only the leader gets the polite signal: celery and postgres stop their own
@@ -161,22 +218,13 @@ class ProcessGroup(_Stoppable):
             self.process.send_signal(self.stop_signal)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout_s)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout_s)
-        deadline = time.monotonic() + timeout_s
-        while survivors := _live_group_members(self.process.pid):
-            if time.monotonic() > deadline:
-                raise ServiceError(f"{self.name}: processes {survivors} survived SIGKILL")
-            time.sleep(0.05)
+        self.kill(timeout_s)
 
-
-def _live_group_members(pgid: int) -> list[int]:
-    """Processes of group `pgid` that are not yet dead (zombies only wait for their reaper)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-                members.append(int(stat.parent.name))
-    return members
+    def restart(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Start the command again with the same environment, appending to the same log. Like a
+        supervisor, first stops what is left of the group (a live leader politely, orphans of a
+        killed one with SIGKILL). Wait for readiness with wait_until()."""
+        self.stop(timeout_s)
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n--- {self.name} restarted ---\n".encode())
+        self._spawn()
