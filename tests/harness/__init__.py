@@ -1,5 +1,5 @@
 """Real services for tests — Postgres, Redis, S3 (SeaweedFS) — on loopback, private per session,
-with the faults a chaos test injects: kill a process or its leader, restart it.
+with the faults a chaos test injects: kill a process or its leader, pause and resume a server.
 
 No pytest imports: conftest.py, e2e scripts and benchmarks all build on this package.
 """
@@ -16,9 +16,11 @@ from .process import (
 )
 from .redis import SHARED_REDIS_PORT, RedisServer, SharedRedisDatabase, redis_server
 from .s3 import S3Endpoint, S3Server, s3_server
+from .service import PAUSE_TIMEOUT_S
 
 __all__ = [
     "LOOPBACK",
+    "PAUSE_TIMEOUT_S",
     "SHARED_POSTGRES_PORT",
     "SHARED_REDIS_PORT",
     "START_TIMEOUT_S",

@@ -1,5 +1,5 @@
-"""Postgres for tests: a fresh database on the shared server at :5432, or on a private
-cluster."""
+"""Postgres for tests: a fresh database on the shared server at :5432, or on a private cluster
+that can be paused and resumed."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from .process import (
     _Stoppable,
     free_port,
 )
-from .service import _TempService
+from .service import PAUSE_TIMEOUT_S, _TempService
 
 SHARED_POSTGRES_PORT = 5432
 _INITDB_FLAGS = ["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]
@@ -65,7 +65,10 @@ def _pg_connect(port: int, user: str, dbname: str = "postgres") -> Any:
 
 
 class PostgresCluster(_TempService):
-    """A throwaway cluster: initdb in a temp dir, then `postgres` in the foreground."""
+    """A throwaway cluster: initdb in a temp dir, then `postgres` in the foreground.
+
+    pause() is a fast shutdown (open transactions roll back, committed data stays); resume()
+    starts it again on the same port and data dir."""
 
     def __init__(self) -> None:
         bin_dir, os_user = _postgres_bin_dir(), _postgres_os_user()
@@ -97,6 +100,10 @@ class PostgresCluster(_TempService):
             stop_signal=signal.SIGINT,
         )
 
+    @property
+    def listen_ports(self) -> list[int]:
+        return [self.port]
+
 
 def _shared_postgres_user() -> str | None:
     """A role that may create databases on the Postgres at :5432, if that server answers."""
@@ -117,10 +124,11 @@ def _shared_postgres_user() -> str | None:
 
 
 class PostgresDatabase(_Stoppable):
-    """A fresh, uniquely named database for one test session; stop() drops it."""
+    """A fresh, uniquely named database for one test session; stop() drops it (or, on a private
+    cluster, removes the whole cluster)."""
 
-    def __init__(self, *, use_shared_server: bool = True) -> None:
-        shared_user = _shared_postgres_user() if use_shared_server else None
+    def __init__(self, *, private: bool = False) -> None:
+        shared_user = None if private else _shared_postgres_user()
         self.cluster = None if shared_user else PostgresCluster()
         self.port = self.cluster.port if self.cluster else SHARED_POSTGRES_PORT
         self.user = shared_user or "postgres"
@@ -143,15 +151,28 @@ class PostgresDatabase(_Stoppable):
         with contextlib.closing(connection), connection.cursor() as cursor:
             cursor.execute(statement)
 
+    def _own_cluster(self) -> PostgresCluster:
+        if self.cluster is None:
+            raise ServiceError("the shared Postgres cannot be paused: use private=True")
+        return self.cluster
+
+    def pause(self, timeout_s: float = PAUSE_TIMEOUT_S) -> None:
+        """Stop the private cluster (fast shutdown); see PostgresCluster."""
+        self._own_cluster().pause(timeout_s)
+
+    def resume(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Start the private cluster again on the same port, with the same data."""
+        self._own_cluster().resume(timeout_s)
+
     def stop(self) -> None:
-        try:
+        if self.cluster:
+            self.cluster.stop()  # the database goes with the cluster, paused or not
+        else:
             # FORCE: a test's leftover pool connection must not keep the database alive.
             self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-        finally:
-            if self.cluster:
-                self.cluster.stop()
 
 
-def postgres_database(*, use_shared_server: bool = True) -> PostgresDatabase:
-    """A fresh database on the Postgres at 127.0.0.1:5432 if it answers, else on a private one."""
-    return PostgresDatabase(use_shared_server=use_shared_server)
+def postgres_database(*, private: bool = False) -> PostgresDatabase:
+    """A fresh database on the Postgres at 127.0.0.1:5432 if it answers, else (or if `private`)
+    on a cluster of its own, which pause() and resume() can stop and start."""
+    return PostgresDatabase(private=private)
