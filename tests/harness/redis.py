@@ -1,5 +1,5 @@
-"""Redis for tests: a private redis-server, or a spare DB of the shared one at :6379 when the
-binary is missing."""
+"""Redis for tests: a private redis-server (which can restart, losing its data), or a spare DB
+of the shared one at :6379 when the binary is missing."""
 
 from __future__ import annotations
 
@@ -26,6 +26,16 @@ class RedisServer(_TempService):
     @property
     def private(self) -> bool:
         return True
+
+    @property
+    def listen_ports(self) -> list[int]:
+        return [self.port]
+
+    def restart(self) -> None:
+        """Stop and start the server on the same port; with persistence off every key is lost,
+        as on a production Redis restarted without AOF or RDB."""
+        self.pause()
+        self.resume()
 
 
 class SharedRedisDatabase(_Stoppable):

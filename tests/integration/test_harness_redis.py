@@ -1,4 +1,4 @@
-"""The harness's Redis: private, empty, not persisted."""
+"""The harness's Redis: private, empty, not persisted, and restartable (losing every key)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import uuid
 import harness
 import pytest
 import redis
-from harness.process import _port_open
+from harness import pid_alive
+from harness.process import _bindable, _port_open
 
 pytestmark = pytest.mark.integration
 
@@ -39,3 +40,23 @@ def test_shared_redis_fallback_uses_a_spare_db_and_flushes_it() -> None:
         client = redis.Redis.from_url(shared.url)
         client.set("probe", "1")
     assert client.dbsize() == 0
+
+
+def test_redis_restart_loses_every_key_and_keeps_the_port() -> None:
+    with harness.redis_server() as server:
+        assert isinstance(server, harness.RedisServer)
+        redis.Redis.from_url(server.url).set("probe", "before")
+        before = server.process.pid if server.process else 0
+
+        server.restart()
+        assert not pid_alive(before)
+        client = redis.Redis.from_url(server.url)
+        assert client.ping()
+        assert client.get("probe") is None
+
+        server.pause()
+        with pytest.raises(redis.ConnectionError):
+            redis.Redis.from_url(server.url).ping()
+        assert not _bindable(server.port)
+        server.resume()
+        assert redis.Redis.from_url(server.url).ping()
