@@ -1,18 +1,21 @@
-"""S3 for tests: SeaweedFS `weed mini` on private loopback ports, requiring random keys."""
+"""S3 for tests: SeaweedFS `weed mini` on private loopback ports, requiring random keys; it can
+be paused and resumed with its objects kept."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import secrets
 import shutil
 import sys
 import sysconfig
+import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .process import LOOPBACK, ServiceError, free_port
-from .service import _TempService
+from .process import LOOPBACK, START_TIMEOUT_S, ServiceError, free_port
+from .service import PAUSE_TIMEOUT_S, _TempService
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +86,10 @@ _WEED_FIXED_FLAGS = [
 
 
 class S3Server(_TempService):
-    """SeaweedFS `weed mini` on loopback ports, data in a temp dir, requiring random keys."""
+    """SeaweedFS `weed mini` on loopback ports, data in a temp dir, requiring random keys.
+
+    pause() stops it; resume() starts it again on the same ports and data and waits until every
+    volume on disk is back, so objects written before read at once."""
 
     def __init__(self) -> None:
         weed = _weed_binary()
@@ -112,12 +118,55 @@ class S3Server(_TempService):
         # wrongly signed requests.
         keys = {"AWS_ACCESS_KEY_ID": self.endpoint.access_key}
         keys["AWS_SECRET_ACCESS_KEY"] = self.endpoint.secret_key
-        probe = self.endpoint.client(max_attempts=1)
-        self._start("weed mini", self.argv, ready=probe.list_buckets, env=keys)
+        self._probe = self.endpoint.client(max_attempts=1)
+        self._expected_volumes: set[int] = set()
+        self._start("weed mini", self.argv, ready=self._serving, env=keys)
+
+    @property
+    def listen_ports(self) -> list[int]:
+        return list(self.ports.values())
+
+    def _serving(self) -> bool:
+        self._probe.list_buckets()
+        # After a restart weed mini answers S3 calls (HeadBucket included) before its volume
+        # server has re-registered with the master; until then reading an existing object
+        # fails with "volume not found", for up to ~5 s.
+        missing = self._expected_volumes - self._registered_volumes()
+        if missing:
+            raise ServiceError(f"volumes {sorted(missing)} not yet known to the master")
+        return True
+
+    def _registered_volumes(self) -> set[int]:
+        url = f"http://{LOOPBACK}:{self.ports['master.port']}/vol/status"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            centers = json.load(response)["Volumes"].get("DataCenters") or {}
+        # {data center: {rack: {volume server: [volume, ...]}}}
+        return {
+            volume["Id"]
+            for racks in centers.values()
+            for servers in (racks or {}).values()
+            for volumes in (servers or {}).values()
+            for volume in volumes or []
+        }
+
+    def pause(self, timeout_s: float = PAUSE_TIMEOUT_S) -> None:
+        super().pause(timeout_s)
+        self._remove_sockets()
+
+    def resume(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        # Volume files are named "<collection>_<id>.dat", or "<id>.dat" without a collection.
+        volumes = (self.root / "data").glob("*.dat")
+        self._expected_volumes = {int(path.stem.rsplit("_", 1)[-1]) for path in volumes}
+        self._remove_sockets()  # left by a killed weed
+        super().resume(timeout_s)
 
     def stop(self) -> None:
         super().stop()
-        # weed puts its gRPC sockets in /tmp whatever TMPDIR says; a killed weed leaves them.
+        self._remove_sockets()
+
+    def _remove_sockets(self) -> None:
+        # weed puts its gRPC sockets in /tmp whatever TMPDIR says, and leaves them behind even
+        # when it stops cleanly.
         for port in self.ports.values():
             for stale in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
                 stale.unlink(missing_ok=True)
