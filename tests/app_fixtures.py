@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import harness
 import httpx
 import pytest
-import services
-from services import S3Endpoint
+from harness import S3Endpoint
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -34,8 +34,9 @@ class Stack:
     api_url: str
     token: str
     logs: Path
-    # By name; a fault-injection test may replace one (teardown stops whatever is here then).
-    processes: dict[str, services.ProcessGroup]
+    # By name; a fault-injection test may restart() one in place or replace it (teardown stops
+    # whatever is here then).
+    processes: dict[str, harness.ProcessGroup]
 
     def client(self) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token}"}
@@ -79,34 +80,34 @@ CELERY_WORKER = [*CELERY_APP, "worker", "-E", "-l", "INFO"]
 CELERY_BEAT = [*CELERY_APP, "beat", "-l", "INFO"]
 
 
-def train_worker(env: dict[str, str], log_path: Path) -> services.ProcessGroup:
+def train_worker(env: dict[str, str], log_path: Path) -> harness.ProcessGroup:
     argv = [*CELERY_WORKER, "-Q", "gpu.t4.train", "--pool", "solo", "-n", "train@%h"]
-    return services.ProcessGroup("worker-train", argv, log_path=log_path, env=env)
+    return harness.ProcessGroup("worker-train", argv, log_path=log_path, env=env)
 
 
-def cpu_worker(env: dict[str, str], log_path: Path) -> services.ProcessGroup:
+def cpu_worker(env: dict[str, str], log_path: Path) -> harness.ProcessGroup:
     argv = [*CELERY_WORKER, "-Q", "cpu", "--pool", "prefork", "-c", "2", "-n", "cpu@%h"]
-    return services.ProcessGroup("worker-cpu", argv, log_path=log_path, env=env)
+    return harness.ProcessGroup("worker-cpu", argv, log_path=log_path, env=env)
 
 
-def gpu_worker(env: dict[str, str], log_path: Path) -> services.ProcessGroup:
+def gpu_worker(env: dict[str, str], log_path: Path) -> harness.ProcessGroup:
     argv = [*CELERY_WORKER, "-Q", "gpu.t4", "--pool", "solo", "-n", "gpu@%h"]
-    return services.ProcessGroup("worker-gpu", argv, log_path=log_path, env=env)
+    return harness.ProcessGroup("worker-gpu", argv, log_path=log_path, env=env)
 
 
-def beat(env: dict[str, str], log_path: Path) -> services.ProcessGroup:
+def beat(env: dict[str, str], log_path: Path) -> harness.ProcessGroup:
     """`packsight beat`: the sweeper (and, with a schedule, the nightly run)."""
-    return services.ProcessGroup(
+    return harness.ProcessGroup(
         "beat", [str(VENV_BIN / "packsight"), "beat"], log_path=log_path, env=env
     )
 
 
-def api_server(env: dict[str, str], log_path: Path, port: int) -> services.ProcessGroup:
+def api_server(env: dict[str, str], log_path: Path, port: int) -> harness.ProcessGroup:
     argv = [str(VENV_BIN / "packsight"), "api", "--port", str(port)]
-    return services.ProcessGroup("api", argv, log_path=log_path, env=env)
+    return harness.ProcessGroup("api", argv, log_path=log_path, env=env)
 
 
-def wait_ready(process: services.ProcessGroup) -> None:
+def wait_ready(process: harness.ProcessGroup) -> None:
     """Until a worker says "ready.", beat has started its sweeper, or the API answers."""
     if process.name == "api":
         port = process.process.args[-1]
@@ -121,7 +122,7 @@ def wait_ready(process: services.ProcessGroup) -> None:
 def stack_database() -> Iterator[str]:
     """The stack's own database: its sweeper drives whatever work it finds there, so tests
     that run work in-process use another one."""
-    with services.postgres_database() as database:
+    with harness.postgres_database() as database:
         yield database.url
 
 
@@ -145,7 +146,7 @@ def stack(
         model=tiny_model_dir,
         data_dir=tmp_path_factory.mktemp("data"),
     ) | {"PACKSIGHT_API_TOKEN": token, "PYTHONUNBUFFERED": "1"}
-    port = services.free_port()
+    port = harness.free_port()
     processes = [
         cpu_worker(env, logs / "worker-cpu.log"),
         gpu_worker(env, logs / "worker-gpu.log"),

@@ -6,31 +6,31 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import cache
 
+import harness
 import pytest
-import services
-from services import S3Endpoint
+from harness import S3Endpoint
 
-pytest_plugins = ["app_fixtures"]
+pytest_plugins = ["app_fixtures", "chaos_stack"]
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """SQLAlchemy URL (postgresql+psycopg2) of a fresh database, dropped after the session."""
-    with services.postgres_database() as database:
+    with harness.postgres_database() as database:
         yield database.url
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """URL of a private, empty Redis, stopped after the session."""
-    with services.redis_server() as server:
+    with harness.redis_server() as server:
         yield server.url
 
 
 @pytest.fixture(scope="session")
 def s3() -> Iterator[S3Endpoint]:
     """A private S3 server (SeaweedFS) that requires `s3.access_key` / `s3.secret_key`."""
-    with services.s3_server() as server:
+    with harness.s3_server() as server:
         yield server.endpoint
 
 

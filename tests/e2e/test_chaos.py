@@ -209,5 +209,9 @@ def test_a_worker_with_another_visibility_timeout_refuses_to_start(
     chaos: ChaosStack, tmp_path: Path
 ) -> None:
     odd = chaos.worker("cpu", tmp_path / "odd.log", PACKSIGHT_VISIBILITY_TIMEOUT_S="600")
-    odd.wait_until(lambda: odd.process.poll() is not None, what="exited", timeout_s=120)
+    try:
+        wait_until(lambda: odd.process.poll() is not None, "exited", timeout_s=120)
+    finally:
+        odd.stop()
+    assert odd.process.returncode != 0
     assert "PACKSIGHT_VISIBILITY_TIMEOUT_S is 600 here but 3600" in odd.log_tail(50)

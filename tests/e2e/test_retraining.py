@@ -6,15 +6,13 @@ back."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import harness
 import pytest
-import services
 from app_fixtures import CELERY_BEAT, train_worker
 from celery import Celery
 from sqlalchemy import func, select
@@ -236,8 +234,7 @@ def test_a_lost_training_worker_is_resumed_elsewhere_from_the_stored_checkpoint(
             assert time.monotonic() < deadline, "no checkpoint reached object storage"
             time.sleep(0.2)
         # The machine is lost: the worker dies mid-run, its local disk with it.
-        os.killpg(stack.processes["worker-train"].pid, signal.SIGKILL)
-        stack.processes["worker-train"].process.wait(30)
+        stack.processes["worker-train"].kill()
         lost_at = stored_step()
         run = api.get(f"/v1/training-runs/{run_id}").raise_for_status().json()
         assert run["state"] == "running" and run["step"] < steps, run
@@ -271,7 +268,7 @@ def test_beat_starts_the_nightly_run_on_its_own(stack, stack_settings, verified,
     db = stack_settings.resolved_database_url
     with session_scope(db) as session:
         since = session.scalar(select(func.max(TrainingRun.created_at)))
-    beat = services.ProcessGroup(
+    beat = harness.ProcessGroup(
         "beat",
         [*CELERY_BEAT, "-s", str(tmp_path / "schedule"), "--max-interval", "5"],
         log_path=stack.logs / "beat.log",
