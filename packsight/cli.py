@@ -79,10 +79,22 @@ def _redacted(url: str) -> str:
 
 def _parse_source(source: str) -> tuple[str, str]:
     """(bucket, prefix) for s3://bucket/prefix; a local folder sets the local storage root."""
+    from packsight.storage import (
+        InvalidKeyError,
+        validate_bucket,
+        validate_folder_bucket,
+        validate_prefix,
+    )
+
     if source.startswith("s3://"):
         bucket, _, prefix = source.removeprefix("s3://").partition("/")
         if not bucket:
             raise click.BadParameter("s3:// source needs a bucket name", param_hint="SOURCE")
+        try:
+            validate_bucket(bucket)
+            validate_prefix(prefix)
+        except InvalidKeyError as exc:
+            raise click.BadParameter(str(exc), param_hint="SOURCE") from exc
         os.environ.setdefault("PACKSIGHT_STORAGE", "s3")
         return bucket, prefix
     folder = Path(source).expanduser().resolve()
@@ -90,6 +102,16 @@ def _parse_source(source: str) -> tuple[str, str]:
         raise click.BadParameter(f"{source!r} is not a folder or s3:// URL", param_hint="SOURCE")
     if os.environ.get("PACKSIGHT_STORAGE", "local") != "local":
         raise click.UsageError("a local folder needs PACKSIGHT_STORAGE=local")
+    try:
+        # Local storage keeps the folder's own name as the bucket: no S3 naming rules, but it
+        # must be one plain folder name (not "/", nothing that breaks a log line).
+        validate_folder_bucket(folder.name)
+    except InvalidKeyError as exc:
+        raise click.BadParameter(
+            f"{source!r} cannot be labelled as a bucket: {exc}; move the videos into a folder "
+            "with a plain name",
+            param_hint="SOURCE",
+        ) from exc
     # The folder becomes a bucket of a local storage rooted at its parent.
     os.environ["PACKSIGHT_LOCAL_ROOT"] = str(folder.parent)
     return folder.name, ""
