@@ -340,17 +340,37 @@ def api(host: str, port: int) -> None:
 @click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), default=None)
 def worker(queues: tuple[str, ...], concurrency: int | None, pool: str | None) -> None:
     """Run a Celery worker. GPU queues default to --pool solo (CUDA is not fork-safe)."""
-    from packsight.workers.app import app
-
-    settings = _settings()
+    settings = _settings()  # before the Celery app, which reads the settings on import
     if settings.embedded:
         raise click.UsageError("set PACKSIGHT_BROKER_URL: a worker needs a broker")
+    from packsight.workers.app import app
+
     gpu = any(q.startswith("gpu") for q in queues)
     pool = pool or ("solo" if gpu else "prefork")
     argv = ["worker", "-Q", ",".join(queues), "--pool", pool, "--loglevel", "INFO", "-E"]
     if concurrency and pool != "solo":
         argv += ["--concurrency", str(concurrency)]
     app.worker_main(argv)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+def flower(flower_args: tuple[str, ...]) -> None:
+    """Run Flower (the queue monitor) behind PACKSIGHT_FLOWER_BASIC_AUTH. Other arguments
+    (--port=5555, --address=...) go to `celery flower` as they are."""
+    settings = _settings()  # before the Celery app, which reads the settings on import
+    if settings.flower_basic_auth is None:
+        raise click.UsageError("set PACKSIGHT_FLOWER_BASIC_AUTH=user:password: Flower needs auth")
+    if settings.embedded:
+        raise click.UsageError("set PACKSIGHT_BROKER_URL: Flower watches a broker's queues")
+    if any(arg.startswith(("--basic-auth", "--basic_auth")) for arg in flower_args):
+        raise click.UsageError("Flower's basic auth comes from PACKSIGHT_FLOWER_BASIC_AUTH only")
+    # `celery -A packsight.workers.app flower --basic-auth=...`, in this process: the password
+    # stays out of the process list, where a child's command line would show it.
+    from packsight.workers.app import app
+
+    auth = settings.flower_basic_auth.get_secret_value()
+    sys.exit(app.start(["flower", f"--basic-auth={auth}", *flower_args]))
 
 
 def _register_subgroups() -> None:

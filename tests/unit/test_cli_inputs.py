@@ -53,3 +53,38 @@ def test_an_s3_source_follows_s3_rules(tmp_path: Path, source: str, needle: str)
     result = run(["label", source], tmp_path)
     assert result.returncode == 2 and needle in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "needle"),
+    [
+        ({}, [], "set PACKSIGHT_FLOWER_BASIC_AUTH"),
+        (
+            {"PACKSIGHT_FLOWER_BASIC_AUTH": "admin:REPLACE-with-a-flower-password"},
+            [],
+            "PACKSIGHT_FLOWER_BASIC_AUTH",
+        ),
+        ({"PACKSIGHT_FLOWER_BASIC_AUTH": "ops:" + "x" * 24}, [], "set PACKSIGHT_BROKER_URL"),
+        (
+            {
+                "PACKSIGHT_FLOWER_BASIC_AUTH": "ops:" + "x" * 24,
+                "PACKSIGHT_BROKER_URL": "redis://127.0.0.1:1/0",
+            },
+            ["--basic-auth=a:b"],
+            "comes from PACKSIGHT_FLOWER_BASIC_AUTH only",
+        ),
+    ],
+)
+def test_flower_starts_only_with_real_basic_auth(
+    tmp_path: Path, env: dict[str, str], args: list[str], needle: str
+) -> None:
+    result = run(["flower", *args], tmp_path, **env)
+    assert result.returncode == 2 and needle in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_worker_with_a_placeholder_secret_is_a_usage_error(tmp_path: Path) -> None:
+    env = {"PACKSIGHT_BROKER_URL": "redis://127.0.0.1:1/0", "PACKSIGHT_API_TOKEN": "changeme"}
+    result = run(["worker", "--queue", "cpu"], tmp_path, **env)
+    assert result.returncode == 2 and "PACKSIGHT_API_TOKEN" in result.stderr
+    assert "Traceback" not in result.stderr
