@@ -18,10 +18,11 @@ from packsight.api.schemas import (
     ResultsPage,
     TemporalSegment,
 )
+from packsight.api.validation import INT32_MAX, ResourceId, canonical_uuid
 from packsight.models.jobs import job_counts
 from packsight.models.predictions import job_results_query
 from packsight.models.tables import ItemState, Job, JobItem, ModelVersion
-from packsight.storage import BucketNotFoundError, InvalidKeyError
+from packsight.storage import BucketNotFoundError, InvalidKeyError, shown
 from packsight.workers.submit import NothingToLabelError, create_labelling_job, enqueue_items
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Authorized])
@@ -29,6 +30,13 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Authorized])
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED)
 def submit_job(body: JobCreate, settings: SettingsDep, background: BackgroundTasks) -> JobAccepted:
+    if body.bucket == settings.artifact_bucket:
+        # packsight's own frame packs, adapters and checkpoints: not videos to label.
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"bucket {body.bucket!r} is packsight's internal artifact bucket "
+            "(PACKSIGHT_ARTIFACT_BUCKET), not a video source",
+        )
     try:
         submission = create_labelling_job(
             settings, bucket=body.bucket, prefix=body.prefix, keys=body.keys
@@ -46,19 +54,20 @@ def submit_job(body: JobCreate, settings: SettingsDep, background: BackgroundTas
 
 
 def _job_or_404(session: SessionDep, job_id: str) -> Job:
-    job = session.get(Job, job_id)
+    stored_id = canonical_uuid(job_id)
+    job = session.get(Job, stored_id) if stored_id else None
     if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id!r} not found")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {shown(job_id)} not found")
     return job
 
 
 @router.get("/{job_id}")
-def get_job(job_id: str, session: SessionDep) -> JobStatus:
+def get_job(job_id: ResourceId, session: SessionDep) -> JobStatus:
     job = _job_or_404(session, job_id)
     counts = job_counts(session, job=job)
     failed = session.scalars(
         select(JobItem)
-        .where(JobItem.job_id == job_id, JobItem.state == ItemState.FAILED)
+        .where(JobItem.job_id == job.id, JobItem.state == ItemState.FAILED)
         .order_by(JobItem.id)
         .limit(100)
     )
@@ -78,9 +87,9 @@ def get_job(job_id: str, session: SessionDep) -> JobStatus:
 
 @router.get("/{job_id}/results")
 def get_results(
-    job_id: str,
+    job_id: ResourceId,
     session: SessionDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ResultsPage:
     job = _job_or_404(session, job_id)
