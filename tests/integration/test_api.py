@@ -154,6 +154,29 @@ def test_a_job_holds_at_most_100000_keys_and_they_fit_in_a_request(stack, stack_
     assert job_count(stack_settings) == before
 
 
+def test_bodies_over_the_limit_get_413_naming_the_setting(stack) -> None:  # type: ignore[no-untyped-def]
+    limit = 8 * 1024 * 1024  # the default of PACKSIGHT_MAX_REQUEST_BYTES
+    body = b'{"bucket": "api-tests", "keys": ["' + b"k" * limit + b'.mp4"]}'
+
+    def chunks():  # type: ignore[no-untyped-def]
+        # No Content-Length: chunked transfer, counted while it is read.
+        for first in range(0, len(body), 256 * 1024):
+            yield body[first : first + 256 * 1024]
+
+    with stack.client() as api:
+        for content in (body, chunks()):
+            response = api.post(
+                "/v1/jobs", content=content, headers={"Content-Type": "application/json"}
+            )
+            assert response.status_code == 413, response.text[:300]
+            assert response.json() == {
+                "detail": f"request body larger than {limit} bytes "
+                "(the limit is PACKSIGHT_MAX_REQUEST_BYTES)"
+            }
+        # The connection (kept alive) still serves the next request.
+        assert api.get("/v1/models").status_code == 200
+
+
 def test_malformed_json_is_rejected(stack) -> None:  # type: ignore[no-untyped-def]
     with stack.client() as api:
         response = api.post(
