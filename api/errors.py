@@ -1,19 +1,82 @@
-"""How the API answers errors it did not raise itself, and the request-size limit."""
+"""What the API answers when a backing service is down, and the request-size limit.
+
+A database, object store or broker that cannot be reached is a 503 ("retry later"), not a 500:
+nothing is wrong with the request. The body names the service only; driver messages carry
+hosts, ports and user names, so they go to the log, never to the client.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import redis.exceptions
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError as BrokerOperationalError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from packsight.settings import get_settings
 from packsight.storage import shown
+
+log = logging.getLogger(__name__)
+
+DATABASE_ERRORS = (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError)
+STORAGE_ERRORS = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError)
+BROKER_ERRORS = (
+    BrokerOperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+def _unavailable(service: str, exc: Exception, request: Request) -> JSONResponse:
+    log.warning(
+        "%s %s: %s unavailable: %s: %s",
+        request.method,
+        request.url.path,
+        service,
+        type(exc).__name__,
+        exc,
+    )
+    return JSONResponse(
+        {"detail": f"{service} unavailable, retry later"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return _unavailable("database", exc, request)
+
+
+async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return _unavailable("object storage", exc, request)
+
+
+async def _broker_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return _unavailable("broker", exc, request)
+
+
+async def _storage_refused(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ClientError)
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    if status >= 500:  # the S3 server failing or throttling (503 SlowDown)
+        return _unavailable("object storage", exc, request)
+    # Any other refusal (wrong credentials, a policy) is a fault of this deployment.
+    raise exc
 
 
 def _echoed(value: object) -> object:
@@ -36,6 +99,14 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    for errors, handler in (
+        (DATABASE_ERRORS, _database_unavailable),
+        (STORAGE_ERRORS, _storage_unavailable),
+        (BROKER_ERRORS, _broker_unavailable),
+        ((ClientError,), _storage_refused),
+    ):
+        for error in errors:
+            app.add_exception_handler(error, handler)
 
 
 class RequestTooLargeError(HTTPException):

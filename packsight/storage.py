@@ -221,9 +221,13 @@ class S3Storage:
         secret_key: str | None,
         region: str = "us-east-1",
         page_size: int = 1000,
+        connect_timeout: float = 10,
+        read_timeout: float = 120,
+        max_attempts: int = 5,
     ) -> None:
         self.page_size = page_size
-        self.client = boto3.client(
+        # A session of its own: boto3's default session is not safe to share between threads.
+        self.client = boto3.session.Session().client(
             "s3",
             endpoint_url=endpoint_url,
             aws_access_key_id=access_key,
@@ -231,9 +235,9 @@ class S3Storage:
             region_name=region,
             config=Config(
                 s3={"addressing_style": "path"},
-                retries={"max_attempts": 5, "mode": "standard"},
-                connect_timeout=10,
-                read_timeout=120,
+                retries={"max_attempts": max_attempts, "mode": "standard"},
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
             ),
         )
 
@@ -329,17 +333,39 @@ class S3Storage:
             )
 
 
+def _s3_storage(settings: Settings, *, probe_timeout_s: float | None = None) -> S3Storage:
+    secret = settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None
+    connection = {
+        "endpoint_url": settings.s3_endpoint_url,
+        "access_key": settings.s3_access_key,
+        "secret_key": secret,
+        "region": settings.s3_region,
+    }
+    if probe_timeout_s is None:
+        return S3Storage(**connection)
+    # A probe: one attempt with short timeouts, so a dead server answers "down" quickly.
+    timeout = probe_timeout_s
+    return S3Storage(**connection, connect_timeout=timeout, read_timeout=timeout, max_attempts=1)
+
+
 def open_storage(settings: Settings) -> Storage:
     """The storage backend the settings name."""
     if settings.storage == "s3":
-        secret = settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None
-        return S3Storage(
-            endpoint_url=settings.s3_endpoint_url,
-            access_key=settings.s3_access_key,
-            secret_key=secret,
-            region=settings.s3_region,
-        )
+        return _s3_storage(settings)
     return LocalStorage(settings.resolved_local_root)
+
+
+def probe_storage(settings: Settings, *, timeout_s: float) -> None:
+    """Raise unless object storage answers within about `timeout_s`: S3 answers a signed HEAD
+    of the artifact bucket (one attempt, short timeouts; a missing bucket is fine, it is created
+    on first use), the root folder is usable locally."""
+    if settings.storage == "s3":
+        _s3_storage(settings, probe_timeout_s=timeout_s).bucket_exists(settings.artifact_bucket)
+        return
+    root = settings.resolved_local_root
+    root.mkdir(parents=True, exist_ok=True)  # the embedded default creates it on first use
+    if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
+        raise StorageError(f"storage folder {root} is not readable and writable")
 
 
 def open_artifact_storage(settings: Settings) -> Storage:

@@ -26,8 +26,13 @@ def job_count(settings) -> int:  # type: ignore[no-untyped-def]
         return session.scalar(select(func.count(Job.id))) or 0
 
 
-def test_health_needs_no_token(stack) -> None:  # type: ignore[no-untyped-def]
-    assert httpx.get(f"{stack.api_url}/healthz").json() == {"status": "ok"}
+def test_health_checks_every_service_and_needs_no_token(stack) -> None:  # type: ignore[no-untyped-def]
+    response = httpx.get(f"{stack.api_url}/healthz")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "broker": "ok", "storage": "ok"},
+    }
 
 
 @pytest.mark.parametrize(
