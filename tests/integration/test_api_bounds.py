@@ -156,3 +156,23 @@ def test_rollback_ids_stop_at_the_bigint_range(stack, version_id, status) -> Non
 def test_training_run_listing_limits_are_bounded(stack, limit) -> None:  # type: ignore[no-untyped-def]
     with stack.client() as api:
         assert api.get("/v1/training-runs", params={"limit": limit}).status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        ({"max_steps": 2**31}, "max_steps"),  # total_steps is an INTEGER column
+        ({"checkpoint_every": 10**12}, "checkpoint_every"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**32}, "seed"),
+        ({"lr": 2.0}, "lr"),
+        ({"lora_dropout": 1.0}, "lora_dropout"),
+        ({"batch_size": 10**6}, "batch_size"),
+    ],
+)
+def test_training_settings_out_of_range_are_422(stack, config, needle) -> None:  # type: ignore[no-untyped-def]
+    # Refused before a run is recorded: nothing reaches the stack's training worker.
+    with stack.client() as api:
+        response = api.post("/v1/training-runs", json={"config": config})
+    assert response.status_code == 422, response.text
+    assert needle in response.text
