@@ -23,7 +23,10 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the session commits before the response is sent. With FastAPI's default
+# ("request") the commit ran after it, so a failed commit still answered 2xx and its error never
+# reached the 503/4xx handlers.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 # Tokens are compared as bytes: compare_digest refuses non-ASCII str (a TypeError, i.e. a 500),
