@@ -127,10 +127,11 @@ class Settings(BaseSettings):
             raise ValueError("frames_per_clip must be even (Qwen2-VL groups frames in pairs)")
         return value
 
-    @field_validator("adapter", "training_bucket")
+    @field_validator("adapter", "training_bucket", "broker_url", "s3_endpoint_url")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
-        # compose passes unset variables as "": that means "none", not a path named "".
+        # compose passes unset variables as "": that means "none", not a path named "" (an
+        # empty broker URL was taken as a broker: tasks queued in memory, never run).
         return value or None
 
     @field_validator("training_schedule")

@@ -151,3 +151,10 @@ def test_numbers_out_of_range_are_refused(name: str, value: str) -> None:
 def test_the_request_limit_defaults_to_8_mib() -> None:
     assert settings().max_request_bytes == 8 * 1024 * 1024
     assert settings(max_request_bytes="1024").max_request_bytes == 1024
+
+
+def test_empty_variables_mean_unset() -> None:
+    # What compose passes for a variable left empty: the embedded default, not a broker "".
+    loaded = settings(broker_url="", s3_endpoint_url="", database_url="")
+    assert loaded.broker_url is None and loaded.embedded
+    assert loaded.s3_endpoint_url is None and loaded.database_url is None
