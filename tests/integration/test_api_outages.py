@@ -1,6 +1,7 @@
 """A backing service that cannot be reached is a 503 naming the service, never a 500 and never
 the driver's message (hosts, ports, users). Each test runs its own `packsight api` process
-against a database, S3 endpoint or broker on a port where nothing listens."""
+against a database, S3 endpoint or broker on a port where nothing listens (or, for /healthz on
+the embedded default, none at all)."""
 
 from __future__ import annotations
 
@@ -152,3 +153,22 @@ def test_a_dead_broker_is_503(no_broker, s3) -> None:  # type: ignore[no-untyped
     assert response.status_code == 503, response.text
     assert response.json() == {"detail": "broker unavailable, retry later"}
     assert_no_addresses(response, port)
+
+
+def test_health_on_the_embedded_default(tmp_path: Path) -> None:
+    # No broker (tasks run in-process), a SQLite file and a local folder: healthy.
+    unset = ("DATABASE_URL", "BROKER_URL")
+    env = {f"PACKSIGHT_{name}": "" for name in unset} | {
+        "PACKSIGHT_STORAGE": "local",
+        "PACKSIGHT_DATA_DIR": str(tmp_path / "data"),
+        "PACKSIGHT_API_TOKEN": secrets.token_urlsafe(24),
+    }
+    process, url = start_api(env, tmp_path / "api-embedded.log")
+    try:
+        response = httpx.get(f"{url}/healthz")
+    finally:
+        process.stop()
+    assert response.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "broker": "not configured", "storage": "ok"},
+    }
