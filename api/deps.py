@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from packsight.models.db import session_scope
 from packsight.pipeline.context import Context
 from packsight.settings import Settings, get_settings
+from packsight.storage import bad_character
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 _bearer = HTTPBearer(auto_error=False)
@@ -37,7 +38,22 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the session commits before the response is sent. With FastAPI's default
+# ("request") the commit ran after it, so a failed commit still answered 2xx and its error never
+# reached the 503/4xx handlers.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+# Tokens are compared as bytes: compare_digest refuses non-ASCII str (a TypeError, i.e. a 500),
+# and a header is latin-1, so anything outside printable ASCII cannot be a token we issued.
+MAX_TOKEN_BYTES = 1024
+
+
+def _presented_token(credentials: HTTPAuthorizationCredentials | None) -> bytes | None:
+    token = credentials.credentials if credentials else ""
+    if not token or len(token) > MAX_TOKEN_BYTES or not token.isascii() or bad_character(token):
+        return None
+    return token.encode("ascii")
 
 
 def require_token(
@@ -47,7 +63,8 @@ def require_token(
     expected = settings.api_token.get_secret_value() if settings.api_token else None
     if expected is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "PACKSIGHT_API_TOKEN is not set")
-    if credentials is None or not secrets.compare_digest(credentials.credentials, expected):
+    presented = _presented_token(credentials)
+    if presented is None or not secrets.compare_digest(presented, expected.encode("utf-8")):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing or wrong bearer token",

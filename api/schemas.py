@@ -6,13 +6,22 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from packsight.api.validation import (
+    MAX_JOB_KEYS,
+    Bucket,
+    FrameNumber,
+    ObjectKey,
+    PlainText,
+    Prefix,
+)
+
 
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    bucket: str = Field(min_length=1, max_length=255)
-    prefix: str | None = Field(default=None, max_length=1024)
-    keys: list[str] | None = Field(default=None, max_length=100_000)
+    bucket: Bucket
+    prefix: Prefix | None = None
+    keys: list[ObjectKey] | None = Field(default=None, max_length=MAX_JOB_KEYS)
 
     @model_validator(mode="after")
     def _one_source(self) -> JobCreate:
@@ -93,11 +102,11 @@ class LabelCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    bucket: str = Field(min_length=1, max_length=255)
-    video_key: str = Field(min_length=1, max_length=1024)
-    operation: str = Field(min_length=1, max_length=128)
-    start_frame: int = Field(ge=0)
-    end_frame: int = Field(gt=0)  # exclusive
+    bucket: Bucket
+    video_key: ObjectKey
+    operation: PlainText = Field(min_length=1, max_length=128)
+    start_frame: FrameNumber
+    end_frame: FrameNumber  # exclusive
     # A built-in taxonomy name; a path would let a client make the server read its files.
     taxonomy: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -150,7 +159,7 @@ class TrainingRunCreate(BaseModel):
     # TrainingConfig fields to override for this run (lr, max_steps, lora_r, ...).
     config: dict[str, object] = Field(default_factory=dict)
     # Train on this bucket's verified labels only (default: PACKSIGHT_TRAINING_BUCKET, else all).
-    bucket: str | None = Field(default=None, min_length=1, max_length=255)
+    bucket: Bucket | None = None
 
 
 class TrainingRunOut(BaseModel):

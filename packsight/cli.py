@@ -79,10 +79,22 @@ def _redacted(url: str) -> str:
 
 def _parse_source(source: str) -> tuple[str, str]:
     """(bucket, prefix) for s3://bucket/prefix; a local folder sets the local storage root."""
+    from packsight.storage import (
+        InvalidKeyError,
+        validate_bucket,
+        validate_folder_bucket,
+        validate_prefix,
+    )
+
     if source.startswith("s3://"):
         bucket, _, prefix = source.removeprefix("s3://").partition("/")
         if not bucket:
             raise click.BadParameter("s3:// source needs a bucket name", param_hint="SOURCE")
+        try:
+            validate_bucket(bucket)
+            validate_prefix(prefix)
+        except InvalidKeyError as exc:
+            raise click.BadParameter(str(exc), param_hint="SOURCE") from exc
         os.environ.setdefault("PACKSIGHT_STORAGE", "s3")
         return bucket, prefix
     folder = Path(source).expanduser().resolve()
@@ -90,6 +102,16 @@ def _parse_source(source: str) -> tuple[str, str]:
         raise click.BadParameter(f"{source!r} is not a folder or s3:// URL", param_hint="SOURCE")
     if os.environ.get("PACKSIGHT_STORAGE", "local") != "local":
         raise click.UsageError("a local folder needs PACKSIGHT_STORAGE=local")
+    try:
+        # Local storage keeps the folder's own name as the bucket: no S3 naming rules, but it
+        # must be one plain folder name (not "/", nothing that breaks a log line).
+        validate_folder_bucket(folder.name)
+    except InvalidKeyError as exc:
+        raise click.BadParameter(
+            f"{source!r} cannot be labelled as a bucket: {exc}; move the videos into a folder "
+            "with a plain name",
+            param_hint="SOURCE",
+        ) from exc
     # The folder becomes a bucket of a local storage rooted at its parent.
     os.environ["PACKSIGHT_LOCAL_ROOT"] = str(folder.parent)
     return folder.name, ""
@@ -339,11 +361,11 @@ def api(host: str, port: int) -> None:
 @click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), default=None)
 def worker(queues: tuple[str, ...], concurrency: int | None, pool: str | None) -> None:
     """Run a Celery worker. GPU queues default to --pool solo (CUDA is not fork-safe)."""
-    from packsight.workers.app import app
-
-    settings = _settings()
+    settings = _settings()  # before the Celery app, which reads the settings on import
     if settings.embedded:
         raise click.UsageError("set PACKSIGHT_BROKER_URL: a worker needs a broker")
+    from packsight.workers.app import app
+
     gpu = any(q.startswith("gpu") for q in queues)
     pool = pool or ("solo" if gpu else "prefork")
     argv = ["worker", "-Q", ",".join(queues), "--pool", pool, "--loglevel", "INFO", "-E"]
@@ -364,6 +386,26 @@ def beat() -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     schedule = settings.data_dir.resolve() / "celerybeat-schedule"
     app.start(["beat", "--loglevel", "INFO", "--schedule", str(schedule)])
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+def flower(flower_args: tuple[str, ...]) -> None:
+    """Run Flower (the queue monitor) behind PACKSIGHT_FLOWER_BASIC_AUTH. Other arguments
+    (--port=5555, --address=...) go to `celery flower` as they are."""
+    settings = _settings()  # before the Celery app, which reads the settings on import
+    if settings.flower_basic_auth is None:
+        raise click.UsageError("set PACKSIGHT_FLOWER_BASIC_AUTH=user:password: Flower needs auth")
+    if settings.embedded:
+        raise click.UsageError("set PACKSIGHT_BROKER_URL: Flower watches a broker's queues")
+    if any(arg.startswith(("--basic-auth", "--basic_auth")) for arg in flower_args):
+        raise click.UsageError("Flower's basic auth comes from PACKSIGHT_FLOWER_BASIC_AUTH only")
+    # `celery -A packsight.workers.app flower --basic-auth=...`, in this process: the password
+    # stays out of the process list, where a child's command line would show it.
+    from packsight.workers.app import app
+
+    auth = settings.flower_basic_auth.get_secret_value()
+    sys.exit(app.start(["flower", f"--basic-auth={auth}", *flower_args]))
 
 
 def _register_subgroups() -> None:

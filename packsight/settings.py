@@ -6,10 +6,38 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "token"}
+# Secrets that are shipped defaults or templates rather than secrets: refused at start-up so a
+# copied .env.example or a vendor default never guards a real deployment.
+COMMON_DEFAULT_SECRETS = {"password", "secret", "token", "minioadmin", "admin", "guest"}
+PLACEHOLDER_MARKERS = ("changeme", "change-me", "example", "placeholder", "your-")
+MIN_SECRET_CHARS = 16
+
+
+def placeholder_problem(secret: str) -> str | None:
+    """Why `secret` looks like a placeholder or a guessable default, or None if it does not."""
+    lowered = secret.lower()
+    if lowered.startswith("replace"):
+        return "it starts with REPLACE (a template value)"
+    if marker := next((m for m in PLACEHOLDER_MARKERS if m in lowered), None):
+        return f"it contains {marker!r} (a template value)"
+    if lowered in COMMON_DEFAULT_SECRETS:
+        return "it is a well-known default"
+    if len(secret) < MIN_SECRET_CHARS:
+        return f"it is shorter than {MIN_SECRET_CHARS} characters"
+    return None
+
+
+def check_secret(variable: str, secret: str) -> None:
+    """Raise ValueError naming `variable` (never the value) when `secret` is not a real one."""
+    if problem := placeholder_problem(secret):
+        raise ValueError(
+            f"{variable} is not a usable secret: {problem}; set a random value of at least "
+            f"{MIN_SECRET_CHARS} characters (e.g. python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))')"
+        )
 
 
 class Settings(BaseSettings):
@@ -19,7 +47,11 @@ class Settings(BaseSettings):
     object folder under `data_dir`, tasks executed in-process.
     """
 
-    model_config = SettingsConfigDict(env_prefix="PACKSIGHT_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a refused setting may be a secret (or a URL holding one); errors
+    # name the variable, never echo its value into logs.
+    model_config = SettingsConfigDict(
+        env_prefix="PACKSIGHT_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     data_dir: Path = Path(".packsight")
     database_url: str | None = None
@@ -28,24 +60,24 @@ class Settings(BaseSettings):
     # process on one Redis must use the same value (checked when a worker starts). A message
     # redelivered while its task still runs is harmless (the task's lease is alive, so the copy
     # is dropped), and a lost task comes back through the sweeper long before this.
-    visibility_timeout_s: int = Field(default=6 * 3600, ge=60)
+    visibility_timeout_s: int = Field(default=6 * 3600, ge=60, le=30 * 24 * 3600)
     # Deliveries of one unit of work that may die (worker killed, out of memory) or raise an
     # unexpected error before its video or clips are failed.
-    max_attempts: int = Field(default=3, ge=1)
+    max_attempts: int = Field(default=3, ge=1, le=100)
     # The sweeper (run by `packsight beat`) looks this often for work the broker lost or whose
     # worker died...
-    sweep_interval_s: float = Field(default=60.0, gt=0)
+    sweep_interval_s: float = Field(default=60.0, gt=0, le=3600)
     # ...and republishes a unit whose worker sent no heartbeat for this long (workers send one
     # every quarter of it) or whose message is no longer in the broker after this long.
-    stale_after_s: float = Field(default=300.0, ge=1)
+    stale_after_s: float = Field(default=300.0, ge=1, le=24 * 3600)
     # Units of each kind published ahead of the workers; the rest wait in the database, so the
     # broker holds a bounded number of messages however large the job.
-    dispatch_window: int = Field(default=256, ge=1)
+    dispatch_window: int = Field(default=256, ge=1, le=100_000)
     # Database, broker and S3 outages are waited out for this long (retries with capped
     # exponential backoff and jitter) before a delivery gives up and leaves its work to the
     # sweeper; they never fail a video or a clip.
-    transient_retry_s: float = Field(default=900.0, ge=0)
-    retry_backoff_max_s: float = Field(default=60.0, gt=0)
+    transient_retry_s: float = Field(default=900.0, ge=0, le=7 * 24 * 3600)
+    retry_backoff_max_s: float = Field(default=60.0, gt=0, le=3600)
 
     storage: Literal["local", "s3"] = "local"
     local_root: Path | None = None
@@ -63,20 +95,25 @@ class Settings(BaseSettings):
     adapter: str | None = None
     quantization: Literal["nf4", "none"] = "nf4"
     device: str = "auto"
-    max_new_tokens: int = 96
+    max_new_tokens: int = Field(default=96, ge=1, le=4096)
     # Clips per forward pass on the GPU, and model batches per GPU task: a task of several
     # batches lets the worker load the next batch's frames while the GPU runs the current one.
-    gpu_batch_size: int = Field(default=64, ge=1)
-    gpu_task_batches: int = Field(default=4, ge=1)
+    gpu_batch_size: int = Field(default=64, ge=1, le=4096)
+    gpu_task_batches: int = Field(default=4, ge=1, le=256)
 
-    frames_per_clip: int = Field(default=8, ge=2)
-    clip_seconds: float = Field(default=5.0, gt=0)
-    frame_max_side: int = Field(default=336, ge=28)
-    motion_width: int = 160
-    motion_height: int = 120
+    frames_per_clip: int = Field(default=8, ge=2, le=64)
+    clip_seconds: float = Field(default=5.0, gt=0, le=3600)
+    frame_max_side: int = Field(default=336, ge=28, le=4096)
+    motion_width: int = Field(default=160, ge=16, le=4096)
+    motion_height: int = Field(default=120, ge=16, le=4096)
     taxonomy: str = "assignment"
 
     api_token: SecretStr | None = None
+    # Largest request body the API reads (bytes); larger ones get 413. 8 MiB holds a job of
+    # 100,000 typical keys.
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1024**3)
+    # Flower's basic auth, "user:password" (several comma-separated); `packsight flower` reads it.
+    flower_basic_auth: SecretStr | None = None
 
     # Retraining. The nightly run's crontab ("minute hour day-of-month month day-of-week", in
     # `timezone`); empty disables the schedule (manual runs still work).
@@ -89,16 +126,16 @@ class Settings(BaseSettings):
     train_subjects: list[str] = ["U0101", "U0102", "U0103", "U0104", "U0105", "U0106"]
     validation_subjects: list[str] = ["U0107"]
     test_subjects: list[str] = ["U0108"]
-    test_clips: int = Field(default=30, ge=1)
+    test_clips: int = Field(default=30, ge=1, le=1_000_000)
     # A candidate serves only if it beats the champion on this metric without losing more than
     # the tolerance on the others.
     promotion_metric: Literal["OCA", "tIoU@0.5", "AA@1"] = "AA@1"
-    promotion_tolerance: float = Field(default=0.02, ge=0)
+    promotion_tolerance: float = Field(default=0.02, ge=0, le=1)
     # A queued/running run without a heartbeat for this long is taken as dead and no longer
     # blocks a new run (when no training worker picks it up at all). Longer than
     # stale_after_s, so a run whose worker was lost is first redelivered by the sweeper (and
     # resumes from its checkpoint) before anything gives up on it.
-    training_stale_after_s: int = Field(default=7 * 3600, ge=60)
+    training_stale_after_s: int = Field(default=7 * 3600, ge=60, le=60 * 24 * 3600)
 
     @field_validator("frames_per_clip")
     @classmethod
@@ -108,10 +145,11 @@ class Settings(BaseSettings):
             raise ValueError("frames_per_clip must be even (Qwen2-VL groups frames in pairs)")
         return value
 
-    @field_validator("adapter", "training_bucket")
+    @field_validator("adapter", "training_bucket", "broker_url", "s3_endpoint_url")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
-        # compose passes unset variables as "": that means "none", not a path named "".
+        # compose passes unset variables as "": that means "none", not a path named "" (an
+        # empty broker URL was taken as a broker: tasks queued in memory, never run).
         return value or None
 
     @field_validator("training_schedule")
@@ -130,11 +168,56 @@ class Settings(BaseSettings):
             ) from exc
         return " ".join(value.split())
 
+    @field_validator("api_token", "s3_secret_key")
+    @classmethod
+    def _real_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None:
+            check_secret(f"PACKSIGHT_{str(info.field_name).upper()}", value.get_secret_value())
+        return value
+
     @field_validator("api_token")
     @classmethod
-    def _no_placeholder_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and value.get_secret_value().lower() in PLACEHOLDER_SECRETS:
-            raise ValueError("PACKSIGHT_API_TOKEN is a placeholder; set a real secret")
+    def _token_fits_a_header(cls, value: SecretStr | None) -> SecretStr | None:
+        token = value.get_secret_value() if value is not None else ""
+        if token and not (token.isascii() and token.isprintable() and " " not in token):
+            raise ValueError(
+                "PACKSIGHT_API_TOKEN must be printable ASCII without spaces (it is sent in an "
+                "HTTP header)"
+            )
+        return value
+
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _flower_auth(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        for pair in value.get_secret_value().split(","):
+            user, colon, password = pair.partition(":")
+            if not user.strip() or not colon:
+                raise ValueError(
+                    "PACKSIGHT_FLOWER_BASIC_AUTH must be user:password (several separated by ',')"
+                )
+            check_secret(f"the password of {user!r} in PACKSIGHT_FLOWER_BASIC_AUTH", password)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_password(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            password = make_url(value).password
+        except (ArgumentError, ValueError) as exc:
+            raise ValueError(
+                "PACKSIGHT_DATABASE_URL is not a database URL "
+                "(dialect+driver://user:password@host:port/database)"
+            ) from exc
+        # No password is fine: trust or peer authentication, or a SQLite file.
+        if password is not None:
+            check_secret("the password in PACKSIGHT_DATABASE_URL", password)
         return value
 
     @model_validator(mode="after")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,11 +54,15 @@ _RETRYABLE_CODES = {
 }
 
 
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
 def _unavailable(exc: Exception) -> StorageUnavailableError | None:
     """The transient error `exc` stands for, if it is one."""
     if isinstance(exc, ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        code = str(exc.response.get("Error", {}).get("Code", ""))
+        code = _code(exc)
         if status < 500 and code not in _RETRYABLE_CODES:
             return None
         return StorageUnavailableError(f"object storage unavailable ({code or status})")
@@ -78,7 +83,7 @@ def _s3_errors(bucket: str, key: str | None = None) -> Iterator[None]:
     try:
         yield
     except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
+        code = _code(exc)
         if code == "NoSuchBucket" or (key is None and code in ("404", "NotFound")):
             raise BucketNotFoundError(f"bucket {bucket!r} does not exist") from exc
         if code in ("404", "NoSuchKey", "NotFound"):
@@ -101,19 +106,95 @@ class ObjectInfo:
     etag: str
 
 
+# S3's limits: an object key is at most 1,024 bytes of UTF-8 (prefixes likewise).
+MAX_KEY_BYTES = 1024
+_SHOWN_CHARS = 100
+# General-purpose bucket names: 3-63 lowercase letters, digits, dots and hyphens, starting and
+# ending with a letter or digit. Reserved prefixes and suffixes (AWS uses them for access
+# points, aliases and other bucket types) and IP-address look-alikes are refused as AWS does.
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_IP_ADDRESS = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+
+
+def shown(text: str, limit: int = _SHOWN_CHARS) -> str:
+    """`text` quoted for an error message, cut to `limit` characters (keys can be 1 KiB)."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+# Control characters (C0, DEL, C1) break logs and S3 listings, Postgres refuses NUL in text, and
+# a lone surrogate cannot be encoded as UTF-8 at all.
+_BAD_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def bad_character(text: str) -> str | None:
+    """A description of the first character that has no place in a name or key, or None."""
+    found = _BAD_CHARACTER.search(text)
+    if found is None:
+        return None
+    code = ord(found.group())
+    kind = "unpaired surrogate" if code >= 0xD800 else "control character"
+    return f"{kind} U+{code:04X} at position {found.start()}"
+
+
+def validate_prefix(prefix: str, *, what: str = "prefix") -> str:
+    """A key prefix: at most 1,024 UTF-8 bytes, no control characters."""
+    if problem := bad_character(prefix):
+        raise InvalidKeyError(f"{what} {shown(prefix)} contains a {problem}")
+    size = len(prefix.encode("utf-8"))
+    if size > MAX_KEY_BYTES:
+        raise InvalidKeyError(
+            f"{what} {shown(prefix)} is {size} bytes long in UTF-8; S3 allows at most "
+            f"{MAX_KEY_BYTES}"
+        )
+    return prefix
+
+
 def validate_key(key: str) -> str:
-    """Reject keys that are empty, absolute, or climb out of their bucket ("..")."""
-    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
-        raise InvalidKeyError(f"invalid object key {key!r}")
+    """Reject keys S3 would refuse (over 1,024 UTF-8 bytes), control characters, and keys that
+    are empty, absolute, or climb out of their bucket ("..")."""
+    if not key:
+        raise InvalidKeyError("object key must not be empty")
+    validate_prefix(key, what="object key")
+    if key.startswith("/") or "\\" in key:
+        raise InvalidKeyError(f"object key {shown(key)} must be relative, with '/' separators")
     # Split by hand: PurePosixPath would normalise "a/./b" to "a/b" and hide the segment.
     if any(part in ("..", ".") for part in key.split("/")):
-        raise InvalidKeyError(f"object key {key!r} must not contain '.' or '..' segments")
+        raise InvalidKeyError(f"object key {shown(key)} must not contain '.' or '..' segments")
     return key
 
 
 def validate_bucket(bucket: str) -> str:
-    if not bucket or "/" in bucket or bucket in (".", "..") or "\x00" in bucket:
-        raise InvalidKeyError(f"invalid bucket name {bucket!r}")
+    """S3's naming rules for general-purpose buckets (what the API and S3 storage accept)."""
+    rule = (
+        "3-63 lowercase letters, digits, dots or hyphens, starting and ending with a letter "
+        "or digit"
+    )
+    if not _BUCKET_NAME.fullmatch(bucket):
+        raise InvalidKeyError(f"invalid bucket name {shown(bucket)}: S3 bucket names are {rule}")
+    if ".." in bucket:
+        raise InvalidKeyError(f"invalid bucket name {shown(bucket)}: no two adjacent dots")
+    if _IP_ADDRESS.fullmatch(bucket):
+        raise InvalidKeyError(f"invalid bucket name {shown(bucket)}: it looks like an IP address")
+    if bucket.startswith(_RESERVED_PREFIXES) or bucket.endswith(_RESERVED_SUFFIXES):
+        raise InvalidKeyError(
+            f"invalid bucket name {shown(bucket)}: S3 reserves the prefixes "
+            f"{', '.join(_RESERVED_PREFIXES)} and the suffixes {', '.join(_RESERVED_SUFFIXES)}"
+        )
+    return bucket
+
+
+def validate_folder_bucket(bucket: str) -> str:
+    """A bucket of local-folder storage: one ordinary folder name (a folder given to
+    `packsight label` keeps its name, which need not follow S3's rules), nothing that could
+    name another folder or break a log line."""
+    if not bucket or bucket in (".", "..") or "/" in bucket or "\\" in bucket:
+        raise InvalidKeyError(f"invalid bucket (folder) name {shown(bucket)}")
+    if problem := bad_character(bucket):
+        raise InvalidKeyError(f"bucket (folder) name {shown(bucket)} contains a {problem}")
+    if len(bucket.encode("utf-8")) > 255:  # what file systems and the jobs table hold
+        raise InvalidKeyError(f"bucket (folder) name {shown(bucket)} is over 255 bytes long")
     return bucket
 
 
@@ -137,7 +218,7 @@ class LocalStorage:
         self.root = Path(root).resolve()
 
     def _bucket_dir(self, bucket: str) -> Path:
-        return self.root / validate_bucket(bucket)
+        return self.root / validate_folder_bucket(bucket)
 
     def _path(self, bucket: str, key: str) -> Path:
         base = self._bucket_dir(bucket).resolve()
@@ -157,6 +238,7 @@ class LocalStorage:
         self, bucket: str, prefix: str = "", start_after: str = ""
     ) -> Iterator[ObjectInfo]:
         base = self._bucket_dir(bucket)
+        validate_prefix(prefix)
         if not base.is_dir():
             raise BucketNotFoundError(f"bucket {bucket!r} does not exist under {self.root}")
         # Sorted by key, as S3 lists, so `start_after` resumes a listing the same way.
@@ -209,9 +291,13 @@ class S3Storage:
         secret_key: str | None,
         region: str = "us-east-1",
         page_size: int = 1000,
+        connect_timeout: float = 10,
+        read_timeout: float = 120,
+        max_attempts: int = 5,
     ) -> None:
         self.page_size = page_size
-        self.client = boto3.client(
+        # A session of its own: boto3's default session is not safe to share between threads.
+        self.client = boto3.session.Session().client(
             "s3",
             endpoint_url=endpoint_url,
             aws_access_key_id=access_key,
@@ -219,9 +305,9 @@ class S3Storage:
             region_name=region,
             config=Config(
                 s3={"addressing_style": "path"},
-                retries={"max_attempts": 5, "mode": "standard"},
-                connect_timeout=10,
-                read_timeout=120,
+                retries={"max_attempts": max_attempts, "mode": "standard"},
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
             ),
         )
 
@@ -232,6 +318,24 @@ class S3Storage:
             return True
         except BucketNotFoundError:
             return False
+        except ClientError as exc:
+            if _code(exc) in ("403", "AccessDenied", "Forbidden") and self._denied(bucket):
+                # Someone else's bucket, or ours without read rights: nothing a job can use.
+                raise BucketNotFoundError(
+                    f"bucket {bucket!r} does not exist or packsight's S3 credentials may not "
+                    "read it"
+                ) from exc
+            raise
+
+    def _denied(self, bucket: str) -> bool:
+        """HEAD answers a bare 403 both for wrong credentials (a fault of this deployment, left
+        to raise) and for a bucket these credentials may not read; a listing's error names
+        which."""
+        try:
+            self.client.list_objects_v2(Bucket=bucket, MaxKeys=1)
+        except ClientError as exc:
+            return _code(exc) == "AccessDenied"
+        return False
 
     def ensure_bucket(self, bucket: str) -> None:
         if self.bucket_exists(bucket):
@@ -240,7 +344,7 @@ class S3Storage:
             with _s3_errors(bucket):
                 self.client.create_bucket(Bucket=bucket)
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
+            code = _code(exc)
             if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
 
@@ -251,7 +355,7 @@ class S3Storage:
         with _s3_errors(validate_bucket(bucket)):
             pages = paginator.paginate(
                 Bucket=bucket,
-                Prefix=prefix,
+                Prefix=validate_prefix(prefix),
                 StartAfter=start_after,
                 PaginationConfig={"PageSize": self.page_size},
             )
@@ -287,17 +391,39 @@ class S3Storage:
                 self.client.delete_objects(Bucket=bucket, Delete={"Objects": chunk, "Quiet": True})
 
 
+def _s3_storage(settings: Settings, *, probe_timeout_s: float | None = None) -> S3Storage:
+    secret = settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None
+    connection = {
+        "endpoint_url": settings.s3_endpoint_url,
+        "access_key": settings.s3_access_key,
+        "secret_key": secret,
+        "region": settings.s3_region,
+    }
+    if probe_timeout_s is None:
+        return S3Storage(**connection)
+    # A probe: one attempt with short timeouts, so a dead server answers "down" quickly.
+    timeout = probe_timeout_s
+    return S3Storage(**connection, connect_timeout=timeout, read_timeout=timeout, max_attempts=1)
+
+
 def open_storage(settings: Settings) -> Storage:
     """The storage backend the settings name."""
     if settings.storage == "s3":
-        secret = settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None
-        return S3Storage(
-            endpoint_url=settings.s3_endpoint_url,
-            access_key=settings.s3_access_key,
-            secret_key=secret,
-            region=settings.s3_region,
-        )
+        return _s3_storage(settings)
     return LocalStorage(settings.resolved_local_root)
+
+
+def probe_storage(settings: Settings, *, timeout_s: float) -> None:
+    """Raise unless object storage answers within about `timeout_s`: S3 answers a signed HEAD
+    of the artifact bucket (one attempt, short timeouts; a missing bucket is fine, it is created
+    on first use), the root folder is usable locally."""
+    if settings.storage == "s3":
+        _s3_storage(settings, probe_timeout_s=timeout_s).bucket_exists(settings.artifact_bucket)
+        return
+    root = settings.resolved_local_root
+    root.mkdir(parents=True, exist_ok=True)  # the embedded default creates it on first use
+    if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
+        raise StorageError(f"storage folder {root} is not readable and writable")
 
 
 def open_artifact_storage(settings: Settings) -> Storage:

@@ -90,7 +90,8 @@ def submit_job(
     load_taxonomy(settings.taxonomy)  # fail early on a misconfigured taxonomy
     if request.bucket == settings.artifact_bucket:
         raise InvalidKeyError(
-            f"bucket {request.bucket!r} holds packsight's own artifacts; it is not a source"
+            f"bucket {request.bucket!r} is packsight's internal artifact bucket "
+            "(PACKSIGHT_ARTIFACT_BUCKET), not a video source"
         )
     source = _first_chunk(settings, request)
     if ctx.publisher is not None:

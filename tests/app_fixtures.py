@@ -178,5 +178,31 @@ def stack_settings(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[ob
     get_settings.cache_clear()
 
 
+def start_api(
+    env: dict[str, str], log_path: Path, *, healthy: bool = True
+) -> tuple[harness.ProcessGroup, str]:
+    """`packsight api` on a free port with `env` (on top of this process's environment); waits
+    until /healthz answers 200, or with healthy=False any answer (a service is meant to be
+    down). The caller stops the process."""
+    port = harness.free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = harness.ProcessGroup(
+        f"api:{port}",
+        [str(VENV_BIN / "packsight"), "api", "--port", str(port)],
+        log_path=log_path,
+        env={"PYTHONUNBUFFERED": "1", **env},
+    )
+    wanted = (200,) if healthy else (200, 503)
+    try:
+        process.wait_until(
+            lambda: httpx.get(f"{url}/healthz", timeout=10).status_code in wanted,
+            what="API health",
+        )
+    except BaseException:
+        process.stop()
+        raise
+    return process, url
+
+
 def pytest_report_header() -> str:
     return f"packsight tests; python {sys.version.split()[0]}; cwd {os.getcwd()}"

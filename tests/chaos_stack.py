@@ -21,10 +21,10 @@ class ChaosStack:
     def __init__(self, root: Path, model: Path) -> None:
         self.logs = root / "logs"
         self.logs.mkdir(parents=True)
-        self.database = harness.postgres_database(private=True)
+        self.postgres = harness.postgres_database(private=True)
         self.redis = harness.redis_server()
         self.s3 = harness.s3_server()
-        self.database_url = self.database.url
+        self.database_url = self.postgres.url
         self.token = secrets.token_urlsafe(24)
         self.env = stack_env(
             postgres_url=self.database_url,
@@ -76,7 +76,7 @@ class ChaosStack:
     def stop(self) -> None:
         for process in self.processes.values():
             process.stop()
-        for service in (self.s3, self.redis, self.database):
+        for service in (self.s3, self.redis, self.postgres):
             service.stop()
 
 

@@ -18,6 +18,7 @@ from packsight.api.schemas import (
     ResultsPage,
     TemporalSegment,
 )
+from packsight.api.validation import INT32_MAX, ResourceId, canonical_uuid
 from packsight.models.jobs import job_counts
 from packsight.models.predictions import job_results_query
 from packsight.models.tables import ItemState, Job, JobItem, ModelVersion
@@ -28,7 +29,7 @@ from packsight.pipeline.submission import (
     NothingToLabelError,
 )
 from packsight.pipeline.submission import submit_job as submit
-from packsight.storage import BucketNotFoundError, InvalidKeyError
+from packsight.storage import BucketNotFoundError, InvalidKeyError, shown
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Authorized])
 
@@ -96,14 +97,15 @@ def list_jobs(
 
 
 def _job_or_404(session: SessionDep, job_id: str) -> Job:
-    job = session.get(Job, job_id)
+    stored_id = canonical_uuid(job_id)
+    job = session.get(Job, stored_id) if stored_id else None
     if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id!r} not found")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {shown(job_id)} not found")
     return job
 
 
 @router.get("/{job_id}")
-def get_job(job_id: str, session: SessionDep) -> JobStatus:
+def get_job(job_id: ResourceId, session: SessionDep) -> JobStatus:
     return _status(session, _job_or_404(session, job_id))
 
 
@@ -133,9 +135,9 @@ def _status(session: SessionDep, job: Job) -> JobStatus:
 
 @router.get("/{job_id}/results")
 def get_results(
-    job_id: str,
+    job_id: ResourceId,
     session: SessionDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ResultsPage:
     job = _job_or_404(session, job_id)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from packsight.api.deps import Authorized, SessionDep, SettingsDep
 from packsight.api.schemas import LabelCreate, LabelOut, VideoLabels
+from packsight.api.validation import PRINTABLE
 from packsight.models.labels import LabelError, add_correction, video_labels, video_taxonomy
 from packsight.taxonomy import TaxonomyError
 
@@ -41,8 +42,8 @@ def create_correction(body: LabelCreate, session: SessionDep, settings: Settings
 @router.get("")
 def get_video_labels(
     session: SessionDep,
-    bucket: Annotated[str, Query(min_length=1, max_length=255)],
-    video_key: Annotated[str, Query(min_length=1, max_length=1024)],
+    bucket: Annotated[str, Query(min_length=1, max_length=255, json_schema_extra=PRINTABLE)],
+    video_key: Annotated[str, Query(min_length=1, max_length=1024, json_schema_extra=PRINTABLE)],
 ) -> VideoLabels:
     rows = video_labels(session, bucket=bucket, video_key=video_key)
     return VideoLabels(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, status
 from sqlalchemy import select
 
 from packsight.api.deps import Authorized, SessionDep
 from packsight.api.schemas import ModelVersionOut
+from packsight.api.validation import INT64_MAX
 from packsight.models.evaluations import UnknownModelVersionError
 from packsight.models.promotions import RollbackError, rollback
 from packsight.models.tables import ModelVersion
@@ -21,7 +24,9 @@ def list_models(session: SessionDep) -> list[ModelVersionOut]:
 
 
 @router.post("/{version_id}/rollback")
-def roll_back(version_id: int, session: SessionDep) -> ModelVersionOut:
+def roll_back(
+    version_id: Annotated[int, Path(ge=1, le=INT64_MAX)], session: SessionDep
+) -> ModelVersionOut:
     """Stop serving `version_id` and serve again the version it was promoted over. New jobs use
     it at once; GPU workers load it with the first job, without a restart."""
     try:

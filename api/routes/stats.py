@@ -9,10 +9,12 @@ from sqlalchemy import select
 
 from packsight.api.deps import Authorized, SessionDep
 from packsight.api.schemas import ConfusionOut
+from packsight.api.validation import INT64_MAX, PRINTABLE
 from packsight.confusion_plot import render_confusion_png
 from packsight.metrics import NONE_LABEL, confusion_matrix
 from packsight.models.evaluations import confusion_for
 from packsight.models.tables import ModelVersion
+from packsight.storage import shown
 from packsight.taxonomy import TaxonomyError, load_taxonomy
 
 router = APIRouter(prefix="/v1/stats", tags=["stats"], dependencies=[Authorized])
@@ -20,12 +22,14 @@ router = APIRouter(prefix="/v1/stats", tags=["stats"], dependencies=[Authorized]
 
 def _model_version_or_404(session: SessionDep, ref: str) -> ModelVersion:
     # An all-digit reference is tried as an id first, then as a name, so a version that
-    # happens to be named "7" is still reachable.
-    version = session.get(ModelVersion, int(ref)) if ref.isdigit() else None
+    # happens to be named "7" is still reachable. ASCII digits only ("²".isdigit() is true), and
+    # no number beyond the BIGINT id column.
+    as_id = int(ref) if ref.isascii() and ref.isdigit() else None
+    version = session.get(ModelVersion, as_id) if as_id and as_id <= INT64_MAX else None
     if version is None:
         version = session.scalars(select(ModelVersion).where(ModelVersion.name == ref)).first()
     if version is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"model version {ref!r} not found")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"model version {shown(ref)} not found")
     return version
 
 
@@ -36,8 +40,8 @@ def _model_version_or_404(session: SessionDep, ref: str) -> ModelVersion:
 )
 def get_confusion(
     session: SessionDep,
-    model_version: Annotated[str, Query(min_length=1, max_length=512)],
-    split: Annotated[str, Query(min_length=1, max_length=32)] = "test",
+    model_version: Annotated[str, Query(min_length=1, max_length=512, json_schema_extra=PRINTABLE)],
+    split: Annotated[str, Query(min_length=1, max_length=32, json_schema_extra=PRINTABLE)] = "test",
     fmt: Annotated[Literal["json", "png"], Query(alias="format")] = "json",
 ) -> ConfusionOut | Response:
     version = _model_version_or_404(session, model_version)

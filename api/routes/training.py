@@ -9,10 +9,12 @@ from sqlalchemy import select
 
 from packsight.api.deps import Authorized, ContextDep, SessionDep, run_here_if_embedded
 from packsight.api.schemas import TrainingRunCreate, TrainingRunOut
+from packsight.api.validation import ResourceId, canonical_uuid
 from packsight.models.tables import TrainingRun
 from packsight.models.training_runs import ActiveRunError
 from packsight.pipeline.dispatch import BrokerUnavailableError
 from packsight.pipeline.training_runs import start_training
+from packsight.storage import shown
 
 router = APIRouter(prefix="/v1/training-runs", tags=["training"], dependencies=[Authorized])
 
@@ -42,8 +44,9 @@ def list_runs(
 
 
 @router.get("/{run_id}")
-def get_run(run_id: str, session: SessionDep) -> TrainingRunOut:
-    run = session.get(TrainingRun, run_id)
+def get_run(run_id: ResourceId, session: SessionDep) -> TrainingRunOut:
+    stored_id = canonical_uuid(run_id)
+    run = session.get(TrainingRun, stored_id) if stored_id else None
     if run is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"training run {run_id!r} not found")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"training run {shown(run_id)} not found")
     return TrainingRunOut.model_validate(run)

@@ -74,8 +74,62 @@ def test_gpu_workers_reserve_an_nvidia_device_on_the_pinned_image(compose: dict,
     assert first == "nvidia/cuda:12.1.1-cudnn8-runtime-ubuntu22.04"
 
 
-def test_flower_requires_basic_auth(compose: dict) -> None:
-    assert any(arg.startswith("--basic-auth=") for arg in _command(compose["services"]["flower"]))
+def test_flower_requires_checked_basic_auth(compose: dict) -> None:
+    # `packsight flower` refuses to start without a real PACKSIGHT_FLOWER_BASIC_AUTH; the
+    # password is not on the command line (where `ps` would show it).
+    command = _command(compose["services"]["flower"])
+    assert command[:2] == ["packsight", "flower"]
+    assert not any("basic" in arg for arg in command)
+    auth = compose["services"]["flower"]["environment"]["PACKSIGHT_FLOWER_BASIC_AUTH"]
+    assert auth == "${FLOWER_BASIC_AUTH:?set FLOWER_BASIC_AUTH}"
+
+
+def _env_example() -> dict[str, str]:
+    lines = (ROOT / "compose" / ".env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
+def _interpolate(value: str, variables: dict[str, str]) -> str:
+    """docker compose's ${NAME:?message} and ${NAME:-default}, enough for this file."""
+    return re.sub(
+        r"\$\{(\w+)(?::[?-]([^}]*))?\}",
+        lambda m: variables.get(m.group(1)) or (m.group(2) or ""),
+        value,
+    )
+
+
+def _app_env(compose: dict, variables: dict[str, str]) -> dict[str, str]:
+    env = compose["services"]["api"]["environment"]
+    return {name: _interpolate(str(value), variables) for name, value in env.items()}
+
+
+def test_the_env_example_placeholders_are_refused(
+    compose: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import ValidationError
+
+    for name, value in _app_env(compose, _env_example()).items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as refused:
+        Settings(_env_file=None)
+    refused_fields = {error["loc"][0] for error in refused.value.errors()}
+    assert refused_fields == {"database_url", "s3_secret_key", "api_token", "flower_basic_auth"}
+    assert "REPLACE-with" not in str(refused.value)  # errors name variables, never values
+
+
+def test_real_secrets_in_the_env_file_start(compose: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    import secrets
+
+    variables = _env_example() | {
+        "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
+        "MINIO_ROOT_PASSWORD": secrets.token_urlsafe(24),
+        "PACKSIGHT_API_TOKEN": secrets.token_urlsafe(32),
+        "FLOWER_BASIC_AUTH": f"ops:{secrets.token_urlsafe(24)}",
+    }
+    for name, value in _app_env(compose, variables).items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(_env_file=None)
+    assert settings.flower_basic_auth is not None and settings.api_token is not None
 
 
 def test_api_waits_for_migrations(compose: dict) -> None:

@@ -1,0 +1,160 @@
+"""Settings refuse placeholder secrets and out-of-range numbers, naming the variable and never
+echoing the value."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+from pydantic import ValidationError
+
+from packsight.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("PACKSIGHT_"):
+            monkeypatch.delenv(name)
+
+
+def settings(**env: str) -> Settings:
+    return Settings(_env_file=None, **env)  # type: ignore[arg-type]
+
+
+def assert_not_echoed(error: ValidationError, value: str) -> None:
+    assert "input_value" not in str(error)
+    if len(value) > 8:  # shorter ones ("token") also occur in the messages' own words
+        assert value not in str(error)
+
+
+PLACEHOLDERS = [
+    "REPLACE-with-a-long-random-token",
+    "replace_me_with_something_long",
+    "xxchangemexxxxxxxxxxxxxx",
+    "please-CHANGE-ME-before-use",
+    "an-example-secret-of-some-length",
+    "placeholder-placeholder",
+    "your-secret-goes-here-ok",
+    "password",
+    "Secret",
+    "minioadmin",
+    "admin",
+    "guest",
+    "token",
+    "short-but-real",  # 14 characters
+]
+
+
+@pytest.mark.parametrize("value", PLACEHOLDERS)
+@pytest.mark.parametrize(
+    ("field", "variable"),
+    [("api_token", "PACKSIGHT_API_TOKEN"), ("s3_secret_key", "PACKSIGHT_S3_SECRET_KEY")],
+)
+def test_placeholder_secrets_are_refused(field: str, variable: str, value: str) -> None:
+    with pytest.raises(ValidationError, match=variable) as refused:
+        settings(**{field: value})
+    assert_not_echoed(refused.value, value)
+
+
+@pytest.mark.parametrize("value", PLACEHOLDERS)
+def test_placeholder_database_passwords_are_refused(value: str) -> None:
+    url = f"postgresql+psycopg2://packsight:{value}@db:5432/packsight"
+    with pytest.raises(ValidationError, match="password in PACKSIGHT_DATABASE_URL") as refused:
+        settings(database_url=url)
+    assert_not_echoed(refused.value, value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/packsight_test",  # trust auth (tests)
+        "sqlite:////tmp/packsight.db",
+        f"postgresql+psycopg2://packsight:{secrets.token_urlsafe(24)}@db:5432/packsight",
+    ],
+)
+def test_database_urls_without_or_with_a_real_password_pass(url: str) -> None:
+    assert settings(database_url=url).database_url == url
+
+
+def test_a_malformed_database_url_is_refused() -> None:
+    with pytest.raises(ValidationError, match="PACKSIGHT_DATABASE_URL is not a database URL"):
+        settings(database_url="not a url")
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("admin:REPLACE-with-a-flower-password", "starts with REPLACE"),
+        ("admin:admin", "well-known default"),
+        ("admin:s3cr3t-pw", "shorter than 16"),
+        (f"ops:{secrets.token_urlsafe(24)},guest:guest", "of 'guest'"),
+        ("no-colon-at-all-but-long-enough", "user:password"),
+        (f":{secrets.token_urlsafe(24)}", "user:password"),
+    ],
+)
+def test_flower_basic_auth_needs_real_passwords(value: str, needle: str) -> None:
+    with pytest.raises(ValidationError, match="PACKSIGHT_FLOWER_BASIC_AUTH") as refused:
+        settings(flower_basic_auth=value)
+    assert needle in str(refused.value)
+
+
+def test_the_test_harness_secrets_pass() -> None:
+    # What tests/services.py and tests/app_fixtures.py generate.
+    for _ in range(50):
+        loaded = settings(
+            api_token=secrets.token_urlsafe(24),
+            s3_secret_key=secrets.token_urlsafe(30),
+            flower_basic_auth=f"ops:{secrets.token_urlsafe(24)}",
+        )
+        assert loaded.api_token is not None
+
+
+def test_variables_are_named_when_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PACKSIGHT_API_TOKEN", "changeme")
+    with pytest.raises(ValidationError, match="PACKSIGHT_API_TOKEN is not a usable secret"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_the_api_token_must_fit_an_http_header() -> None:
+    with pytest.raises(ValidationError, match="printable ASCII"):
+        settings(api_token="tökén-" + secrets.token_urlsafe(24))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("max_attempts", "0"),
+        ("visibility_timeout_s", "59"),
+        ("gpu_batch_size", "0"),
+        ("gpu_task_batches", "0"),
+        ("frames_per_clip", "0"),
+        ("clip_seconds", "0"),
+        ("frame_max_side", "27"),
+        ("motion_width", "0"),
+        ("max_new_tokens", "0"),
+        ("test_clips", "0"),
+        ("promotion_tolerance", "-0.1"),
+        ("max_request_bytes", "1023"),
+        ("training_stale_after_s", "30"),
+    ],
+)
+def test_numbers_out_of_range_are_refused(name: str, value: str) -> None:
+    with pytest.raises(ValidationError, match=name):
+        settings(**{name: value})
+
+
+def test_the_request_limit_defaults_to_8_mib() -> None:
+    assert settings().max_request_bytes == 8 * 1024 * 1024
+    assert settings(max_request_bytes="1024").max_request_bytes == 1024
+
+
+def test_empty_variables_mean_unset() -> None:
+    # What compose passes for a variable left empty: the embedded default, not a broker "".
+    loaded = settings(broker_url="", s3_endpoint_url="", database_url="")
+    assert loaded.broker_url is None and loaded.embedded
+    assert loaded.s3_endpoint_url is None and loaded.database_url is None
