@@ -28,8 +28,10 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from packsight.pipeline.dispatch import BrokerUnavailableError
+from packsight.pipeline.retry import OutageError
 from packsight.settings import get_settings
-from packsight.storage import shown
+from packsight.storage import StorageUnavailableError, shown
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,11 @@ async def _broker_unavailable(request: Request, exc: Exception) -> JSONResponse:
     return _unavailable("broker", exc, request)
 
 
+async def _outage(request: Request, exc: Exception) -> JSONResponse:
+    # The application layer's retries gave up (at once, for requests): it names the service.
+    return _unavailable(getattr(exc, "service", "a backing service"), exc, request)
+
+
 async def _storage_refused(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ClientError)
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -103,6 +110,9 @@ def install_error_handlers(app: FastAPI) -> None:
         (DATABASE_ERRORS, _database_unavailable),
         (STORAGE_ERRORS, _storage_unavailable),
         (BROKER_ERRORS, _broker_unavailable),
+        ((StorageUnavailableError,), _storage_unavailable),
+        ((BrokerUnavailableError,), _broker_unavailable),
+        ((OutageError,), _outage),
         ((ClientError,), _storage_refused),
     ):
         for error in errors:

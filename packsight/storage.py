@@ -67,7 +67,7 @@ def _unavailable(exc: Exception) -> StorageUnavailableError | None:
             return None
         return StorageUnavailableError(f"object storage unavailable ({code or status})")
     outage = (BotoConnectionError, HTTPClientError, IncompleteReadError, ConnectionError)
-    if isinstance(exc, outage | TimeoutError):
+    if isinstance(exc, (*outage, TimeoutError)):
         # Connection refused/reset, timeouts, truncated reads: the endpoint is down or flaky
         # (missing credentials and other botocore errors are not: retrying cannot fix them).
         return StorageUnavailableError(f"object storage unavailable ({type(exc).__name__})")

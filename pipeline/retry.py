@@ -24,6 +24,10 @@ T = TypeVar("T")
 class OutageError(TransientError):
     """A dependency stayed unavailable for the whole retry window."""
 
+    def __init__(self, service: str, message: str) -> None:
+        super().__init__(message)
+        self.service = service  # "database", "object storage"
+
 
 def is_transient(exc: BaseException) -> bool:
     """True for errors of infrastructure that may pass: connection lost or refused, timeouts,
@@ -72,7 +76,8 @@ class Backoff:
         pause = random.uniform(0, ceiling)
         if time.monotonic() + pause > self.deadline:
             raise OutageError(
-                f"{self.what}: still unavailable after {self.policy.window_s:.0f} s ({exc})"
+                self.what,
+                f"{self.what}: still unavailable after {self.policy.window_s:.0f} s ({exc})",
             ) from exc
         if self.attempt == 1 or self.attempt % 10 == 0:
             log.warning("%s unavailable (%s: %s); retrying", self.what, type(exc).__name__, exc)

@@ -151,7 +151,8 @@ def test_a_dead_broker_is_503(no_broker, s3) -> None:  # type: ignore[no-untyped
         }
         response = client.post("/v1/jobs", json={"bucket": "api-no-broker", "keys": ["a.mp4"]})
     assert response.status_code == 503, response.text
-    assert response.json() == {"detail": "broker unavailable, retry later"}
+    detail = response.json()["detail"]
+    assert "broker is unavailable" in detail and "nothing was recorded" in detail
     assert_no_addresses(response, port)
 
 

@@ -190,8 +190,11 @@ def test_cli_maps_openpack_annotations_with_a_sessions_csv(db: str, tmp_path: Pa
 
 
 @pytest.fixture(scope="module")
-def labelled_video(stack, db: str) -> tuple[str, str]:  # type: ignore[no-untyped-def]
-    import_labels(db, "api-labels", "U0101/video/a.mp4", TAPE_VIDEO)
+def labelled_video(stack) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    # Into the stack's own database, where its API reads.
+    import_labels(
+        stack.env["PACKSIGHT_DATABASE_URL"], "api-labels", "U0101/video/a.mp4", TAPE_VIDEO
+    )
     return "api-labels", "U0101/video/a.mp4"
 
 
