@@ -241,9 +241,15 @@ class LocalStorage:
         validate_prefix(prefix)
         if not base.is_dir():
             raise BucketNotFoundError(f"bucket {bucket!r} does not exist under {self.root}")
-        # Sorted by key, as S3 lists, so `start_after` resumes a listing the same way.
-        keys = sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
-        for key in keys:
+        # Only the folder the prefix points into is walked; keys come sorted, as S3 lists
+        # them, so `start_after` resumes a listing the same way.
+        folder = prefix.rpartition("/")[0]
+        keys = []
+        for top, _, files in os.walk(base / folder if folder else base):
+            relative = Path(top).relative_to(base).as_posix()
+            stem = "" if relative == "." else relative + "/"
+            keys += [stem + name for name in files]
+        for key in sorted(keys):
             if key.startswith(prefix) and key > start_after:
                 yield self._info(key, base / key)
 

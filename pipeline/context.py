@@ -64,13 +64,15 @@ class Context:
 
         return self._policy.call(attempt, what=what)
 
-    def try_transaction(self, fn: Callable[[Session], T]) -> T | None:
-        """`fn` in one transaction, once; None (logged) if the database cannot be reached."""
+    def try_transaction(self, fn: Callable[[Session], T], *, quiet: bool = False) -> T | None:
+        """`fn` in one transaction, once; None (logged unless `quiet`) if the database cannot
+        be reached."""
         try:
             with session_scope(self.settings.resolved_database_url) as session:
                 return fn(session)
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            log.warning("database unavailable (%s); will be retried later", type(exc).__name__)
+            if not quiet:
+                log.warning("database unavailable (%s); retried later", type(exc).__name__)
             return None

@@ -149,3 +149,30 @@ def test_bad_sources_record_nothing(ctx: Context) -> None:
             submit_job(ctx, request)
     with session_scope(ctx.settings.resolved_database_url) as session:
         assert session.scalar(select(func.count(Job.id))) == before
+
+
+def test_the_broker_holds_a_window_of_messages_however_large_the_job(
+    ctx: Context, tmp_path: Path
+) -> None:
+    import harness
+    import redis
+
+    from packsight.workers.broker import publisher_for
+
+    with harness.redis_server() as broker:  # its own: no worker consumes from it
+        settings = ctx.settings.model_copy(update={"broker_url": broker.url, "dispatch_window": 50})
+        ctx = Context(settings, publisher_for(settings), patient=False)
+        keys = tuple(f"station/{n:06d}.mp4" for n in range(CHUNK * 2 + 500))
+        submission = submit_job(ctx, JobRequest("archive", keys=keys))
+        stages.run(ctx, list_unit(ctx, submission.job_id))  # every item recorded meanwhile
+        queued = redis.Redis.from_url(broker.url).llen(settings.queue_cpu)
+        assert queued == 50 + 1  # the sampling window, and the listing unit's own message
+        with session_scope(settings.resolved_database_url) as session:
+            states = dict(
+                session.execute(
+                    select(WorkUnit.state, func.count())
+                    .where(WorkUnit.job_id == submission.job_id)
+                    .group_by(WorkUnit.state)
+                ).all()
+            )
+        assert states == {"dispatched": 50, "pending": len(keys) - 50}
