@@ -70,7 +70,9 @@ class Lease:
     def _beat(self) -> None:
         interval = self.ctx.settings.heartbeat_interval_s
         while not self._stop.wait(interval):
-            renewed = self.ctx.try_transaction(lambda s: renew_lease(s, self.unit_id, self.token))
+            renewed = self.ctx.try_transaction(
+                lambda s: renew_lease(s, self.unit_id, self.token), quiet=True
+            )
             if renewed is False:
                 self.lost = True
                 return
