@@ -1,8 +1,8 @@
 """Labeler throughput on one GPU: free-form generate one clip at a time vs the system path.
 
 For each model family it saves a random-weight model with the real dimensions, then measures
-(a) the baseline, `predict([clip])` per clip with free-form generation of 32 tokens (the figures
-in design/facts.md), and (b) the system path: what a GPU task runs, i.e. stored frame packs
+(a) the baseline, `predict([clip])` per clip with free-form generation of 32 tokens (as in our
+first GPU measurements), and (b) the system path: what a GPU task runs, i.e. stored frame packs
 streamed through `Labeler.predict_stream` (constrained decoding in batches, JPEG decode on the
 GPU, the next batch prepared while the current one runs). Ratios are against (a) of the same run.
 

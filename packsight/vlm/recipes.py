@@ -1,5 +1,5 @@
 """Settings that go together: a tiny model, a synthetic archive and the fine-tuning that makes
-the adapter beat the base model on the test subject (issue 4 item 7), on a CPU in under a minute.
+the adapter beat the base model on the test subject, on a CPU in under a minute.
 """
 
 from __future__ import annotations

@@ -239,7 +239,7 @@ def build_tiny_model(
     """Build and save a tiny random-weight model plus processor; return `out_dir`.
 
     size="learnable" (same shapes, wider init) is the one fine-tuning can teach the synthetic
-    operations (issue 4 item 7, see TINY_RECIPE); a TinyDims sets every shape and init by hand.
+    operations (see TINY_RECIPE); a TinyDims sets every shape and init by hand.
     """
     from transformers.utils.logging import disable_progress_bar
 

@@ -1,12 +1,11 @@
 """QLoRA fine-tuning of the labeler's model on `TrainingExample`s, resumable after a crash.
 
-The lean recipe from our GPU measurements (shared design/facts.md, "The model";
-docs/benchmarks.md, "QLoRA training memory"): NF4 base, LoRA on the language model's linear
-layers only, non-reentrant gradient checkpointing without peft's fp32 upcast, a frozen vision
-tower run without autograd, and logits computed only where the answer is supervised. Inputs
-are built by the labeler itself (same chat template, HEAD and frame handling), so training sees
-exactly what inference sees, and targets are `AnswerFormat.answer_token_ids`, the tokens the
-decoder reads.
+The lean recipe from our GPU measurements (docs/benchmarks.md, "QLoRA training memory"): NF4
+base, LoRA on the language model's linear layers only, non-reentrant gradient checkpointing
+without peft's fp32 upcast, a frozen vision tower run without autograd, and logits computed only
+where the answer is supervised. Inputs are built by the labeler itself (same chat template, HEAD
+and frame handling), so training sees exactly what inference sees, and targets are
+`AnswerFormat.answer_token_ids`, the tokens the decoder reads.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Fine-tuning against a real tiny Qwen2-VL (NF4 on the CPU) and a synthetic archive: examples,
-supervised tokens, loss, crash-resume and a better score than the base model (issue 4 item 7)."""
+supervised tokens, loss, crash-resume and a better score than the base model."""
 
 import re
 from pathlib import Path
