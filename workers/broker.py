@@ -112,7 +112,10 @@ def claim_visibility_timeout(celery: Celery, settings: Settings) -> None:
 
 def start_sweeper(celery: Celery, settings: Settings) -> threading.Thread:
     """Run the sweeper every `sweep_interval_s` in a thread of this (beat) process."""
-    sweeper = Sweeper(Context(settings, publisher=CeleryPublisher(celery, settings)))
+    # Impatient: an outage ends the pass at once, so the sweeper knows the database was away
+    # (and gives heartbeats a stale period to resume) instead of blocking in retries.
+    publisher = CeleryPublisher(celery, settings)
+    sweeper = Sweeper(Context(settings, publisher=publisher, patient=False))
     stop = threading.Event()
 
     def loop() -> None:
