@@ -12,6 +12,7 @@ from typing import Protocol
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from packsight.identity import VideoIdentity
 from packsight.models.tables import Label
 from packsight.taxonomy import load_taxonomy
 
@@ -57,6 +58,17 @@ def video_taxonomy(session: Session, *, bucket: str, video_key: str) -> str | No
     return session.scalars(
         select(Label.taxonomy).where(Label.bucket == bucket, Label.video_key == video_key).limit(1)
     ).first()
+
+
+def labelled_identity(session: Session, *, bucket: str, video_key: str) -> VideoIdentity:
+    """The subject and session an import recorded for the video (None where it recorded none)."""
+    row = session.execute(
+        select(Label.subject, Label.session)
+        .where(Label.bucket == bucket, Label.video_key == video_key)
+        .order_by(Label.subject.is_(None), Label.session.is_(None))
+        .limit(1)
+    ).first()
+    return VideoIdentity(row[0], row[1]) if row else VideoIdentity(None, None)
 
 
 def _subtract(start: int, end: int, cuts: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from packsight.models.db import upsert_insert
 from packsight.models.tables import (
     Clip,
+    ClipPrefix,
     JobItem,
     Prediction,
     PredictionStatus,
@@ -32,12 +33,16 @@ class ClipOutcome:
     error: str | None = None
 
 
-def upsert_video(session: Session, **values: object) -> Video:
-    """The row for (bucket, key, etag), created or refreshed."""
+def upsert_video(session: Session, values: dict[str, object]) -> Video:
+    """The row for (bucket, key, etag), created or refreshed with `values` (column: value)."""
     stmt = upsert_insert(session)(Video).values(**values)
     stmt = stmt.on_conflict_do_update(
         index_elements=["bucket", "key", "etag"],
-        set_={k: stmt.excluded[k] for k in ("fps", "frame_count", "width", "height", "duration_s")},
+        set_={
+            k: stmt.excluded[k]
+            for k in values
+            if k not in ("bucket", "key", "etag", "size") and k in Video.__table__.columns
+        },
     )
     session.execute(stmt)
     return session.scalars(
@@ -49,12 +54,16 @@ def upsert_video(session: Session, **values: object) -> Video:
     ).one()
 
 
-def upsert_clips(session: Session, *, video_id: int, clips: Sequence[dict]) -> list[Clip]:
-    """Create or refresh the clips of a video (unique by window start), in window order."""
+def upsert_clips(
+    session: Session, *, video_id: int, sampling: str, clips: Sequence[dict]
+) -> list[Clip]:
+    """Create or refresh the clips of a video under one sampling (unique by window start), in
+    window order."""
     if clips:
-        stmt = upsert_insert(session)(Clip).values([{"video_id": video_id, **c} for c in clips])
+        rows = [{"video_id": video_id, "sampling": sampling, **c} for c in clips]
+        stmt = upsert_insert(session)(Clip).values(rows)
         stmt = stmt.on_conflict_do_update(
-            index_elements=["video_id", "start_frame"],
+            index_elements=["video_id", "sampling", "start_frame"],
             set_={
                 k: stmt.excluded[k]
                 for k in ("clip_key", "index", "end_frame", "frame_indices", "frames_uri")
@@ -63,7 +72,9 @@ def upsert_clips(session: Session, *, video_id: int, clips: Sequence[dict]) -> l
         session.execute(stmt)
     starts = [c["start_frame"] for c in clips]
     rows = session.scalars(
-        select(Clip).where(Clip.video_id == video_id, Clip.start_frame.in_(starts))
+        select(Clip).where(
+            Clip.video_id == video_id, Clip.sampling == sampling, Clip.start_frame.in_(starts)
+        )
     ).all()
     return sorted(rows, key=lambda clip: clip.start_frame)
 
@@ -113,3 +124,22 @@ def job_results_query(*, job_id: str, model_version_id: int) -> Select:
         .where(Prediction.model_version_id == model_version_id)
         .order_by(Clip.clip_key, Clip.start_frame, Clip.id)
     )
+
+
+class ClipIdCollisionError(ValueError):
+    """Another video of the bucket already gives its clips these ids."""
+
+
+def claim_clip_prefix(session: Session, *, bucket: str, prefix: str, key: str) -> None:
+    """Record that `key` owns the clip-id prefix in `bucket`; ClipIdCollisionError if another
+    key does (the unique key settles a race: the second claimant sees the first one's row)."""
+    stmt = upsert_insert(session)(ClipPrefix).values(bucket=bucket, prefix=prefix, key=key)
+    session.execute(stmt.on_conflict_do_nothing(index_elements=["bucket", "prefix"]))
+    owner = session.scalar(
+        select(ClipPrefix.key).where(ClipPrefix.bucket == bucket, ClipPrefix.prefix == prefix)
+    )
+    if owner != key:
+        raise ClipIdCollisionError(
+            f"clip ids of {key!r} would be {prefix}_t…, already those of {owner!r} in bucket "
+            f"{bucket!r} (the same subject and session in two places?); rename or move one"
+        )

@@ -101,6 +101,9 @@ class ModelVersion(Base):
     quantization: Mapped[str] = mapped_column(String(16))
     taxonomy: Mapped[str] = mapped_column(String(128))
     is_serving: Mapped[bool] = mapped_column(Boolean, default=False)
+    # What an adapter was trained with (frame settings, answer format); labelling with this
+    # version uses the same. None for a base model, which was trained on nothing of ours.
+    settings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -161,16 +164,36 @@ class Video(Base):
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     duration_s: Mapped[float] = mapped_column(Float)
+    # Who and what the recording is (from the key's layout, else from imported labels), and the
+    # prefix of its clip ids ("U0108_S0500").
+    subject: Mapped[str | None] = mapped_column(String(64))
+    session: Mapped[str | None] = mapped_column(String(64))
+    clip_prefix: Mapped[str | None] = mapped_column(String(1024))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ClipPrefix(Base):
+    """Which video key of a bucket owns a clip-id prefix: two keys whose clips would share ids
+    (the same subject and session in two folders) cannot both be labelled in one bucket."""
+
+    __tablename__ = "clip_prefixes"
+    bucket: Mapped[str] = mapped_column(String(255), primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    key: Mapped[str] = mapped_column(String(1024))
+
+
 class Clip(Base):
-    """A window of a video with the frames sampled from it (positions within the window)."""
+    """A window of a video with the frames sampled from it (positions within the window), under
+    one set of frame settings (`sampling`): the same window sampled otherwise is another clip,
+    with predictions of its own."""
 
     __tablename__ = "clips"
-    __table_args__ = (UniqueConstraint("video_id", "start_frame", name="uq_clips_window"),)
+    __table_args__ = (
+        UniqueConstraint("video_id", "sampling", "start_frame", name="uq_clips_window"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     video_id: Mapped[int] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
+    sampling: Mapped[str] = mapped_column(String(128), server_default="")
     clip_key: Mapped[str] = mapped_column(String(512), index=True)
     index: Mapped[int] = mapped_column(Integer)
     start_frame: Mapped[int] = mapped_column(Integer)

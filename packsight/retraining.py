@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from packsight.metrics import Evaluation, evaluate, is_better
+from packsight.sampling import FrameSettings
 from packsight.taxonomy import Taxonomy
 from packsight.training_examples import TrainingExample, examples_for_video
 from packsight.training_set import Segment, procedure_successor, split_for_subject, test_clip_ids
@@ -53,6 +54,17 @@ class RunParams:
     max_side: int = 336
     promotion_metric: str = "AA@1"
     promotion_tolerance: float = 0.02
+    motion_size: tuple[int, int] = (160, 120)
+
+    @property
+    def frames(self) -> FrameSettings:
+        """The frame settings the run trains and evaluates with (and its adapter is served with)."""
+        return FrameSettings(
+            frames_per_clip=self.frames_per_clip,
+            clip_seconds=self.clip_seconds,
+            max_side=self.max_side,
+            motion_size=self.motion_size,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,8 +72,9 @@ class RunParams:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunParams:
         splits = data["splits"]
+        motion = tuple(data.get("motion_size", (160, 120)))
         return cls(
-            **{**data, "splits": Splits(
+            **{**data, "motion_size": motion, "splits": Splits(
                 train=tuple(splits["train"]),
                 validation=tuple(splits["validation"]),
                 test=tuple(splits["test"]),

@@ -6,6 +6,8 @@ Pure numpy: the video module feeds it a per-frame motion signal and gets back th
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -121,3 +123,37 @@ def sample_motion_adaptive(
             chosen.append(int(index))
             taken.add(int(index))
     return sorted(chosen)
+
+
+# Names the picking algorithm above: change it whenever a change of the code changes the frames
+# picked, so clips sampled before are not taken for clips sampled now.
+SAMPLER = "motion-adaptive-1"
+
+
+@dataclass(frozen=True)
+class FrameSettings:
+    """How a clip's frames are chosen and sized. A model learns the frames it is trained on:
+    an adapter is served with the settings it was trained with, and a clip sampled under other
+    settings is another clip (with predictions of its own)."""
+
+    frames_per_clip: int = 8
+    clip_seconds: float = 5.0
+    max_side: int = 336
+    motion_size: tuple[int, int] = (160, 120)
+    sampler: str = SAMPLER
+
+    @property
+    def key(self) -> str:
+        """A short name of these settings, as clips record it."""
+        width, height = self.motion_size
+        return (
+            f"{self.sampler}/{self.frames_per_clip}f/{self.clip_seconds:g}s/"
+            f"{self.max_side}px/{width}x{height}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "motion_size": list(self.motion_size)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FrameSettings:
+        return cls(**{**data, "motion_size": tuple(data["motion_size"])})

@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from packsight.sampling import FrameSettings
+
 # Secrets that are shipped defaults or templates rather than secrets: refused at start-up so a
 # copied .env.example or a vendor default never guards a real deployment.
 COMMON_DEFAULT_SECRETS = {"password", "secret", "token", "minioadmin", "admin", "guest"}
@@ -106,6 +108,9 @@ class Settings(BaseSettings):
     frame_max_side: int = Field(default=336, ge=28, le=4096)
     motion_width: int = Field(default=160, ge=16, le=4096)
     motion_height: int = Field(default=120, ge=16, le=4096)
+    # An adapter is served with the frame settings it was trained with; setting others here
+    # explicitly is refused unless this is true (its labels would be worse, silently).
+    force_frame_settings: bool = False
     taxonomy: str = "assignment"
 
     api_token: SecretStr | None = None
@@ -229,6 +234,16 @@ class Settings(BaseSettings):
                 "before it may be given up"
             )
         return self
+
+    @property
+    def frame_settings(self) -> FrameSettings:
+        """The frame settings these settings name (a served adapter may bring its own)."""
+        return FrameSettings(
+            frames_per_clip=self.frames_per_clip,
+            clip_seconds=self.clip_seconds,
+            max_side=self.frame_max_side,
+            motion_size=(self.motion_width, self.motion_height),
+        )
 
     @property
     def heartbeat_interval_s(self) -> float:

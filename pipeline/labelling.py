@@ -24,6 +24,7 @@ from packsight.pipeline.units import Lease
 from packsight.settings import Settings
 from packsight.storage import StorageError, open_artifact_storage, resolve_artifact
 from packsight.taxonomy import load_taxonomy
+from packsight.vlm.answer import ANSWER_FORMAT
 
 if TYPE_CHECKING:
     from packsight.vlm.labeler import ClipInput, Labeler
@@ -45,6 +46,12 @@ def load_version(
     # Imported here so CPU workers and the API never load torch.
     from packsight.vlm.labeler import load_labeler
 
+    trained_for = (version.settings or {}).get("answer", ANSWER_FORMAT)
+    if trained_for != ANSWER_FORMAT:
+        raise ValueError(
+            f"model version {version.name!r} was trained to answer in format {trained_for!r}; "
+            f"this packsight reads {ANSWER_FORMAT!r}: retrain it, or serve another version"
+        )
     adapter = adapter or version.adapter_uri
     if adapter is not None:
         adapter = resolve_artifact(

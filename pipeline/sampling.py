@@ -4,6 +4,7 @@ in the transaction that ends the unit."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -13,8 +14,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from packsight.framepack import pack_frames
+from packsight.identity import VideoIdentity, clip_id, clip_prefix, identity_from_key
 from packsight.models.jobs import fail_item, set_item_state, settle_item
-from packsight.models.predictions import upsert_clips, upsert_video
+from packsight.models.labels import labelled_identity
+from packsight.models.predictions import (
+    ClipIdCollisionError,
+    claim_clip_prefix,
+    upsert_clips,
+    upsert_video,
+)
 from packsight.models.tables import (
     FINAL_ITEM_STATES,
     ItemState,
@@ -27,15 +35,9 @@ from packsight.models.tables import (
 from packsight.models.work import UnitRef, add_units, finish_unit
 from packsight.pipeline.context import Context
 from packsight.pipeline.units import Lease
+from packsight.sampling import FrameSettings
 from packsight.storage import InvalidKeyError, ObjectInfo, ObjectNotFoundError
-from packsight.video import (
-    SampledClip,
-    VideoDecodeError,
-    VideoInfo,
-    clip_id,
-    decode_clips,
-    plan_clips,
-)
+from packsight.video import SampledClip, VideoDecodeError, VideoInfo, decode_clips, plan_clips
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +48,27 @@ class _Item:
     job_id: str
     bucket: str
     key: str
-    params: dict
+    frames: FrameSettings
     model_version_id: int
+    identity: VideoIdentity
+    prefix: str  # of the video's clip ids
+
+
+def job_frames(params: dict) -> FrameSettings:
+    """A job's frame settings (jobs recorded before they were kept whole name three of them)."""
+    if "frames" in params:
+        return FrameSettings.from_json(params["frames"])
+    return FrameSettings(
+        params["frames_per_clip"], params["clip_seconds"], params["frame_max_side"]
+    )
 
 
 def sample_video(ctx: Context, unit: UnitRef, lease: Lease) -> None:
-    item = ctx.transaction(lambda s: _start(s, unit.item_id))
+    try:
+        item = ctx.transaction(lambda s: _start(s, unit.item_id))
+    except (ClipIdCollisionError, VideoDecodeError, ObjectNotFoundError, InvalidKeyError) as exc:
+        _fail(ctx, unit, lease, str(exc))
+        return
     if item is None:  # ended meanwhile (e.g. failed by the sweeper): nothing left to do
         ctx.transaction(lambda s: finish_unit(s, unit.id, lease.token))
         return
@@ -60,46 +77,58 @@ def sample_video(ctx: Context, unit: UnitRef, lease: Lease) -> None:
             obj, info, records = _sample(ctx, item, Path(tmp))
     except (VideoDecodeError, ObjectNotFoundError, InvalidKeyError) as exc:
         # A fact about the video: name the user's object, not the worker's temporary copy.
-        error = (
-            f"cannot decode {item.key!r}: {exc.reason}"
-            if isinstance(exc, VideoDecodeError)
-            else str(exc)
-        )
-        log.warning("item %s failed: %s", item.id, error)
-
-        def fail(session: Session) -> None:
-            finish_unit(session, unit.id, lease.token)
-            fail_item(session, item_id=item.id, error=error)
-
-        ctx.transaction(fail)
+        reason = exc.reason if isinstance(exc, VideoDecodeError) else None
+        _fail(ctx, unit, lease, f"cannot decode {item.key!r}: {reason}" if reason else str(exc))
         return
     lease.check()
     ctx.transaction(lambda s: _record(ctx, s, unit, lease, item, obj, info, records))
 
 
+def _fail(ctx: Context, unit: UnitRef, lease: Lease, error: str) -> None:
+    log.warning("item %s failed: %s", unit.item_id, error)
+
+    def fail(session: Session) -> None:
+        finish_unit(session, unit.id, lease.token)
+        fail_item(session, item_id=unit.item_id, error=error)
+
+    ctx.transaction(fail)
+
+
 def _start(session: Session, item_id: int | None) -> _Item | None:
+    """Mark the item decoding and settle its identity: subject and session from the key's
+    layout, else from its imported labels; its clip-id prefix claimed in the bucket."""
     row = session.get(JobItem, item_id)
     if row is None or row.state in FINAL_ITEM_STATES:
         return None
     job = session.get(Job, row.job_id)
+    identity = identity_from_key(row.key)
+    if identity.subject is None or identity.session is None:
+        imported = labelled_identity(session, bucket=job.bucket, video_key=row.key)
+        identity = identity.merged(imported)
+    prefix = clip_prefix(row.key, identity)
+    claim_clip_prefix(session, bucket=job.bucket, prefix=prefix, key=row.key)
     set_item_state(session, item_id=row.id, state=ItemState.DECODING)
-    return _Item(row.id, job.id, job.bucket, row.key, dict(job.params), job.model_version_id)
+    frames = job_frames(job.params)
+    return _Item(
+        row.id, job.id, job.bucket, row.key, frames, job.model_version_id, identity, prefix
+    )
 
 
 def _sample(ctx: Context, item: _Item, tmp: Path) -> tuple[ObjectInfo, VideoInfo, list[dict]]:
     path = tmp / PurePosixPath(item.key).name
     obj = ctx.storage.download(item.bucket, item.key, path)
+    frames = item.frames
     info, plans = plan_clips(
         path,
-        frames_per_clip=item.params["frames_per_clip"],
-        clip_seconds=item.params["clip_seconds"],
-        motion_size=(ctx.settings.motion_width, ctx.settings.motion_height),
+        frames_per_clip=frames.frames_per_clip,
+        clip_seconds=frames.clip_seconds,
+        motion_size=frames.motion_size,
     )
     # One clip's frames in memory at a time, however long the video.
     records = [
         _store_clip(ctx, item, obj.etag, clip)
-        | {"clip_key": clip_id(item.key, clip.start_frame, info.fps)}
-        for clip in decode_clips(path, info, plans, max_side=item.params["frame_max_side"])
+        | {"clip_key": clip_id(item.prefix, clip.start_frame, info.fps)}
+        for clip in decode_clips(path, info, plans, max_side=frames.max_side)
     ]
     return obj, info, records
 
@@ -107,7 +136,9 @@ def _sample(ctx: Context, item: _Item, tmp: Path) -> tuple[ObjectInfo, VideoInfo
 def _store_clip(ctx: Context, item: _Item, etag: str, clip: SampledClip) -> dict:
     """Write a clip's sampled frames to the artifact store; returns its row values."""
     bucket = ctx.settings.artifact_bucket
-    frames_key = f"frames/{item.bucket}/{item.key}/{etag}/{clip.start_frame:09d}.zip"
+    # The sampling is in the name: packs of other frame settings never overwrite each other.
+    sampling = hashlib.sha256(item.frames.key.encode()).hexdigest()[:12]
+    frames_key = f"frames/{item.bucket}/{item.key}/{etag}/{sampling}/{clip.start_frame:09d}.zip"
     meta = {
         "key": item.key,
         "start_frame": clip.start_frame,
@@ -138,17 +169,22 @@ def _record(
     finish_unit(session, unit.id, lease.token)
     video = upsert_video(
         session,
-        bucket=item.bucket,
-        key=item.key,
-        etag=obj.etag,
-        size=obj.size,
-        fps=info.fps,
-        frame_count=info.frame_count,
-        width=info.width,
-        height=info.height,
-        duration_s=info.duration_s,
+        {
+            "bucket": item.bucket,
+            "key": item.key,
+            "etag": obj.etag,
+            "size": obj.size,
+            "fps": info.fps,
+            "frame_count": info.frame_count,
+            "width": info.width,
+            "height": info.height,
+            "duration_s": info.duration_s,
+            "subject": item.identity.subject,
+            "session": item.identity.session,
+            "clip_prefix": item.prefix,
+        },
     )
-    rows = upsert_clips(session, video_id=video.id, clips=records)
+    rows = upsert_clips(session, video_id=video.id, sampling=item.frames.key, clips=records)
     if not set_item_state(
         session, item_id=item.id, state=ItemState.INFERRING, video_id=video.id, clip_count=len(rows)
     ):

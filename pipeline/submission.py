@@ -20,6 +20,7 @@ from packsight.models.tables import Job, JobItem, ModelVersion, UnitKind
 from packsight.models.work import add_units
 from packsight.pipeline.context import Context
 from packsight.pipeline.dispatch import top_up
+from packsight.sampling import FrameSettings
 from packsight.settings import Settings
 from packsight.storage import BucketNotFoundError, InvalidKeyError, open_storage, validate_key
 from packsight.taxonomy import load_taxonomy
@@ -103,7 +104,7 @@ def submit_job(
             bucket=request.bucket,
             prefix=request.prefix,
             model_version_id=version.id,
-            params=job_params(settings),
+            params=job_params(settings, version),
             idempotency_key=idempotency_key,
             request_digest=request.digest() if idempotency_key else None,
             listed=source.rest is None,
@@ -165,14 +166,45 @@ def _first_chunk(settings: Settings, request: JobRequest) -> _Source:
     return _Source(first, {"prefix": prefix}, cursor=scanned[CHUNK - 1].key)
 
 
-def job_params(settings: Settings) -> dict[str, object]:
-    """The sampling parameters a job runs with, kept so its results can be reproduced."""
-    return {
-        "frames_per_clip": settings.frames_per_clip,
-        "clip_seconds": settings.clip_seconds,
-        "frame_max_side": settings.frame_max_side,
-        "taxonomy": settings.taxonomy,
-    }
+class FrameSettingsMismatchError(ValueError):
+    """Frame settings asked for explicitly differ from those the model was trained with."""
+
+
+FRAME_VARIABLES = {
+    "frames_per_clip": "PACKSIGHT_FRAMES_PER_CLIP",
+    "clip_seconds": "PACKSIGHT_CLIP_SECONDS",
+    "frame_max_side": "PACKSIGHT_FRAME_MAX_SIDE",
+    "motion_width": "PACKSIGHT_MOTION_WIDTH",
+    "motion_height": "PACKSIGHT_MOTION_HEIGHT",
+}
+
+
+def job_frames(settings: Settings, version: ModelVersion) -> FrameSettings:
+    """The frame settings a job labels with: those the version's adapter was trained with (a
+    model labels well only frames like those it learned from), else the configured ones. Asking
+    explicitly for others is refused unless PACKSIGHT_FORCE_FRAME_SETTINGS is set."""
+    configured = settings.frame_settings
+    trained = (version.settings or {}).get("frames")
+    if trained is None:
+        return configured
+    trained_frames = FrameSettings.from_json(trained)
+    explicit = sorted(
+        FRAME_VARIABLES[name] for name in FRAME_VARIABLES.keys() & settings.model_fields_set
+    )
+    if not explicit or configured == trained_frames:
+        return trained_frames
+    if settings.force_frame_settings:
+        return configured
+    raise FrameSettingsMismatchError(
+        f"model version {version.name!r} was trained on frames {trained_frames.key}, but "
+        f"{', '.join(explicit)} ask for {configured.key}: unset them to label with the trained "
+        "settings, or set PACKSIGHT_FORCE_FRAME_SETTINGS=true to label with these anyway"
+    )
+
+
+def job_params(settings: Settings, version: ModelVersion) -> dict[str, object]:
+    """What a job runs with, kept so its results can be reproduced."""
+    return {"frames": job_frames(settings, version).to_json(), "taxonomy": version.taxonomy}
 
 
 def job_model_version(session: Session, settings: Settings) -> ModelVersion:

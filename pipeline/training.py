@@ -48,6 +48,7 @@ from packsight.settings import Settings
 from packsight.storage import StorageError
 from packsight.taxonomy import Taxonomy, load_taxonomy
 from packsight.training_artifacts import RunArtifacts
+from packsight.vlm.answer import ANSWER_FORMAT
 
 log = logging.getLogger(__name__)
 
@@ -270,9 +271,12 @@ def _versions(session: Session, run: _Run, adapter_uri: str) -> _Versions:
         "quantization": run.quantization,
         "taxonomy": run.taxonomy.name,
     }
+    candidate = get_or_create_model_version(session, adapter=adapter_uri, **scope)
+    # The adapter is served as it was trained: these frames, this answer format.
+    candidate.settings = {"frames": run.params.frames.to_json(), "answer": ANSWER_FORMAT}
     versions = _Versions(
         base=get_or_create_model_version(session, adapter=None, **scope),
-        candidate=get_or_create_model_version(session, adapter=adapter_uri, **scope),
+        candidate=candidate,
         champion=serving_version(session, **scope),
     )
     session.flush()

@@ -58,6 +58,7 @@ def training_params(
         frames_per_clip=settings.frames_per_clip,
         clip_seconds=settings.clip_seconds,
         max_side=settings.frame_max_side,
+        motion_size=(settings.motion_width, settings.motion_height),
         promotion_metric=settings.promotion_metric,
         promotion_tolerance=settings.promotion_tolerance,
     )

@@ -24,6 +24,7 @@ from packsight.models.predictions import job_results_query
 from packsight.models.tables import ItemState, Job, JobItem, ModelVersion
 from packsight.pipeline.dispatch import BrokerUnavailableError
 from packsight.pipeline.submission import (
+    FrameSettingsMismatchError,
     IdempotencyConflictError,
     JobRequest,
     NothingToLabelError,
@@ -69,7 +70,7 @@ def submit_job(
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     except IdempotencyConflictError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
-    except (NothingToLabelError, InvalidKeyError) as exc:
+    except (NothingToLabelError, InvalidKeyError, FrameSettingsMismatchError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     except BrokerUnavailableError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 from packsight.taxonomy import Taxonomy
 
+# Names the prompt and answer format below: an adapter is trained to answer in one format and
+# served in the same; change it with any change a trained model would notice.
+ANSWER_FORMAT = "codes-3digits-1"
 DIGITS = 3  # frame numbers up to 999: 5 s clips at up to 199 fps, 10 s at 99 fps
 HEAD = '{"dominant_operation": "'
 AFTER_OPERATION = '", "temporal_segment": {"start_frame": '
