@@ -150,7 +150,7 @@ class ConfusionOut(BaseModel):
     operations: list[str]
     predicted: list[str]
     matrix: list[list[int]]
-    metrics: dict[str, float | int]
+    metrics: dict[str, object]
 
 
 class TrainingRunCreate(BaseModel):

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -18,9 +20,15 @@ class UnknownModelVersionError(LookupError):
 
 
 def record_evaluation(
-    session: Session, *, model_version_id: int, split: str, evaluation: Evaluation
+    session: Session,
+    *,
+    model_version_id: int,
+    split: str,
+    evaluation: Evaluation,
+    baselines: Mapping[str, Evaluation] | None = None,
 ) -> None:
-    """Store `evaluation` as the model version's result on `split`, replacing an earlier one.
+    """Store `evaluation` as the model version's result on `split`, replacing an earlier one,
+    with the trivial baselines' scores on the same clips beside it.
 
     Idempotent: recording the same evaluation twice leaves the same rows. Runs in the caller's
     transaction, so metrics and cells change together or not at all.
@@ -32,7 +40,10 @@ def record_evaluation(
     if version is None:
         raise UnknownModelVersionError(f"model version {model_version_id} not found")
     # A new dict, not an in-place edit: a plain JSON column does not track mutations.
-    version.metrics = {**(version.metrics or {}), split: evaluation.to_dict()}
+    block: dict[str, object] = {**evaluation.to_dict()}
+    if baselines:
+        block["baselines"] = {name: b.to_dict() for name, b in baselines.items()}
+    version.metrics = {**(version.metrics or {}), split: block}
 
     session.execute(
         delete(ConfusionCount).where(

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from packsight.identity import VideoIdentity, identity_from_key
 from packsight.metrics import Evaluation
 from packsight.models.evaluations import record_evaluation
 from packsight.models.promotions import lock_scope, promote, serving_version
@@ -171,11 +172,16 @@ def labelled_videos(
         grouped.setdefault((label.bucket, label.video_key), []).append(label)
     videos = []
     for (bucket_name, key), rows in grouped.items():
-        subject = next((r.subject for r in rows if r.subject), None)
-        if subject is None or not all(r.verified for r in rows):
+        imported = VideoIdentity(
+            next((r.subject for r in rows if r.subject), None),
+            next((r.session for r in rows if r.session), None),
+        )
+        # As labelling does: the key's layout first, the import where it shows nothing.
+        identity = identity_from_key(key).merged(imported)
+        if identity.subject is None or not all(r.verified for r in rows):
             continue
         segments = [(r.operation, r.start_frame, r.end_frame) for r in rows]
-        videos.append(LabelledVideo(bucket_name, key, subject, segments))
+        videos.append(LabelledVideo(bucket_name, key, identity.subject, segments, identity.session))
     return videos
 
 
@@ -189,6 +195,8 @@ class RunOutcome:
     champion: ModelVersion | None  # what served when the candidate was compared
     test_scores: dict[int, Evaluation]
     validation: Evaluation | None
+    test_baselines: dict[str, Evaluation]  # trivial models on the test clips
+    validation_baselines: dict[str, Evaluation]
     decision: Decision
     results: dict[str, Any]  # results.json; its "promotion" block follows the final decision
     artifacts_uri: str
@@ -230,13 +238,20 @@ def complete_run(session: Session, run_id: str, claim: str, outcome: RunOutcome)
     if not finished:
         raise RunLostError(f"training run {run_id} is no longer this delivery's to finish")
     for version_id, evaluation in outcome.test_scores.items():
-        record_evaluation(session, model_version_id=version_id, split="test", evaluation=evaluation)
+        record_evaluation(
+            session,
+            model_version_id=version_id,
+            split="test",
+            evaluation=evaluation,
+            baselines=outcome.test_baselines,
+        )
     if outcome.validation is not None:
         record_evaluation(
             session,
             model_version_id=candidate.id,
             split="validation",
             evaluation=outcome.validation,
+            baselines=outcome.validation_baselines,
         )
     if decision.promote:
         promote(

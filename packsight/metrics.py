@@ -6,8 +6,9 @@ fine-tuned adapter and a promotion decision.
 
 from __future__ import annotations
 
+import random
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from packsight.parsing import ClipPrediction
@@ -40,6 +41,10 @@ class Evaluation:
     count: int
     missing: int
     confusion: dict[tuple[str, str], int]
+    # tIoU@0.5 counted only where the operation is right too, and the mean IoU: the challenge's
+    # tIoU@0.5 alone rewards a segment spanning the whole clip, whatever the class.
+    tiou_matched_at_05: float = 0.0
+    mean_tiou: float = 0.0
 
     def metric(self, name: str) -> float:
         """A metric by its results.json name ("OCA", "tIoU@0.5", "AA@1")."""
@@ -50,7 +55,12 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, float | int]:
         """The block results.json holds per model."""
-        return {**{name: self.metric(name) for name in METRIC_NAMES}, "clips": self.count}
+        return {
+            **{name: self.metric(name) for name in METRIC_NAMES},
+            "tIoU@0.5 class-matched": self.tiou_matched_at_05,
+            "mean tIoU": self.mean_tiou,
+            "clips": self.count,
+        }
 
 
 def temporal_iou(pred: tuple[int, int], truth: tuple[int, int]) -> float:
@@ -93,7 +103,8 @@ def evaluate(
                     f"{taxonomy.name!r}"
                 )
 
-    correct_op = good_segment = correct_next = missing = 0
+    correct_op = good_segment = matched_segment = correct_next = missing = 0
+    iou_sum = 0.0
     confusion: Counter[tuple[str, str]] = Counter()
     for truth in truths:
         pred = predictions.get(truth.clip_id)
@@ -102,10 +113,13 @@ def evaluate(
             confusion[(truth.dominant_operation, NONE_LABEL)] += 1
             continue
         confusion[(truth.dominant_operation, pred.dominant_operation)] += 1
-        correct_op += pred.dominant_operation == truth.dominant_operation
+        right_op = pred.dominant_operation == truth.dominant_operation
+        correct_op += right_op
         correct_next += pred.anticipated_next_operation == truth.next_operation
         iou = temporal_iou((pred.start_frame, pred.end_frame), (truth.start_frame, truth.end_frame))
         good_segment += iou >= IOU_THRESHOLD
+        matched_segment += right_op and iou >= IOU_THRESHOLD
+        iou_sum += iou
 
     count = len(truths)
     return Evaluation(
@@ -115,7 +129,61 @@ def evaluate(
         count=count,
         missing=missing,
         confusion=dict(confusion),
+        tiou_matched_at_05=matched_segment / count,
+        mean_tiou=iou_sum / count,
     )
+
+
+@dataclass(frozen=True)
+class ClipShape:
+    """What a baseline may know of a clip: its id and how many frames its window has."""
+
+    clip_id: str
+    frame_count: int
+
+
+def majority_predictions(
+    training: Sequence[ClipTruth], clips: Sequence[ClipShape]
+) -> dict[str, ClipPrediction]:
+    """The trivial model every fine-tune must beat: the training labels' most common operation,
+    the whole clip as its segment, and the most common next operation, for every clip."""
+    if not training:
+        raise ValueError("no training truths to take the majority of")
+    operation = _most_common(t.dominant_operation for t in training)
+    following = _most_common(t.next_operation for t in training)
+    return {
+        clip.clip_id: ClipPrediction(operation, 0, clip.frame_count - 1, following, 1.0)
+        for clip in clips
+    }
+
+
+def chance_predictions(
+    clips: Sequence[ClipShape], taxonomy: Taxonomy, *, seed: int = 42
+) -> dict[str, ClipPrediction]:
+    """Uniform guesses (operation, next operation, segment bounds), seeded: what a model that
+    learned nothing scores, on average."""
+    rng = random.Random(seed)
+    guesses = {}
+    for clip in clips:
+        start, end = sorted(rng.randrange(clip.frame_count) for _ in range(2))
+        operation, following = (rng.choice(taxonomy.operations) for _ in range(2))
+        guesses[clip.clip_id] = ClipPrediction(operation, start, end, following, 0.0)
+    return guesses
+
+
+def _most_common(values: Iterable[str]) -> str:
+    counts = Counter(values)
+    # Ties go to the name first in alphabetical order: the same answer on every run.
+    return min(counts, key=lambda value: (-counts[value], value))
+
+
+def describe_majority(training: Sequence[ClipTruth]) -> dict[str, str]:
+    """What the majority baseline answers, for reports."""
+    return {
+        "operation": _most_common(t.dominant_operation for t in training),
+        "next_operation": _most_common(t.next_operation for t in training),
+        "segment": "whole clip",
+    }
 
 
 def results_json(
@@ -166,6 +234,26 @@ def is_better(
         f"Promote: {primary} rises {old:.3f} -> {new:.3f} and no other metric drops by more "
         f"than {tolerance:.3f}."
     )
+
+
+GATED_BY_BASELINES = ("OCA", "AA@1")
+
+
+def beats_baselines(
+    candidate: Evaluation, baselines: Mapping[str, Evaluation], *, margin: float = 0.05
+) -> tuple[bool, str]:
+    """Whether the candidate beats every trivial baseline on OCA and AA@1 by `margin`, and
+    one sentence naming the first it fails. A model no better than answering the most common
+    operation, or than guessing, must not serve however it compares with the champion."""
+    for name, baseline in baselines.items():
+        for metric in GATED_BY_BASELINES:
+            mine, theirs = candidate.metric(metric), baseline.metric(metric)
+            if mine + FLOAT_SLACK < theirs + margin:
+                return False, (
+                    f"{metric} {mine:.3f} does not beat the {name} baseline ({theirs:.3f}) by "
+                    f"the {margin:.3f} margin"
+                )
+    return True, f"beats every baseline ({', '.join(baselines)}) by {margin:.3f} or more"
 
 
 def confusion_matrix(

@@ -6,16 +6,29 @@ The training stage (packsight.pipeline.training) strings them together with stor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packsight.metrics import Evaluation, evaluate, is_better
+from packsight.identity import VideoIdentity, clip_prefix, identity_from_key
+from packsight.metrics import (
+    ClipShape,
+    Evaluation,
+    beats_baselines,
+    chance_predictions,
+    evaluate,
+    is_better,
+    majority_predictions,
+)
 from packsight.sampling import FrameSettings
 from packsight.taxonomy import Taxonomy
-from packsight.training_examples import TrainingExample, examples_for_video
-from packsight.training_set import Segment, procedure_successor, split_for_subject, test_clip_ids
+from packsight.training_examples import (
+    TrainingExample,
+    examples_for_video,
+    production_examples,
+)
+from packsight.training_set import Segment, procedure_successor, split_for_subject
 from packsight.video import VideoDecodeError
 
 
@@ -31,6 +44,13 @@ class LabelledVideo:
     key: str
     subject: str
     segments: list[Segment]
+    session: str | None = None
+
+    @property
+    def clip_prefix(self) -> str:
+        """Its clip ids' prefix, as labelling names the video's clips."""
+        identity = identity_from_key(self.key).merged(VideoIdentity(self.subject, self.session))
+        return clip_prefix(self.key, identity)
 
 
 @dataclass(frozen=True)
@@ -38,7 +58,7 @@ class Splits:
     train: tuple[str, ...]
     validation: tuple[str, ...]
     test: tuple[str, ...]
-    test_clips: int = 30
+    test_clips: int = 30  # the first this many test clips by clip id; 0: every test clip
 
 
 @dataclass(frozen=True)
@@ -55,6 +75,7 @@ class RunParams:
     promotion_metric: str = "AA@1"
     promotion_tolerance: float = 0.02
     motion_size: tuple[int, int] = (160, 120)
+    baseline_margin: float = 0.05  # by how much OCA and AA@1 must beat every trivial baseline
 
     @property
     def frames(self) -> FrameSettings:
@@ -133,18 +154,19 @@ def build_dataset(
     *,
     taxonomy: Taxonomy,
     splits: Splits,
-    frames_per_clip: int = 8,
-    clip_seconds: float = 5.0,
-    max_side: int = 336,
+    frames: FrameSettings,
     seed: int = 42,
     on_video: Callable[[LabelledVideo], None] | None = None,
 ) -> Dataset:
     """Training, validation and test examples of the videos, by their subject's split.
 
-    `fetch` gives a local path of a video (or raises VideoUnavailableError). A video that cannot
-    be fetched or read is skipped and named in `Dataset.skipped` (one bad or deleted file must not
-    cancel the night's training); videos of subjects in
-    no split are left out. The test set is the first `splits.test_clips` test clips by clip id.
+    Training clips are centred around operation boundaries (and mid-operation); validation and
+    test clips are exactly the windows labelling produces, sampled as labelling samples them, so
+    a score says how the model labels the archive. `fetch` gives a local path of a video (or
+    raises VideoUnavailableError). A video that cannot be fetched or read is skipped and named in
+    `Dataset.skipped` (one bad or deleted file must not cancel the night's training); videos of
+    subjects in no split are left out. The test set is the first `splits.test_clips` test clips
+    by clip id (all of them with 0).
     """
     dataset = Dataset()
     procedure_next = procedure_successor(taxonomy) if taxonomy.procedure else None
@@ -156,29 +178,33 @@ def build_dataset(
             continue
         if on_video is not None:
             on_video(video)
+        common = {
+            "prefix": video.clip_prefix,
+            "subject": video.subject,
+            "taxonomy": taxonomy,
+            "procedure_next": procedure_next,
+        }
         try:
-            examples = examples_for_video(
-                fetch(video),
-                video.segments,
-                video_key=video.key,
-                subject=video.subject,
-                taxonomy=taxonomy,
-                frames_per_clip=frames_per_clip,
-                clip_seconds=clip_seconds,
-                max_side=max_side,
-                seed=seed,
-                procedure_next=procedure_next,
-            )
+            path = fetch(video)
+            if split == "train":
+                examples = examples_for_video(
+                    path,
+                    video.segments,
+                    frames_per_clip=frames.frames_per_clip,
+                    clip_seconds=frames.clip_seconds,
+                    max_side=frames.max_side,
+                    seed=seed,
+                    **common,
+                )
+            else:
+                examples = production_examples(path, video.segments, frames=frames, **common)
         except (VideoUnavailableError, VideoDecodeError, ValueError, OSError) as exc:
             dataset.skipped.append((f"{video.bucket}/{video.key}", f"{type(exc).__name__}: {exc}"))
             continue
         getattr(dataset, split).extend(examples)
-    chosen = set(
-        test_clip_ids(
-            (e.clip_id for e in dataset.test), subject=splits.test, count=splits.test_clips
-        )
-    )
-    dataset.test = sorted((e for e in dataset.test if e.clip_id in chosen), key=lambda e: e.clip_id)
+    dataset.test.sort(key=lambda e: e.clip_id)
+    if splits.test_clips:
+        dataset.test = dataset.test[: splits.test_clips]
     return dataset
 
 
@@ -196,6 +222,21 @@ def score(labeler, examples: Sequence[TrainingExample], taxonomy: Taxonomy) -> E
     return evaluate(predictions, [e.truth for e in examples], taxonomy)
 
 
+def baseline_scores(
+    training: Sequence[TrainingExample], examples: Sequence[TrainingExample], taxonomy: Taxonomy
+) -> dict[str, Evaluation]:
+    """The trivial models' scores on `examples`: the training labels' majority (operation, whole
+    clip, next operation) and chance."""
+    shapes = [ClipShape(e.clip_id, e.clip_frame_count) for e in examples]
+    truths = [e.truth for e in examples]
+    return {
+        "majority": evaluate(
+            majority_predictions([e.truth for e in training], shapes), truths, taxonomy
+        ),
+        "chance": evaluate(chance_predictions(shapes, taxonomy), truths, taxonomy),
+    }
+
+
 @dataclass(frozen=True)
 class Decision:
     promote: bool
@@ -209,11 +250,20 @@ def decide(
     *,
     primary: str,
     tolerance: float,
+    baselines: Mapping[str, Evaluation],
+    margin: float,
 ) -> Decision:
     """Promote the candidate only if it beats the serving model (the base when no adapter has
-    been promoted yet) on `primary`, losing at most `tolerance` on the other metrics."""
+    been promoted yet) on `primary`, losing at most `tolerance` on the other metrics, and beats
+    every trivial baseline on OCA and AA@1 by `margin`."""
     promote, reason = is_better(
         candidate, champion if champion is not None else base, primary=primary, tolerance=tolerance
     )
     against = "champion" if champion is not None else "base model (no champion yet)"
-    return Decision(promote, f"{reason} (compared with the {against})")
+    reason = f"{reason} (compared with the {against})"
+    if not promote:
+        return Decision(False, reason)
+    above, why = beats_baselines(candidate, baselines, margin=margin)
+    if not above:
+        return Decision(False, f"Keep the champion: {why}, though it beats the {against}.")
+    return Decision(True, f"{reason}; it {why}.")

@@ -131,11 +131,14 @@ class Settings(BaseSettings):
     train_subjects: list[str] = ["U0101", "U0102", "U0103", "U0104", "U0105", "U0106"]
     validation_subjects: list[str] = ["U0107"]
     test_subjects: list[str] = ["U0108"]
-    test_clips: int = Field(default=30, ge=1, le=1_000_000)
+    test_clips: int = Field(default=30, ge=0, le=1_000_000)  # 0: every test clip
     # A candidate serves only if it beats the champion on this metric without losing more than
     # the tolerance on the others.
     promotion_metric: Literal["OCA", "tIoU@0.5", "AA@1"] = "AA@1"
     promotion_tolerance: float = Field(default=0.02, ge=0, le=1)
+    # ...and beats every trivial baseline (the training labels' majority, chance) on OCA and
+    # AA@1 by at least this much.
+    promotion_baseline_margin: float = Field(default=0.05, ge=0, le=1)
     # A queued/running run without a heartbeat for this long is taken as dead and no longer
     # blocks a new run (when no training worker picks it up at all). Longer than
     # stale_after_s, so a run whose worker was lost is first redelivered by the sweeper (and

@@ -45,7 +45,11 @@ class RunArtifacts:
             return None
         return [
             LabelledVideo(
-                v["bucket"], v["key"], v["subject"], [tuple(seg) for seg in v["segments"]]
+                v["bucket"],
+                v["key"],
+                v["subject"],
+                [tuple(seg) for seg in v["segments"]],
+                v.get("session"),
             )
             for v in stored
         ]

@@ -1,8 +1,10 @@
-"""Training examples from an annotated video: clips around operation boundaries, their frames and
-their ground truth, sampled exactly as the labeler's inference path samples clips.
+"""Examples from an annotated video: the model's input and the answer it should give.
 
-One low-resolution motion pass per video, then per training window the motion-adaptive picks
-(with the boundary weighted in), and only the picked frames decoded at model size.
+Training examples are clips around operation boundaries (one low-resolution motion pass per
+video, then per window the motion-adaptive picks with the boundary weighted in, and only the
+picked frames decoded at model size). Evaluation examples are exactly what labelling produces:
+the fixed windows of `plan_clips`, sampled by the same code with no boundary, so nothing of the
+labels reaches the frames; the labels only give each window its truth.
 """
 
 from __future__ import annotations
@@ -13,16 +15,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from packsight.identity import clip_id
 from packsight.metrics import ClipTruth
-from packsight.sampling import boundary_sigma, sample_motion_adaptive
+from packsight.sampling import FrameSettings, boundary_sigma, sample_motion_adaptive
 from packsight.taxonomy import Taxonomy
 from packsight.training_set import Segment, select_training_windows, truth_for_window
 from packsight.video import (
     ClipPlan,
     VideoDecodeError,
     _motion_signal,
-    clip_id,
     decode_clips,
+    plan_clips,
     probe_video,
 )
 
@@ -42,11 +45,47 @@ class TrainingExample:
     fps: float = 25.0  # Qwen2.5-VL places frames in time with it
 
 
+def production_examples(
+    path: str | os.PathLike[str],
+    segments: Sequence[Segment],
+    *,
+    prefix: str,
+    subject: str,
+    taxonomy: Taxonomy,
+    frames: FrameSettings,
+    procedure_next: Callable[[str], str | None] | None = None,
+) -> list[TrainingExample]:
+    """The clips `packsight label` makes of the video, each with its truth from `segments`."""
+    info, plans = plan_clips(
+        path,
+        frames_per_clip=frames.frames_per_clip,
+        clip_seconds=frames.clip_seconds,
+        motion_size=frames.motion_size,
+    )
+    examples = []
+    for clip in decode_clips(path, info, plans, max_side=frames.max_side):
+        name = clip_id(prefix, clip.start_frame, info.fps)
+        window = (clip.start_frame, clip.end_frame)
+        truth = truth_for_window(segments, window, procedure_next, taxonomy=taxonomy, clip_id=name)
+        examples.append(
+            TrainingExample(
+                clip_id=name,
+                subject=subject,
+                frames=clip.frames,
+                clip_frame_count=clip.frame_count,
+                frame_indices=clip.frame_indices,
+                truth=truth,
+                fps=info.fps,
+            )
+        )
+    return examples
+
+
 def examples_for_video(
     path: str | os.PathLike[str],
     segments: Sequence[Segment],
     *,
-    video_key: str,
+    prefix: str,
     subject: str,
     taxonomy: Taxonomy,
     frames_per_clip: int = 8,
@@ -57,8 +96,9 @@ def examples_for_video(
 ) -> list[TrainingExample]:
     """The training examples of one annotated video, in window order.
 
-    Clip ids are `<stem>_t<start second>` like the labeler's, with `_2`, `_3`, ... appended when
-    several windows start within the same second (boundary windows can), so ids stay unique.
+    Clip ids are `<prefix>_t<start second>` like the labeler's, with `_2`, `_3`, ... appended
+    when several windows start within the same second (boundary windows can), so ids stay
+    unique.
     """
     info = probe_video(path)
     motion = _motion_signal(path, MOTION_SIZE)
@@ -83,7 +123,7 @@ def examples_for_video(
         )
         plans.append(ClipPlan(index, window.start_frame, window.end_frame, tuple(picks)))
 
-    ids = _unique_ids([clip_id(video_key, w.start_frame, info.fps) for w in windows])
+    ids = _unique_ids([clip_id(prefix, w.start_frame, info.fps) for w in windows])
     examples = []
     for clip, name in zip(decode_clips(path, info, plans, max_side=max_side), ids, strict=True):
         truth = truth_for_window(

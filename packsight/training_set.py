@@ -208,22 +208,3 @@ def split_for_subject(
         # A subject in two splits leaks its clips into the test score: refuse the configuration.
         raise ValueError(f"subject {subject!r} is in several splits: {', '.join(member_of)}")
     return member_of[0] if member_of else None
-
-
-def test_clip_ids(
-    clip_ids: Iterable[str], *, subject: str | Sequence[str] = "U0108", count: int = 30
-) -> list[str]:
-    """The fixed test set: the first `count` distinct clip ids of `subject` (or of any of several
-    test subjects), sorted by clip id.
-
-    A clip id starts with its video's stem, whose first "_"-separated part is the subject
-    ("U0108_S0500_t0035"); fewer than `count` ids are returned if fewer exist.
-    """
-    subjects = {subject} if isinstance(subject, str) else set(subject)
-    own = {clip for clip in clip_ids if clip.split("_", 1)[0] in subjects}
-    return sorted(own)[:count]
-
-
-# The name starts with test_ (it is the challenge's test split): keep pytest from collecting it as a
-# test in modules that import it.
-test_clip_ids.__test__ = False  # type: ignore[attr-defined]

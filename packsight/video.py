@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import decord
 import numpy as np
@@ -70,13 +70,6 @@ class ClipPlan:
 
 def is_video_key(key: str) -> bool:
     return key.lower().endswith(VIDEO_EXTENSIONS)
-
-
-def clip_id(video_key: str, start_frame: int, fps: float) -> str:
-    """'archive/U0108_S0500.mp4' starting at 35 s -> 'U0108_S0500_t0035'."""
-    # The epsilon keeps 874.9999.../25 style float error from flooring to the previous second.
-    start_second = math.floor(start_frame / fps + 1e-9)
-    return f"{PurePosixPath(video_key).stem}_t{start_second:04d}"
 
 
 def split_windows(

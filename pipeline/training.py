@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from packsight.metrics import Evaluation, results_json
+from packsight.metrics import Evaluation, describe_majority, results_json
 from packsight.models.jobs import get_or_create_model_version
 from packsight.models.promotions import serving_version
 from packsight.models.tables import ModelVersion
@@ -40,6 +40,7 @@ from packsight.retraining import (
     LabelledVideo,
     RunParams,
     VideoUnavailableError,
+    baseline_scores,
     build_dataset,
     decide,
     score,
@@ -122,33 +123,25 @@ def run_training(ctx: Context, *, run_id: str, lease: Lease) -> None:
         candidate_version_id=versions.candidate.id,
         champion_version_id=versions.champion.id if versions.champion else None,
     )
-    local = {versions.candidate.id: str(adapter_dir)}
-    scores: dict[int, Evaluation] = {}
-    for version in (versions.base, versions.candidate, versions.champion):
-        if version is not None and version.id not in scores:
-            scores[version.id] = _score(settings, version, local, dataset.test, run.taxonomy)
-            progress()
-    # The validation subject decides nothing; its score next to the test score shows whether
-    # a candidate merely fits the test subject.
-    validation = (
-        _score(settings, versions.candidate, local, dataset.validation, run.taxonomy)
-        if dataset.validation
-        else None
-    )
+    evaluation = _evaluate(settings, run, versions, dataset, str(adapter_dir), progress)
     decision = decide(
-        scores[versions.candidate.id],
-        scores[versions.champion.id] if versions.champion else None,
-        scores[versions.base.id],
+        evaluation.scores[versions.candidate.id],
+        evaluation.scores[versions.champion.id] if versions.champion else None,
+        evaluation.scores[versions.base.id],
         primary=run.params.promotion_metric,
         tolerance=run.params.promotion_tolerance,
+        baselines=evaluation.test_baselines,
+        margin=run.params.baseline_margin,
     )
-    results = _results(run, versions, scores, validation, decision, dataset)
+    results = _results(run, versions, evaluation, decision, dataset)
     outcome = RunOutcome(
         base=versions.base,
         candidate=versions.candidate,
         champion=versions.champion,
-        test_scores=scores,
-        validation=validation,
+        test_scores=evaluation.scores,
+        validation=evaluation.validation,
+        test_baselines=evaluation.test_baselines,
+        validation_baselines=evaluation.validation_baselines,
         decision=decision,
         results=results,
         artifacts_uri=artifacts.uri,
@@ -167,6 +160,44 @@ def run_training(ctx: Context, *, run_id: str, lease: Lease) -> None:
     artifacts.discard_checkpoints()
     shutil.rmtree(work, ignore_errors=True)
     log.info("training run %s: %s", run_id, decision.reason)
+
+
+@dataclass(frozen=True)
+class _Evaluation:
+    scores: dict[int, Evaluation]  # on the test clips, by model version id
+    validation: Evaluation | None  # the candidate on the validation clips
+    test_baselines: dict[str, Evaluation]
+    validation_baselines: dict[str, Evaluation]
+
+
+def _evaluate(  # type: ignore[no-untyped-def]
+    settings: Settings, run: _Run, versions: _Versions, dataset: Dataset, adapter: str, progress
+) -> _Evaluation:
+    """Base, candidate and champion on the test clips, the candidate on the validation clips,
+    and the trivial baselines on both."""
+    local = {versions.candidate.id: adapter}
+    scores: dict[int, Evaluation] = {}
+    for version in (versions.base, versions.candidate, versions.champion):
+        if version is not None and version.id not in scores:
+            scores[version.id] = _score(settings, version, local, dataset.test, run.taxonomy)
+            progress()
+    # The validation subject decides nothing; its score next to the test score shows whether
+    # a candidate merely fits the test subject.
+    validation = (
+        _score(settings, versions.candidate, local, dataset.validation, run.taxonomy)
+        if dataset.validation
+        else None
+    )
+    return _Evaluation(
+        scores=scores,
+        validation=validation,
+        test_baselines=baseline_scores(dataset.train, dataset.test, run.taxonomy),
+        validation_baselines=(
+            baseline_scores(dataset.train, dataset.validation, run.taxonomy)
+            if dataset.validation
+            else {}
+        ),
+    )
 
 
 def _claim(session: Session, run_id: str) -> _Run | None:
@@ -214,9 +245,7 @@ def _dataset(  # type: ignore[no-untyped-def]
         fetch,
         taxonomy=run.taxonomy,
         splits=params.splits,
-        frames_per_clip=params.frames_per_clip,
-        clip_seconds=params.clip_seconds,
-        max_side=params.max_side,
+        frames=params.frames,
         on_video=lambda _: progress(),
     )
     shutil.rmtree(folder, ignore_errors=True)
@@ -284,22 +313,43 @@ def _versions(session: Session, run: _Run, adapter_uri: str) -> _Versions:
     return versions
 
 
-def _results(  # type: ignore[no-untyped-def]
-    run: _Run, versions: _Versions, scores, validation, decision: Decision, dataset: Dataset
+def _results(
+    run: _Run, versions: _Versions, evaluation: _Evaluation, decision: Decision, dataset: Dataset
 ) -> dict[str, Any]:
-    """results.json: the challenge's base_model / finetuned_model blocks, then the context."""
+    """results.json: the challenge's base_model / finetuned_model blocks, the trivial baselines
+    on the same clips, then the context."""
     base, candidate, champion = versions.base, versions.candidate, versions.champion
+    scores = evaluation.scores
+    majority = describe_majority([e.truth for e in dataset.train])
     return results_json(
         scores[base.id], scores[candidate.id], base_model=base.name, finetuned_model=candidate.name
     ) | {
+        "baselines": {
+            name: {"model": BASELINE_MODELS[name](majority), **score.to_dict()}
+            for name, score in evaluation.test_baselines.items()
+        },
         "champion_model": {"model": champion.name, **scores[champion.id].to_dict()}
         if champion is not None
         else None,
         "promotion": {"promoted": decision.promote, "reason": decision.reason},
-        "validation": validation.to_dict() if validation is not None else None,
+        "validation": evaluation.validation.to_dict() if evaluation.validation else None,
+        "validation_baselines": {
+            name: score.to_dict() for name, score in evaluation.validation_baselines.items()
+        },
+        "taxonomy": run.taxonomy.name,
+        "frames": run.params.frames.to_json(),
         "training_run": run.id,
         "test_clip_ids": [e.clip_id for e in dataset.test],
     }
+
+
+BASELINE_MODELS = {
+    "majority": lambda m: (
+        f"always {m['operation']}, the whole clip, next {m['next_operation']} "
+        "(the training labels' majority)"
+    ),
+    "chance": lambda _: "uniform guesses (seed 42)",
+}
 
 
 def _score(  # type: ignore[no-untyped-def]

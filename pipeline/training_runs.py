@@ -61,6 +61,7 @@ def training_params(
         motion_size=(settings.motion_width, settings.motion_height),
         promotion_metric=settings.promotion_metric,
         promotion_tolerance=settings.promotion_tolerance,
+        baseline_margin=settings.promotion_baseline_margin,
     )
 
 

@@ -42,7 +42,7 @@ class TinyRecipe:
     archive: SyntheticArchiveSpec
     max_side: int  # examples_for_video(..., max_side=max_side)
     training: TrainingConfig
-    test_clips: int  # compare on test_clip_ids(..., count=test_clips)
+    test_clips: int  # compare on the first test_clips production windows of the test subject
 
 
 # Measured on 2 CPU cores, base -> fine-tuned on the 30 test clips (OCA, tIoU@0.5, AA@1): all

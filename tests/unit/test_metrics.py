@@ -141,6 +141,8 @@ def test_results_json_has_a_block_per_model() -> None:
             "OCA": 0.2,
             "tIoU@0.5": 0.1,
             "AA@1": 0.15,
+            "tIoU@0.5 class-matched": 0.0,
+            "mean tIoU": 0.0,
             "clips": 30,
         },
         "finetuned_model": {
@@ -148,11 +150,29 @@ def test_results_json_has_a_block_per_model() -> None:
             "OCA": 0.7,
             "tIoU@0.5": 0.6,
             "AA@1": 0.5,
+            "tIoU@0.5 class-matched": 0.0,
+            "mean tIoU": 0.0,
             "clips": 30,
         },
     }
     assert json.loads(json.dumps(document)) == document
-    assert base.to_dict() == {"OCA": 0.2, "tIoU@0.5": 0.1, "AA@1": 0.15, "clips": 30}
+    assert base.to_dict()["OCA"] == 0.2 and base.to_dict()["clips"] == 30
+
+
+def test_the_whole_clip_wins_tiou_but_not_the_class_matched_score(taxonomy: Taxonomy) -> None:
+    """The seed's tIoU@0.5 ignores the class: a whole-clip segment of the wrong operation scores
+    on it, not on the class-matched score; the mean IoU shows how close segments are."""
+    truths = [
+        ClipTruth("a", "Tape", 0, 110, "Label"),  # most of the clip
+        ClipTruth("b", "Pack", 60, 124, "Tape"),  # about half of it
+    ]
+    whole_clip_wrong_class = {
+        "a": ClipPrediction("Pack", 0, 124, "Label", 0.5),
+        "b": ClipPrediction("Tape", 0, 124, "Tape", 0.5),
+    }
+    scores = evaluate(whole_clip_wrong_class, truths, taxonomy)
+    assert scores.tiou_at_05 == 1.0 and scores.tiou_matched_at_05 == 0.0
+    assert scores.mean_tiou == pytest.approx((111 / 125 + 65 / 125) / 2)
 
 
 def test_is_better_promotes_a_primary_gain_within_tolerance() -> None:

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from packsight.metrics import Evaluation
+from packsight.metrics import (
+    ClipShape,
+    ClipTruth,
+    Evaluation,
+    chance_predictions,
+    evaluate,
+    majority_predictions,
+)
+from packsight.parsing import ClipPrediction
 from packsight.retraining import (
     LabelledVideo,
     Splits,
@@ -15,6 +23,7 @@ from packsight.retraining import (
     build_dataset,
     decide,
 )
+from packsight.sampling import FrameSettings
 from packsight.storage import (
     InvalidKeyError,
     LocalStorage,
@@ -60,7 +69,7 @@ def test_dataset_follows_the_subject_splits_and_keeps_the_first_test_clips(archi
         fetch,
         taxonomy=TAXONOMY,
         splits=SPLITS,
-        max_side=56,
+        frames=FrameSettings(max_side=56),
         on_video=lambda v: seen.append(v.subject),
     )
     # Subjects outside every split (U0104..U0107) are not even fetched.
@@ -87,17 +96,47 @@ def evaluation(oca: float, tiou: float, aa: float, count: int = 30) -> Evaluatio
     return Evaluation(oca=oca, tiou_at_05=tiou, aa_at_1=aa, count=count, missing=0, confusion={})
 
 
+RULE = {"primary": "AA@1", "tolerance": 0.02, "margin": 0.05}
+
+
 def test_decision_compares_with_the_champion_or_else_the_base() -> None:
     base = evaluation(0.2, 0.1, 0.1)
     candidate = evaluation(0.5, 0.5, 0.4)
     champion = evaluation(0.6, 0.6, 0.5)
-    against_base = decide(candidate, None, base, primary="AA@1", tolerance=0.02)
+    trivial = {"majority": evaluation(0.2, 0.9, 0.2), "chance": evaluation(0.1, 0.2, 0.1)}
+    against_base = decide(candidate, None, base, baselines=trivial, **RULE)
     assert against_base.promote and "base model" in against_base.reason
-    against_champion = decide(candidate, champion, base, primary="AA@1", tolerance=0.02)
+    against_champion = decide(candidate, champion, base, baselines=trivial, **RULE)
     assert not against_champion.promote and "champion" in against_champion.reason
     # Better on the primary metric but a collapse elsewhere: refused.
     lopsided = evaluation(0.0, 0.5, 0.6)
-    assert not decide(lopsided, champion, base, primary="AA@1", tolerance=0.02).promote
+    assert not decide(lopsided, champion, base, baselines=trivial, **RULE).promote
+
+
+def test_a_collapsed_adapter_is_refused_by_the_baselines() -> None:
+    """One class for every clip: far better than a base model that answers at random, no better
+    than always answering the training labels' most common operation."""
+    taxonomy = TAXONOMY
+    truths = [
+        ClipTruth(f"c{i}", op, 0, 124, nxt)
+        for i, (op, nxt) in enumerate(
+            [("Tape", "Label")] * 12 + [("Pack", "Tape")] * 9 + [("Label", "Final Check")] * 9
+        )
+    ]
+    shapes = [ClipShape(t.clip_id, 125) for t in truths]
+    training = truths  # the same distribution as the training labels
+    majority = evaluate(majority_predictions(training, shapes), truths, taxonomy)
+    chance = evaluate(chance_predictions(shapes, taxonomy), truths, taxonomy)
+    collapsed = evaluate(
+        {t.clip_id: ClipPrediction("Tape", 0, 124, "Label", 0.9) for t in truths}, truths, taxonomy
+    )
+    base = evaluate({}, truths, taxonomy)  # no valid answer at all
+    decision = decide(
+        collapsed, None, base, baselines={"majority": majority, "chance": chance}, **RULE
+    )
+    assert collapsed.oca == majority.oca == 0.4  # the collapse is the majority answer
+    assert not decision.promote
+    assert "majority baseline" in decision.reason and "OCA" in decision.reason
 
 
 def test_artifact_uris_round_trip_and_reject_bad_ones() -> None:
@@ -205,3 +244,28 @@ def test_run_artifacts_restore_the_furthest_checkpoint_and_frozen_videos(tmp_pat
     videos = [LabelledVideo("b", "U0101/a.mp4", "U0101", [("Tape", 0, 100), ("Pack", 100, 250)])]
     artifacts.put_videos(videos)
     assert artifacts.get_videos() == videos
+
+
+def test_evaluation_clips_are_what_labelling_makes_whatever_the_labels(archive) -> None:  # type: ignore[no-untyped-def]
+    """Test and validation clips: the fixed windows and frames of `packsight label`; the labels
+    decide each clip's truth and nothing else (no boundary steers the sampling)."""
+    import numpy as np
+
+    from packsight.training_examples import production_examples
+    from packsight.video import plan_clips
+
+    root, videos = archive
+    video = videos[7]  # subject U0108
+    path, frames = root / video.key, FrameSettings(max_side=56)
+    common = {"prefix": "U0108_S0107", "subject": "U0108", "taxonomy": TAXONOMY, "frames": frames}
+    labelled = production_examples(path, video.segments, **common)
+    relabelled = production_examples(path, [("Tape", 0, video.frame_count)], **common)
+    _, plans = plan_clips(path)  # as the sampling stage calls it, with the same settings
+    assert [p.frame_indices for p in plans] == [e.frame_indices for e in labelled]
+    assert [e.frame_indices for e in relabelled] == [e.frame_indices for e in labelled]
+    assert all(
+        np.array_equal(a.frames, b.frames) for a, b in zip(labelled, relabelled, strict=True)
+    )
+    assert {e.truth.dominant_operation for e in relabelled} == {"Tape"}
+    assert {e.truth.dominant_operation for e in labelled} != {"Tape"}
+    assert [e.clip_id for e in labelled][:2] == ["U0108_S0107_t0000", "U0108_S0107_t0005"]

@@ -137,7 +137,7 @@ def test_the_api_token_must_fit_an_http_header() -> None:
         ("frame_max_side", "27"),
         ("motion_width", "0"),
         ("max_new_tokens", "0"),
-        ("test_clips", "0"),
+        ("test_clips", "-1"),
         ("promotion_tolerance", "-0.1"),
         ("max_request_bytes", "1023"),
         ("training_stale_after_s", "30"),

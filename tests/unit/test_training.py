@@ -52,7 +52,7 @@ def examples(videos: list[SyntheticVideo]) -> dict[str, list[TrainingExample]]:
         v.key: examples_for_video(
             v.path,
             v.segments,
-            video_key=v.key,
+            prefix=f"{v.user}_{v.session}",
             subject=v.user,
             taxonomy=TAXONOMY,
             max_side=MAX_SIDE,

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from packsight import training_set
 from packsight.synth import write_synthetic_archive
 from packsight.taxonomy import Taxonomy, load_taxonomy
 from packsight.training_set import (
@@ -145,19 +144,6 @@ def test_split_for_subject_defaults_and_configuration() -> None:
     assert split_for_subject("U01", validation="U0107") is None
     with pytest.raises(ValueError, match="several splits"):
         split_for_subject("U0107", train=("U0107",))
-
-
-def test_test_clip_ids_are_the_first_thirty_of_the_test_subject() -> None:
-    ids = [f"U0108_S{s:04d}_t{t:04d}" for s in (501, 500) for t in range(0, 100, 5)]
-    ids += ["U0107_S0001_t0000", "U0108_S0500_t0000"]  # another subject, and a duplicate
-    chosen = training_set.test_clip_ids(reversed(ids))
-    assert len(chosen) == 30
-    assert chosen[0] == "U0108_S0500_t0000"
-    assert chosen[19] == "U0108_S0500_t0095"
-    assert chosen[-1] == "U0108_S0501_t0045"
-    assert training_set.test_clip_ids(ids, subject="U0107") == ["U0107_S0001_t0000"]
-    both = training_set.test_clip_ids(ids, subject=("U0107", "U0108"), count=2)
-    assert both == ["U0107_S0001_t0000", "U0108_S0500_t0000"]
 
 
 def test_windows_and_truths_over_a_synthetic_archive(tmp_path: Path, taxonomy: Taxonomy) -> None:

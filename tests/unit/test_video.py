@@ -13,7 +13,6 @@ from packsight.synth import SyntheticVideo, write_synthetic_archive
 from packsight.video import (
     VideoDecodeError,
     VideoInfo,
-    clip_id,
     decode_clips,
     is_video_key,
     model_frame_size,
@@ -92,10 +91,7 @@ def test_model_frame_size_rejects_impossible_sizes() -> None:
         model_frame_size(640, 480, max_side=20)
 
 
-def test_clip_id_and_video_keys() -> None:
-    assert clip_id("archive/U0108_S0500.mp4", 35 * 25, 25) == "U0108_S0500_t0035"
-    assert clip_id("U0101_S0100.mkv", 0, 25) == "U0101_S0100_t0000"
-    assert clip_id("a/b/c.mp4", 300, 29.97) == "c_t0010"
+def test_video_keys() -> None:
     assert is_video_key("x/Y.MP4") and is_video_key("a.webm")
     assert not is_video_key("U0101/annotation/S0100.csv") and not is_video_key("mp4")
 
