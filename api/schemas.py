@@ -62,6 +62,7 @@ class JobStatus(BaseModel):
     bucket: str
     prefix: str | None
     model_version: str
+    taxonomy: str
     created_at: datetime
     finished_at: datetime | None
     listed: bool  # false while a large source is still being listed into items
@@ -77,19 +78,26 @@ class TemporalSegment(BaseModel):
 
 
 class ClipResult(BaseModel):
+    """The seed's five fields, then where the clip is: its video and its frames (inclusive, as in
+    temporal_segment) and seconds in that video; then its outcome."""
+
     clip_id: str
-    video_key: str
-    window_start_frame: int
-    window_end_frame: int
-    status: str
     dominant_operation: str | None
     temporal_segment: TemporalSegment | None
     anticipated_next_operation: str | None
     confidence: float | None
+    bucket: str
+    video_key: str
+    start_frame: int
+    end_frame: int
+    start_s: float
+    end_s: float
+    status: str
     error: str | None
 
 
 class ResultsPage(BaseModel):
+    taxonomy: str  # of the operations named
     items: list[ClipResult]
     total: int
     offset: int

@@ -115,9 +115,9 @@ def upsert_predictions(
 
 
 def job_results_query(*, job_id: str, model_version_id: int) -> Select:
-    """(Prediction, Clip, Video key) rows of a job, in a stable order for pagination."""
+    """(Prediction, Clip, Video) rows of a job, in a stable order for pagination."""
     return (
-        select(Prediction, Clip, Video.key)
+        select(Prediction, Clip, Video)
         .join(Clip, Clip.id == Prediction.clip_id)
         .join(Video, Video.id == Clip.video_id)
         .join(JobItem, and_(JobItem.video_id == Video.id, JobItem.job_id == job_id))

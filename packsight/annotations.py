@@ -3,17 +3,21 @@ taxonomy. Pure: files in, dataclasses out; the database side is packsight.models
 
 Annotations: `<root>/<user>/annotation/openpack-operations/<session>.csv`, columns
 `uuid,user,session,box,id,operation,start,end,actions`, ISO-8601 times with a time zone.
-CSV times only become frames against the video's start time and fps, from a sessions table:
-  - the synthetic generator's `manifest.json` (`videos[]`: key, user, session, video_start, fps,
-    frame_count), or
+CSV times only become frames against the video's start time and fps, found in this order:
+  - a sidecar `<video stem>.json` beside the video (`{"start": ISO-8601, "fps": 25}`), the video
+    found by the archive's layout (`<user>/.../<session>.mp4`, see packsight.identity);
   - a `sessions.csv` with columns `user,session,video_key,video_start,fps,frame_count`
-    (video_start ISO-8601 with a time zone, e.g. `2021-10-14 11:25:35.437000+09:00`).
+    (video_start ISO-8601 with a time zone, e.g. `2021-10-14 11:25:35.437000+09:00`);
+  - the synthetic generator's `manifest.json` (`videos[]`: key, user, session, video_start, fps,
+    frame_count).
+Where a sidecar gives no frame count, the video itself does.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from fractions import Fraction
@@ -21,11 +25,17 @@ from importlib import resources
 from itertools import pairwise
 from pathlib import Path
 
+from packsight.identity import identity_from_key
 from packsight.taxonomy import Taxonomy, load_taxonomy
+from packsight.video import is_video_key
 
 ANNOTATION_DIR = ("annotation", "openpack-operations")
 CSV_COLUMNS = ("operation", "start", "end")  # the ones we read; OpenPack has more
 SESSION_COLUMNS = ("user", "session", "video_key", "video_start", "fps", "frame_count")
+WHERE_STARTS_ARE = (
+    'a sidecar <video stem>.json beside the video ({"start": ISO-8601 with a time zone, '
+    '"fps": ...}), a sessions table (--sessions sessions.csv), or the archive\'s manifest.json'
+)
 
 
 class AnnotationError(ValueError):
@@ -255,6 +265,37 @@ def _video_session(record: dict, *, where: str) -> VideoSession:
     return VideoSession(user, session, key, start, fps, frames)
 
 
+def locate_sessions(
+    root: Path, table: SessionTable | None, *, frame_count: Callable[[Path], int]
+) -> SessionTable:
+    """The sessions of the videos under `root`: each video whose key shows a subject and a
+    session and has a sidecar JSON, then whatever `table` (a sessions.csv or manifest) adds.
+    `frame_count(path)` counts a video's frames where the sidecar does not say."""
+    videos = dict(table.videos) if table is not None else {}
+    for path in sorted(p for p in Path(root).rglob("*") if is_video_key(p.name)):
+        key = path.relative_to(root).as_posix()
+        identity = identity_from_key(key)
+        sidecar = path.with_suffix(".json")
+        if identity.subject is None or identity.session is None or not sidecar.is_file():
+            continue
+        where = str(sidecar)
+        try:
+            data = json.loads(sidecar.read_text())
+            fps = float(data["fps"])
+            start = parse_time(str(data["start"]), where=where)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AnnotationError(
+                f'{where}: needs {{"start": ISO-8601, "fps": ...}} ({exc})'
+            ) from exc
+        if fps <= 0:
+            raise AnnotationError(f"{where}: fps must be positive, got {fps}")
+        frames = int(data["frame_count"]) if "frame_count" in data else frame_count(path)
+        videos[identity.subject, identity.session] = VideoSession(
+            identity.subject, identity.session, key, start, fps, frames
+        )
+    return SessionTable(videos, table.taxonomy if table is not None else None)
+
+
 def discover_annotations(root: Path) -> dict[tuple[str, str], Path]:
     """(user, session) -> CSV for every `<root>/<user>/annotation/openpack-operations/*.csv`."""
     pattern = f"*/{'/'.join(ANNOTATION_DIR)}/*.csv"
@@ -279,7 +320,9 @@ def read_archive(
     for (user, session), path in found.items():
         video = sessions.videos.get((user, session))
         if video is None:
-            result.rejected.append((path, f"{path}: no {user}/{session} row in the sessions table"))
+            result.rejected.append(
+                (path, f"{path}: no start time for {user}/{session}: give {WHERE_STARTS_ARE}")
+            )
             continue
         try:
             intervals = parse_operations_csv(path, video=video, taxonomy=taxonomy)

@@ -35,14 +35,41 @@ def main() -> None:
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--videos", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
-def synth(out_dir: Path, videos: int, seed: int) -> None:
+@click.option(
+    "--layout",
+    type=click.Choice(["packsight", "openpack"]),
+    default="packsight",
+    show_default=True,
+    help="openpack: U0101/kinect/S0100.mp4 with a sidecar S0100.json, no manifest, as "
+    "OpenPack lays out its archive.",
+)
+@click.option(
+    "--taxonomy",
+    "taxonomy_name",
+    help="Operations to annotate in (default: openpack for --layout openpack, else assignment).",
+)
+def synth(out_dir: Path, videos: int, seed: int, layout: str, taxonomy_name: str | None) -> None:
     """Write a synthetic packaging-video archive with OpenPack-style annotations."""
     from packsight.synth import write_synthetic_archive
+    from packsight.taxonomy import TaxonomyError, load_taxonomy
 
-    written = write_synthetic_archive(out_dir, videos=videos, seed=seed)
+    name = taxonomy_name or ("openpack" if layout == "openpack" else "assignment")
+    try:
+        taxonomy = load_taxonomy(name)
+    except TaxonomyError as exc:
+        raise click.BadParameter(str(exc), param_hint="--taxonomy") from exc
+    written = write_synthetic_archive(
+        out_dir,
+        videos=videos,
+        seed=seed,
+        taxonomy=taxonomy,
+        layout=layout,  # type: ignore[arg-type]
+    )
     for video in written:
         click.echo(f"{video.key}\t{video.frame_count / video.fps:.1f}s\t{len(video.segments)} ops")
-    click.echo(f"wrote {len(written)} videos to {out_dir}")
+    click.echo(
+        f"wrote {len(written)} videos to {out_dir} ({layout} layout, {taxonomy.name} taxonomy)"
+    )
 
 
 @main.command("tiny-model")
@@ -77,14 +104,10 @@ def _redacted(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _parse_source(source: str) -> tuple[str, str]:
-    """(bucket, prefix) for s3://bucket/prefix; a local folder sets the local storage root."""
-    from packsight.storage import (
-        InvalidKeyError,
-        validate_bucket,
-        validate_folder_bucket,
-        validate_prefix,
-    )
+def _parse_source(source: str) -> tuple[str, str, Path | None]:
+    """(bucket, prefix, local folder) of s3://bucket/prefix or of a local folder (whose name is
+    its bucket)."""
+    from packsight.storage import InvalidKeyError, validate_bucket, validate_prefix
 
     if source.startswith("s3://"):
         bucket, _, prefix = source.removeprefix("s3://").partition("/")
@@ -96,25 +119,25 @@ def _parse_source(source: str) -> tuple[str, str]:
         except InvalidKeyError as exc:
             raise click.BadParameter(str(exc), param_hint="SOURCE") from exc
         os.environ.setdefault("PACKSIGHT_STORAGE", "s3")
-        return bucket, prefix
+        return bucket, prefix, None
     folder = Path(source).expanduser().resolve()
     if not folder.is_dir():
         raise click.BadParameter(f"{source!r} is not a folder or s3:// URL", param_hint="SOURCE")
     if os.environ.get("PACKSIGHT_STORAGE", "local") != "local":
         raise click.UsageError("a local folder needs PACKSIGHT_STORAGE=local")
+    return folder.name, "", folder
+
+
+def _local_bucket(settings, folder: Path) -> str:  # type: ignore[no-untyped-def]
+    """The bucket a local folder is under the local storage (linked there by name once)."""
+    from packsight.storage import InvalidKeyError, link_local_bucket
+
     try:
-        # Local storage keeps the folder's own name as the bucket: no S3 naming rules, but it
-        # must be one plain folder name (not "/", nothing that breaks a log line).
-        validate_folder_bucket(folder.name)
+        return link_local_bucket(settings.resolved_local_root, folder)
     except InvalidKeyError as exc:
         raise click.BadParameter(
-            f"{source!r} cannot be labelled as a bucket: {exc}; move the videos into a folder "
-            "with a plain name",
-            param_hint="SOURCE",
+            f"{str(folder)!r} cannot be a bucket: {exc}", param_hint="SOURCE"
         ) from exc
-    # The folder becomes a bucket of a local storage rooted at its parent.
-    os.environ["PACKSIGHT_LOCAL_ROOT"] = str(folder.parent)
-    return folder.name, ""
 
 
 def _context(settings):  # type: ignore[no-untyped-def]
@@ -137,8 +160,10 @@ def label(source: str, wait: bool) -> None:
     from packsight.pipeline.submission import JobRequest, submit_job
     from packsight.storage import StorageError
 
-    bucket, prefix = _parse_source(source)
+    bucket, prefix, folder = _parse_source(source)
     settings = _settings()
+    if folder is not None:
+        bucket = _local_bucket(settings, folder)
     if settings.embedded:
         upgrade_database(settings.resolved_database_url)
         click.echo(f"embedded mode: {_redacted(settings.resolved_database_url)}, in-process tasks")
@@ -148,7 +173,10 @@ def label(source: str, wait: bool) -> None:
     except (ValueError, StorageError, BrokerUnavailableError) as exc:
         raise click.ClickException(str(exc)) from exc
     listed = "" if submission.listed else " so far (listing the rest)"
-    click.echo(f"job {submission.job_id}: {submission.items} videos{listed}")
+    click.echo(
+        f"job {submission.job_id}: {submission.items} videos{listed}, "
+        f"labelled in the {settings.taxonomy} taxonomy"
+    )
     started = time.monotonic()
     if ctx.embedded:
         drive(ctx, job_id=submission.job_id)
@@ -221,8 +249,8 @@ def results(job_id: str | None, fmt: str) -> None:
     from sqlalchemy import select
 
     from packsight.models.db import session_scope
-    from packsight.models.predictions import job_results_query
-    from packsight.models.tables import Job, PredictionStatus
+    from packsight.models.tables import Job, ModelVersion
+    from packsight.pipeline.results import job_results
 
     settings = _settings()
     with session_scope(settings.resolved_database_url) as session:
@@ -232,33 +260,25 @@ def results(job_id: str | None, fmt: str) -> None:
             job = session.get(Job, job_id)
         if job is None:
             raise click.ClickException("no such job" if job_id else "no jobs yet")
-        rows = session.execute(
-            job_results_query(job_id=job.id, model_version_id=job.model_version_id)
-        ).all()
-        failed = 0
-        for pred, clip, _key in rows:
-            if pred.status != PredictionStatus.OK:
-                failed += 1
-                click.echo(f"{clip.clip_key}: {pred.error}", err=True)
-                continue
-            record = {
-                "clip_id": clip.clip_key,
-                "dominant_operation": pred.dominant_operation,
-                "temporal_segment": {"start_frame": pred.start_frame, "end_frame": pred.end_frame},
-                "anticipated_next_operation": pred.anticipated_next_operation,
-                "confidence": round(pred.confidence, 4),
-            }
-            if fmt == "jsonl":
-                click.echo(json.dumps(record))
-            else:
-                seg = record["temporal_segment"]
-                click.echo(
-                    f"{clip.clip_key:<28} {pred.dominant_operation:<14} "
-                    f"{seg['start_frame']:>4}-{seg['end_frame']:<4} "
-                    f"{pred.anticipated_next_operation:<14} {pred.confidence:.3f}"
-                )
-        if failed:
-            click.echo(f"{failed} clips have no label (errors above)", err=True)
+        records, _ = job_results(session, job)
+        taxonomy = session.get(ModelVersion, job.model_version_id).taxonomy
+    click.echo(f"job {job.id}: operations of the {taxonomy} taxonomy", err=True)
+    failed = [r for r in records if r["error"] is not None]
+    for record in records:
+        if record["error"] is not None:
+            click.echo(f"{record['clip_id']} ({record['video_key']}): {record['error']}", err=True)
+        elif fmt == "jsonl":
+            click.echo(json.dumps(record))
+        else:
+            seg = record["temporal_segment"]
+            click.echo(
+                f"{record['clip_id']:<28} {record['dominant_operation']:<22} "
+                f"{seg['start_frame']:>4}-{seg['end_frame']:<4} "
+                f"{record['anticipated_next_operation']:<22} {record['confidence']:.3f}  "
+                f"{record['video_key']} {record['start_s']:.1f}-{record['end_s']:.1f}s"
+            )
+    if failed:
+        click.echo(f"{len(failed)} clips have no label (errors above)", err=True)
 
 
 @main.command()
@@ -299,7 +319,7 @@ def train(bucket: str | None, config_json: str, wait: bool, results_path: Path |
         run_id = start_training(ctx, trigger="manual", config=config, bucket=bucket)
     except (ActiveRunError, BrokerUnavailableError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"training run {run_id}")
+    click.echo(f"training run {run_id}: {settings.model}, {settings.taxonomy} taxonomy")
     if ctx.embedded:
         drive(ctx, training_run_id=run_id)
     run = _follow_run(settings, run_id, wait=wait)
@@ -328,15 +348,16 @@ def _follow_run(settings, run_id: str, *, wait: bool):  # type: ignore[no-untype
     if run.state == TrainingRunState.FAILED:
         click.echo(f"failed: {run.error}", err=True)
     elif run.state == TrainingRunState.SUCCEEDED:
-        for block in ("base_model", "finetuned_model", "champion_model"):
-            scores = (run.results or {}).get(block)
+        results = run.results or {}
+        blocks = [(name, results.get(name)) for name in ("base_model", "finetuned_model")]
+        blocks += [(f"baseline {n}", b) for n, b in (results.get("baselines") or {}).items()]
+        blocks.append(("champion_model", results.get("champion_model")))
+        for block, scores in blocks:
             if scores:
-                metrics = " ".join(
-                    f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in scores.items()
-                    if k != "model"
+                metrics = "  ".join(
+                    f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float)
                 )
-                click.echo(f"{block:<16} {metrics}  {scores['model']}")
+                click.echo(f"{block:<18} {metrics}  ({scores['clips']} clips)  {scores['model']}")
         click.echo(f"{run.decision}: {run.decision_reason}")
         click.echo(f"artifacts: {run.artifacts_uri}")
     return run

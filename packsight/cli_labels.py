@@ -15,14 +15,18 @@ def labels() -> None:
 
 @labels.command("import")
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--bucket", required=True, help="Bucket the videos are (to be) labelled in.")
+@click.option(
+    "--bucket",
+    help="Bucket the videos are (to be) labelled in; default: ROOT itself, as a local folder "
+    "(`packsight label ROOT` labels the same bucket).",
+)
 @click.option("--prefix", default="", help="Prepended to every video key (a folder).")
 @click.option(
     "--sessions",
     "sessions_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="sessions.csv (user,session,video_key,video_start,fps,frame_count); "
-    "default ROOT/manifest.json.",
+    help="sessions.csv (user,session,video_key,video_start,fps,frame_count), for videos "
+    "without a sidecar <stem>.json; default ROOT/manifest.json when there is one.",
 )
 @click.option("--map", "mapping_name", help="Map to another taxonomy, e.g. openpack-to-assignment.")
 @click.option("--taxonomy", help="Taxonomy of the CSVs (default: the manifest's, else openpack).")
@@ -35,7 +39,7 @@ def labels() -> None:
 )
 def import_labels(
     root: Path,
-    bucket: str,
+    bucket: str | None,
     prefix: str,
     sessions_path: Path | None,
     mapping_name: str | None,
@@ -45,22 +49,37 @@ def import_labels(
     """Import OpenPack operation annotations under ROOT as labels; exits 1 if a file is rejected."""
     from collections import Counter
 
-    from packsight.annotations import AnnotationError, load_mapping, load_sessions, read_archive
+    from packsight.annotations import (
+        AnnotationError,
+        load_mapping,
+        load_sessions,
+        locate_sessions,
+        read_archive,
+    )
     from packsight.models.db import session_scope
     from packsight.models.labels import LabelError, replace_video_labels
     from packsight.models.migrate import upgrade_database
     from packsight.taxonomy import TaxonomyError, load_taxonomy
+    from packsight.video import VideoDecodeError, probe_video
 
+    manifest = root / "manifest.json"
     try:
-        table = load_sessions(sessions_path or root / "manifest.json")
+        table = (
+            load_sessions(sessions_path or manifest)
+            if sessions_path or manifest.is_file()
+            else None
+        )
+        table = locate_sessions(root, table, frame_count=lambda p: probe_video(p).frame_count)
         mapping = load_mapping(mapping_name) if mapping_name else None
         name = taxonomy or (mapping.source if mapping else None) or table.taxonomy or "openpack"
         report = read_archive(root, table, taxonomy=load_taxonomy(name), mapping=mapping)
-    except (AnnotationError, TaxonomyError) as exc:
+    except (AnnotationError, TaxonomyError, VideoDecodeError) as exc:
         raise click.ClickException(str(exc)) from exc
-    from packsight.cli import _settings
+    from packsight.cli import _local_bucket, _settings
 
     settings = _settings()
+    if bucket is None:
+        bucket = _local_bucket(settings, root)
     if settings.embedded:
         upgrade_database(settings.resolved_database_url)
     stored = mapping.target if mapping else load_taxonomy(name).name

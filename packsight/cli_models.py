@@ -23,9 +23,22 @@ def models(ctx: click.Context) -> None:
             click.echo("no model versions yet")
         for version in rows:
             test = (version.metrics or {}).get("test") or {}
-            scores = " ".join(f"{k}={v:.3f}" for k, v in test.items() if k != "clips")
             mark = "*" if version.is_serving else " "
-            click.echo(f"{mark} {version.id:>4}  {version.name}  {scores}")
+            click.echo(f"{mark} {version.id:>4}  {version.name}  {_scores(test)}")
+            frames = (version.settings or {}).get("frames")
+            if frames:
+                click.echo(
+                    f"        trained on {frames['frames_per_clip']} frames per "
+                    f"{frames['clip_seconds']:g} s clip at {frames['max_side']} px"
+                )
+            for name, baseline in (test.get("baselines") or {}).items():
+                click.echo(f"        baseline {name}: {_scores(baseline)}")
+
+
+def _scores(block: dict) -> str:
+    """A metrics block as "OCA 0.600  tIoU@0.5 1.000 ..." (on N test clips)."""
+    shown = "  ".join(f"{k} {v:.3f}" for k, v in block.items() if isinstance(v, float))
+    return f"{shown}  ({block['clips']} clips)" if "clips" in block else shown
 
 
 @models.command("rollback")

@@ -198,6 +198,25 @@ def validate_folder_bucket(bucket: str) -> str:
     return bucket
 
 
+def link_local_bucket(root: Path, folder: Path) -> str:
+    """Make `folder` a bucket of the local storage under `root`, named after the folder: a
+    symbolic link `root/<name>`, so every later command (labelling, training, results) finds
+    the videos by bucket name, wherever the folder is. Returns the bucket name."""
+    folder = Path(folder).resolve()
+    name = validate_folder_bucket(folder.name)
+    target = Path(root) / name
+    if target.exists() and target.resolve() == folder:
+        return name  # the folder is that bucket already (or was linked before)
+    if target.exists() or target.is_symlink():
+        raise InvalidKeyError(
+            f"bucket {shown(name)} is already {target.resolve()}; rename the folder "
+            f"{folder} (its name is its bucket) or remove {target}"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(folder, target_is_directory=True)
+    return name
+
+
 class Storage(Protocol):
     def bucket_exists(self, bucket: str) -> bool: ...
     def ensure_bucket(self, bucket: str) -> None: ...

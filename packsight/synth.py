@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 import av
 import numpy as np
@@ -24,6 +25,7 @@ from packsight.taxonomy import Taxonomy, load_taxonomy
 CSV_COLUMNS = ("uuid", "user", "session", "box", "id", "operation", "start", "end", "actions")
 JST = timezone(timedelta(hours=9))  # OpenPack was recorded in Japan; its timestamps carry +09:00
 SESSION_EPOCH = datetime(2021, 10, 14, 9, 0, tzinfo=JST)
+Layout = Literal["packsight", "openpack"]
 IDLE_CHANCE = 0.2  # after each operation, the chance that the worker pauses (background) first
 OPERATION_SECONDS = (2.0, 8.0)
 NOISE_SIGMA = 2.0  # grey levels; x264 time grows fast with noise
@@ -52,11 +54,18 @@ def write_synthetic_archive(
     size: tuple[int, int] = (320, 240),
     min_seconds: float = 12,
     max_seconds: float = 30,
+    layout: Layout = "packsight",
 ) -> list[SyntheticVideo]:
-    """Write `videos` sessions under out_dir plus manifest.json; deterministic for a seed.
+    """Write `videos` sessions under out_dir; deterministic for a seed.
 
+    Layout "packsight": `<user>/video/<user>_<session>.mp4` plus a manifest.json of every
+    session. Layout "openpack", as OpenPack lays out its archive: `<user>/kinect/<session>.mp4`
+    with a sidecar `<session>.json` (`{"start": ISO-8601, "fps": ...}`) beside each video, and
+    no manifest. Annotations are `<user>/annotation/openpack-operations/<session>.csv` in both.
     Video i depends only on (seed, i), so a larger archive extends a smaller one unchanged.
     """
+    if layout not in ("packsight", "openpack"):
+        raise ValueError(f"layout must be 'packsight' or 'openpack', got {layout!r}")
     taxonomy = taxonomy or load_taxonomy("assignment")
     width, height = size
     if videos < 0 or fps <= 0 or width % 2 or height % 2 or min(size) < 32:
@@ -73,7 +82,13 @@ def write_synthetic_archive(
         start = SESSION_EPOCH + timedelta(
             days=i // 8, hours=i % 8, milliseconds=int(rng.integers(3_600_000))
         )
-        key = f"{user}/video/{user}_{session}.mp4"
+        if layout == "openpack":
+            key = f"{user}/kinect/{session}.mp4"
+            sidecar = {"start": _iso(start), "fps": fps}
+            (out_dir / key).parent.mkdir(parents=True, exist_ok=True)
+            (out_dir / key).with_suffix(".json").write_text(json.dumps(sidecar) + "\n")
+        else:
+            key = f"{user}/video/{user}_{session}.mp4"
         # Own streams for pixels and uuids: changing the renderer must not change the annotations.
         _write_video(out_dir / key, np.random.default_rng([seed, i, 1]), taxonomy, plan, fps, size)
         csv_path = out_dir / user / "annotation" / "openpack-operations" / f"{session}.csv"
@@ -97,8 +112,9 @@ def write_synthetic_archive(
             }
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"seed": seed, "taxonomy": taxonomy.name, "videos": manifest}
-    (out_dir / "manifest.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if layout == "packsight":
+        summary = {"seed": seed, "taxonomy": taxonomy.name, "videos": manifest}
+        (out_dir / "manifest.json").write_text(json.dumps(summary, indent=2) + "\n")
     return written
 
 

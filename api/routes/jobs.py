@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Header, HTTPException, Query, Response, status
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from packsight.api.deps import Authorized, ContextDep, SessionDep, run_here_if_embedded
 from packsight.api.schemas import (
@@ -16,13 +16,12 @@ from packsight.api.schemas import (
     JobCreate,
     JobStatus,
     ResultsPage,
-    TemporalSegment,
 )
 from packsight.api.validation import INT32_MAX, ResourceId, canonical_uuid
 from packsight.models.jobs import job_counts
-from packsight.models.predictions import job_results_query
 from packsight.models.tables import ItemState, Job, JobItem, ModelVersion
 from packsight.pipeline.dispatch import BrokerUnavailableError
+from packsight.pipeline.results import job_results
 from packsight.pipeline.submission import (
     FrameSettingsMismatchError,
     IdempotencyConflictError,
@@ -118,12 +117,14 @@ def _status(session: SessionDep, job: Job) -> JobStatus:
         .order_by(JobItem.id)
         .limit(100)
     )
+    version = session.get(ModelVersion, job.model_version_id)
     return JobStatus(
         id=job.id,
         state=job.state,
         bucket=job.bucket,
         prefix=job.prefix,
-        model_version=session.get(ModelVersion, job.model_version_id).name,
+        model_version=version.name,
+        taxonomy=version.taxonomy,
         created_at=job.created_at,
         finished_at=job.finished_at,
         listed=job.listed,
@@ -142,29 +143,14 @@ def get_results(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ResultsPage:
     job = _job_or_404(session, job_id)
-    query = job_results_query(job_id=job.id, model_version_id=job.model_version_id)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.execute(query.offset(offset).limit(limit)).all()
-    items = [
-        ClipResult(
-            clip_id=clip.clip_key,
-            video_key=video_key,
-            window_start_frame=clip.start_frame,
-            window_end_frame=clip.end_frame,
-            status=pred.status,
-            dominant_operation=pred.dominant_operation,
-            temporal_segment=(
-                TemporalSegment(start_frame=pred.start_frame, end_frame=pred.end_frame)
-                if pred.start_frame is not None
-                else None
-            ),
-            anticipated_next_operation=pred.anticipated_next_operation,
-            confidence=pred.confidence,
-            error=pred.error,
-        )
-        for pred, clip, video_key in rows
-    ]
+    records, total = job_results(session, job, offset=offset, limit=limit)
+    items = [ClipResult.model_validate(record) for record in records]
     next_offset = offset + len(items) if offset + len(items) < total else None
     return ResultsPage(
-        items=items, total=total, offset=offset, limit=limit, next_offset=next_offset
+        taxonomy=session.get(ModelVersion, job.model_version_id).taxonomy,
+        items=items,
+        total=total,
+        offset=offset,
+        limit=limit,
+        next_offset=next_offset,
     )
