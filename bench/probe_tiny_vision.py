@@ -29,7 +29,7 @@ from packsight.vlm.recipes import TINY_RECIPE
 from packsight.vlm.tiny import SIZES, build_tiny_model
 from packsight.vlm.training import training_batch
 
-TAXONOMY = load_taxonomy("assignment")
+TAXONOMY = load_taxonomy(TINY_RECIPE.archive.taxonomy)
 Features = Callable[[list[TrainingExample]], np.ndarray]
 
 
@@ -103,7 +103,7 @@ def main() -> None:
         for e in examples_for_video(
             v.path,
             v.segments,
-            video_key=v.key,
+            prefix=f"{v.user}_{v.session}",
             subject=v.user,
             taxonomy=TAXONOMY,
             max_side=TINY_RECIPE.max_side,

@@ -197,8 +197,9 @@ def job_frames(settings: Settings, version: ModelVersion) -> FrameSettings:
         return configured
     raise FrameSettingsMismatchError(
         f"model version {version.name!r} was trained on frames {trained_frames.key}, but "
-        f"{', '.join(explicit)} ask for {configured.key}: unset them to label with the trained "
-        "settings, or set PACKSIGHT_FORCE_FRAME_SETTINGS=true to label with these anyway"
+        f"{', '.join(explicit)} {'asks' if len(explicit) == 1 else 'ask'} for "
+        f"{configured.key}: unset to label with the trained settings, or set "
+        "PACKSIGHT_FORCE_FRAME_SETTINGS=true to label with these anyway"
     )
 
 

@@ -85,7 +85,7 @@ def test_archive_is_labelled_end_to_end(stack, stack_settings, s3, archive) -> N
         assert result["status"] == "ok"
         assert result["dominant_operation"] in taxonomy.operations
         assert result["anticipated_next_operation"] in taxonomy.operations
-        window = result["window_end_frame"] - result["window_start_frame"]
+        window = result["end_frame"] - result["start_frame"] + 1
         segment = result["temporal_segment"]
         assert 0 <= segment["start_frame"] <= segment["end_frame"] < window
         assert 0.0 < result["confidence"] <= 1.0

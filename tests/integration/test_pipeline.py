@@ -268,3 +268,44 @@ def test_a_label_is_never_replaced_by_an_error(ctx: Context) -> None:
         assert row.status == "ok" and row.error is None
         count = session.scalar(select(func.count()).where(Prediction.clip_id == clip_id))
         assert count == 1
+
+
+def test_videos_whose_clip_ids_would_collide_fail_alone(ctx: Context) -> None:
+    """One subject and session in two folders of one bucket: the second video's clips would
+    take the first one's ids, so it fails with a message naming both, and nothing merges."""
+    import shutil
+
+    root = ctx.settings.resolved_local_root / "videos"
+    source = next(root.rglob("*.mp4"))
+    for site in ("site-a", "site-b"):
+        target = root / site / "U0201" / "kinect" / "S0100.mp4"
+        target.parent.mkdir(parents=True)
+        shutil.copy(source, target)
+    job_id = submit_job(ctx, JobRequest("videos", prefix="site-")).job_id
+    drive(ctx, job_id=job_id)
+    state, items = job_state(ctx, job_id)
+    assert state == "partially_failed"
+    assert items["site-a/U0201/kinect/S0100.mp4"] == ("succeeded", None)
+    failed, error = items["site-b/U0201/kinect/S0100.mp4"]
+    assert failed == "failed" and "U0201_S0100_t" in error and "site-a/U0201" in error
+
+
+def test_labels_are_reused_only_for_the_same_frame_settings(ctx: Context, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    first = submit(ctx)
+    drive(ctx, job_id=first)
+    again = submit(ctx)  # same model version, same frames: nothing to label
+    assert units(ctx, again, UnitKind.LABEL) == []
+    drive(ctx, job_id=again)
+    assert job_state(ctx, again)[0] == "succeeded"
+
+    monkeypatch.setenv("PACKSIGHT_FRAME_MAX_SIDE", "56")
+    get_settings.cache_clear()
+    smaller = Context(get_settings())
+    other = submit(smaller)  # other frames: other clips, labelled anew
+    drive(smaller, job_id=other)
+    assert job_state(smaller, other)[0] == "succeeded"
+    with session_scope(ctx.settings.resolved_database_url) as session:
+        samplings = session.scalars(select(Clip.sampling).distinct()).all()
+    assert len(samplings) >= 2 and any("/56px/" in s for s in samplings)
+    # Both samplings' clips carry a label of their own (the model version is the same).
+    assert len(prediction_rows(smaller, other)) == clip_count(smaller, other)

@@ -1,0 +1,40 @@
+"""A model version is served with the frames it was trained on: a job takes them unless other
+frame settings are asked for explicitly, which is an error unless forced."""
+
+from __future__ import annotations
+
+import pytest
+
+from packsight.models.tables import ModelVersion
+from packsight.pipeline.submission import FrameSettingsMismatchError, job_frames
+from packsight.sampling import FrameSettings
+from packsight.settings import Settings
+
+TRAINED = FrameSettings(max_side=112)
+
+
+def version(trained: FrameSettings | None) -> ModelVersion:
+    settings = {"frames": trained.to_json()} if trained is not None else None
+    return ModelVersion(name="tiny@run-1:nf4:openpack", settings=settings)
+
+
+def test_a_job_labels_with_the_frames_the_adapter_was_trained_on() -> None:
+    assert job_frames(Settings(), version(TRAINED)) == TRAINED
+    # A base model was trained on nothing of ours: the configured frames.
+    assert job_frames(Settings(frame_max_side=224), version(None)).max_side == 224
+    # Asking explicitly for what it was trained on is fine.
+    assert job_frames(Settings(frame_max_side=112), version(TRAINED)) == TRAINED
+
+
+def test_other_frames_asked_for_explicitly_are_refused_unless_forced() -> None:
+    with pytest.raises(FrameSettingsMismatchError, match="PACKSIGHT_FRAME_MAX_SIDE") as refused:
+        job_frames(Settings(frame_max_side=336), version(TRAINED))
+    assert "112px" in str(refused.value) and "PACKSIGHT_FORCE_FRAME_SETTINGS" in str(refused.value)
+    forced = Settings(frame_max_side=336, force_frame_settings=True)
+    assert job_frames(forced, version(TRAINED)).max_side == 336
+
+
+def test_frame_settings_name_themselves_and_survive_json() -> None:
+    assert TRAINED.key == "motion-adaptive-1/8f/5s/112px/160x120"
+    assert FrameSettings.from_json(TRAINED.to_json()) == TRAINED
+    assert FrameSettings(clip_seconds=2.5).key != FrameSettings().key
