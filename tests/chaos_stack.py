@@ -95,13 +95,15 @@ def chaos(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Ite
             max_seconds=7.5,
         )
         client = stack.s3.endpoint.client()
-        client.create_bucket(Bucket="chaos")
-        # One copy of the archive per test: each job labels videos nobody labelled yet.
-        prefixes = ("baseline", "kill-cpu", "kill-gpu", "redis-restart", "postgres-down",
-                    "s3-down", "kill-api", "never-published", "broker-down")  # fmt: skip
-        for prefix in prefixes:
+        # One copy of the archive per test, in a bucket of its own: each job labels videos
+        # nobody labelled yet (one bucket would refuse a second key for the same clip ids).
+        names = ("baseline", "kill-cpu", "kill-gpu", "redis-restart", "postgres-down",
+                 "s3-down", "kill-api", "never-published", "broker-down")  # fmt: skip
+        for name in names:
+            client.create_bucket(Bucket=f"chaos-{name}")
             for video in archive:
-                client.upload_file(str(video.path), "chaos", f"{prefix}/{Path(video.key).name}")
+                key = f"videos/{Path(video.key).name}"
+                client.upload_file(str(video.path), f"chaos-{name}", key)
         started = time.monotonic()
         yield stack
         print(f"\nchaos stack ran {time.monotonic() - started:.0f} s; logs in {stack.logs}")

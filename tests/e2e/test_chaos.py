@@ -39,7 +39,8 @@ RECORD: dict[str, float] = {}
 
 def submit(chaos: ChaosStack, name: str, **headers: str) -> httpx.Response:
     with chaos.client() as api:
-        return api.post("/v1/jobs", json={"bucket": "chaos", "prefix": f"{name}/"}, headers=headers)
+        body = {"bucket": f"chaos-{name}", "prefix": "videos/"}
+        return api.post("/v1/jobs", json=body, headers=headers)
 
 
 def units(chaos: ChaosStack, job_id: str, kind: str, state: str) -> int:
@@ -184,7 +185,7 @@ def test_a_job_committed_but_never_published_is_run(chaos: ChaosStack) -> None:
     """The API process dying between its commit and its publish leaves exactly this: the job
     and its work in Postgres, nothing in the broker."""
     ctx = Context(chaos.settings())  # no publisher: records, publishes nothing
-    submission = submit_job(ctx, JobRequest("chaos", prefix="never-published/"))
+    submission = submit_job(ctx, JobRequest("chaos-never-published", prefix="videos/"))
     recovered(chaos, "API died between commit and publish", submission.job_id, time.monotonic())
 
 
