@@ -206,5 +206,8 @@ class ModelVersionOut(BaseModel):
     quantization: str
     taxonomy: str
     is_serving: bool
+    # What its adapter was trained with (frame settings, answer format); jobs label with them.
+    settings: dict[str, object] | None
+    # Per split: the metrics, and the trivial baselines' on the same clips ("baselines").
     metrics: dict[str, object] | None
     created_at: datetime

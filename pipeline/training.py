@@ -9,11 +9,9 @@ machine can continue it.
 
 from __future__ import annotations
 
-import gc
 import logging
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -28,34 +26,32 @@ from packsight.models.training_runs import (
     claim_run,
     complete_run,
     heartbeat,
-    labelled_videos,
 )
 from packsight.models.work import UnitRef, finish_unit
 from packsight.pipeline.context import Context
 from packsight.pipeline.training_runs import fail_run
+from packsight.pipeline.training_steps import (
+    RunSpec,
+    TrainingRefusedError,
+    fit_adapter,
+    free_memory,
+    gather_dataset,
+)
 from packsight.pipeline.units import Lease
 from packsight.retraining import (
     Dataset,
     Decision,
-    LabelledVideo,
     RunParams,
-    VideoUnavailableError,
     baseline_scores,
-    build_dataset,
     decide,
     score,
 )
 from packsight.settings import Settings
-from packsight.storage import StorageError
-from packsight.taxonomy import Taxonomy, load_taxonomy
+from packsight.taxonomy import load_taxonomy
 from packsight.training_artifacts import RunArtifacts
 from packsight.vlm.answer import ANSWER_FORMAT
 
 log = logging.getLogger(__name__)
-
-
-class TrainingRefusedError(ValueError):
-    """The run cannot succeed (no data); retrying will not help."""
 
 
 def train_run(ctx: Context, unit: UnitRef, lease: Lease) -> None:
@@ -81,18 +77,6 @@ def give_up_training(session: Session, unit: UnitRef, error: str) -> None:
 
 
 @dataclass(frozen=True)
-class _Run:
-    """What the task needs of the run row, read once when it is claimed."""
-
-    id: str
-    claim: str  # this delivery's token; progress and the outcome are accepted only with it
-    params: RunParams
-    base_model: str
-    quantization: str
-    taxonomy: Taxonomy
-
-
-@dataclass(frozen=True)
 class _Versions:
     base: ModelVersion
     candidate: ModelVersion
@@ -113,10 +97,10 @@ def run_training(ctx: Context, *, run_id: str, lease: Lease) -> None:
 
     work = settings.data_dir.resolve() / "training-runs" / run_id
     artifacts = RunArtifacts(ctx.artifacts, settings.artifact_bucket, run_id)
-    dataset = _dataset(ctx, run, work, artifacts, progress)
+    dataset = gather_dataset(ctx, run, work, artifacts, progress)
     progress(dataset=dataset.summary())
     artifacts.put_jsonl("dataset.jsonl", dataset.records())
-    adapter_dir, steps = _train(settings, run, dataset, work, artifacts, progress)
+    adapter_dir, steps = fit_adapter(settings, run, dataset, work, artifacts, progress)
     adapter_uri = artifacts.publish_adapter(adapter_dir)
     versions = ctx.transaction(lambda s: _versions(s, run, adapter_uri))
     progress(
@@ -171,7 +155,7 @@ class _Evaluation:
 
 
 def _evaluate(  # type: ignore[no-untyped-def]
-    settings: Settings, run: _Run, versions: _Versions, dataset: Dataset, adapter: str, progress
+    settings: Settings, run: RunSpec, versions: _Versions, dataset: Dataset, adapter: str, progress
 ) -> _Evaluation:
     """Base, candidate and champion on the test clips, the candidate on the validation clips,
     and the trivial baselines on both."""
@@ -200,11 +184,11 @@ def _evaluate(  # type: ignore[no-untyped-def]
     )
 
 
-def _claim(session: Session, run_id: str) -> _Run | None:
+def _claim(session: Session, run_id: str) -> RunSpec | None:
     row = claim_run(session, run_id)
     if row is None:
         return None
-    return _Run(
+    return RunSpec(
         id=row.id,
         claim=row.claim,
         params=RunParams.from_json(row.params),
@@ -214,87 +198,7 @@ def _claim(session: Session, run_id: str) -> _Run | None:
     )
 
 
-def _dataset(  # type: ignore[no-untyped-def]
-    ctx: Context, run: _Run, work: Path, artifacts: RunArtifacts, progress
-) -> Dataset:
-    params = run.params
-    # The labelled videos are frozen with the run's first delivery: a resumed run must see the
-    # data its checkpoint was trained on, not labels corrected since.
-    videos = artifacts.get_videos()
-    if videos is None:
-        videos = ctx.transaction(
-            lambda s: labelled_videos(s, taxonomy=run.taxonomy.name, bucket=params.bucket)
-        )
-        artifacts.put_videos(videos)
-    source, folder = ctx.storage, work / "videos"
-
-    def fetch(video: LabelledVideo) -> Path:
-        # One video on disk at a time: its examples are decoded before the next is fetched, and
-        # an archive does not fit a worker's disk.
-        shutil.rmtree(folder, ignore_errors=True)
-        path = folder / video.bucket / video.key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            source.download(video.bucket, video.key, path)
-        except StorageError as exc:  # labels can outlive their video
-            raise VideoUnavailableError(str(exc)) from exc
-        return path
-
-    dataset = build_dataset(
-        videos,
-        fetch,
-        taxonomy=run.taxonomy,
-        splits=params.splits,
-        frames=params.frames,
-        on_video=lambda _: progress(),
-    )
-    shutil.rmtree(folder, ignore_errors=True)
-    where = f"bucket {params.bucket!r}" if params.bucket else "any bucket"
-    for name, examples, subjects in (
-        ("training", dataset.train, params.splits.train),
-        ("test", dataset.test, params.splits.test),
-    ):
-        if not examples:
-            raise TrainingRefusedError(
-                f"no {name} clips: no verified {run.taxonomy.name} labels in {where} for a video "
-                f"of subjects {', '.join(subjects)} ({len(videos)} labelled videos, "
-                f"{len(dataset.skipped)} unreadable)"
-            )
-    return dataset
-
-
-def _train(  # type: ignore[no-untyped-def]
-    settings: Settings, run: _Run, dataset: Dataset, work: Path, artifacts: RunArtifacts, progress
-) -> tuple[Path, int]:
-    from packsight.vlm.training import TrainingConfig, train_adapter
-
-    stored = run.params.config
-    config = TrainingConfig(**{**stored, "train_modules": tuple(stored["train_modules"])})
-    total = config.total_steps(len(dataset.train))
-    progress(total_steps=total)
-    resumed = artifacts.restore_checkpoint(work / "checkpoint")
-    if resumed is not None:
-        log.info("training run %s: continuing from stored checkpoint %d", run.id, resumed)
-
-    def on_step(step: int, loss: float) -> None:
-        progress(step=step)
-        if step % config.checkpoint_every == 0 and step < total:
-            artifacts.save_checkpoint(work / "checkpoint", step)
-
-    result = train_adapter(
-        model=run.base_model,
-        train=dataset.train,
-        out_dir=work,
-        config=config,
-        taxonomy=run.taxonomy,
-        on_step=on_step,
-        device=settings.device,
-    )
-    _free_memory()
-    return result.adapter_dir, result.steps
-
-
-def _versions(session: Session, run: _Run, adapter_uri: str) -> _Versions:
+def _versions(session: Session, run: RunSpec, adapter_uri: str) -> _Versions:
     scope = {
         "base_model": run.base_model,
         "quantization": run.quantization,
@@ -314,7 +218,7 @@ def _versions(session: Session, run: _Run, adapter_uri: str) -> _Versions:
 
 
 def _results(
-    run: _Run, versions: _Versions, evaluation: _Evaluation, decision: Decision, dataset: Dataset
+    run: RunSpec, versions: _Versions, evaluation: _Evaluation, decision: Decision, dataset: Dataset
 ) -> dict[str, Any]:
     """results.json: the challenge's base_model / finetuned_model blocks, the trivial baselines
     on the same clips, then the context."""
@@ -362,12 +266,4 @@ def _score(  # type: ignore[no-untyped-def]
         return score(labeler, examples, taxonomy)
     finally:
         del labeler
-        _free_memory()
-
-
-def _free_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+        free_memory()
