@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from packsight.sampling import FrameSettings
 from packsight.taxonomy import load_taxonomy
 from packsight.training_examples import TrainingExample, examples_for_video
 from packsight.training_set import split_for_subject
@@ -106,7 +107,7 @@ def main() -> None:
             prefix=f"{v.user}_{v.session}",
             subject=v.user,
             taxonomy=TAXONOMY,
-            max_side=TINY_RECIPE.max_side,
+            frames=FrameSettings(max_side=TINY_RECIPE.max_side),
         )
     ]
     labels = np.array([TAXONOMY.index(e.truth.dominant_operation) for e in examples])

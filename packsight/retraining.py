@@ -182,22 +182,15 @@ def build_dataset(
             "prefix": video.clip_prefix,
             "subject": video.subject,
             "taxonomy": taxonomy,
+            "frames": frames,
             "procedure_next": procedure_next,
         }
         try:
             path = fetch(video)
             if split == "train":
-                examples = examples_for_video(
-                    path,
-                    video.segments,
-                    frames_per_clip=frames.frames_per_clip,
-                    clip_seconds=frames.clip_seconds,
-                    max_side=frames.max_side,
-                    seed=seed,
-                    **common,
-                )
+                examples = examples_for_video(path, video.segments, seed=seed, **common)
             else:
-                examples = production_examples(path, video.segments, frames=frames, **common)
+                examples = production_examples(path, video.segments, **common)
         except (VideoUnavailableError, VideoDecodeError, ValueError, OSError) as exc:
             dataset.skipped.append((f"{video.bucket}/{video.key}", f"{type(exc).__name__}: {exc}"))
             continue

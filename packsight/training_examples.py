@@ -23,13 +23,12 @@ from packsight.training_set import Segment, select_training_windows, truth_for_w
 from packsight.video import (
     ClipPlan,
     VideoDecodeError,
+    VideoInfo,
     _motion_signal,
     decode_clips,
     plan_clips,
     probe_video,
 )
-
-MOTION_SIZE = (160, 120)  # the same low-res pass as plan_clips, so picks match inference
 
 
 @dataclass
@@ -62,23 +61,8 @@ def production_examples(
         clip_seconds=frames.clip_seconds,
         motion_size=frames.motion_size,
     )
-    examples = []
-    for clip in decode_clips(path, info, plans, max_side=frames.max_side):
-        name = clip_id(prefix, clip.start_frame, info.fps)
-        window = (clip.start_frame, clip.end_frame)
-        truth = truth_for_window(segments, window, procedure_next, taxonomy=taxonomy, clip_id=name)
-        examples.append(
-            TrainingExample(
-                clip_id=name,
-                subject=subject,
-                frames=clip.frames,
-                clip_frame_count=clip.frame_count,
-                frame_indices=clip.frame_indices,
-                truth=truth,
-                fps=info.fps,
-            )
-        )
-    return examples
+    ids = [clip_id(prefix, plan.start_frame, info.fps) for plan in plans]
+    return _examples(path, info, plans, ids, segments, subject, taxonomy, frames, procedure_next)
 
 
 def examples_for_video(
@@ -88,9 +72,7 @@ def examples_for_video(
     prefix: str,
     subject: str,
     taxonomy: Taxonomy,
-    frames_per_clip: int = 8,
-    clip_seconds: float = 5.0,
-    max_side: int = 336,
+    frames: FrameSettings,
     seed: int = 42,
     procedure_next: Callable[[str], str | None] | None = None,
 ) -> list[TrainingExample]:
@@ -101,14 +83,14 @@ def examples_for_video(
     unique.
     """
     info = probe_video(path)
-    motion = _motion_signal(path, MOTION_SIZE)
+    motion = _motion_signal(path, frames.motion_size)
     if len(motion) != info.frame_count:
         raise VideoDecodeError(path, f"decoded {len(motion)} of {info.frame_count} frames")
     windows = select_training_windows(
         segments,
         frame_count=info.frame_count,
         fps=info.fps,
-        clip_seconds=clip_seconds,
+        clip_seconds=frames.clip_seconds,
         seed=seed,
     )
     sigma = boundary_sigma(info.fps)
@@ -119,20 +101,30 @@ def examples_for_video(
         local = motion[window.start_frame : window.end_frame].copy()
         local[0] = 0.0
         picks = sample_motion_adaptive(
-            local, frames_per_clip, boundary=window.boundary, sigma=sigma
+            local, frames.frames_per_clip, boundary=window.boundary, sigma=sigma
         )
         plans.append(ClipPlan(index, window.start_frame, window.end_frame, tuple(picks)))
-
     ids = _unique_ids([clip_id(prefix, w.start_frame, info.fps) for w in windows])
+    return _examples(path, info, plans, ids, segments, subject, taxonomy, frames, procedure_next)
+
+
+def _examples(
+    path: str | os.PathLike[str],
+    info: VideoInfo,
+    plans: Sequence[ClipPlan],
+    ids: Sequence[str],
+    segments: Sequence[Segment],
+    subject: str,
+    taxonomy: Taxonomy,
+    frames: FrameSettings,
+    procedure_next: Callable[[str], str | None] | None,
+) -> list[TrainingExample]:
+    """Decode the planned clips (one at a time) and give each its truth from `segments`."""
     examples = []
-    for clip, name in zip(decode_clips(path, info, plans, max_side=max_side), ids, strict=True):
-        truth = truth_for_window(
-            segments,
-            (clip.start_frame, clip.end_frame),
-            procedure_next,
-            taxonomy=taxonomy,
-            clip_id=name,
-        )
+    clips = decode_clips(path, info, plans, max_side=frames.max_side)
+    for clip, name in zip(clips, ids, strict=True):
+        window = (clip.start_frame, clip.end_frame)
+        truth = truth_for_window(segments, window, procedure_next, taxonomy=taxonomy, clip_id=name)
         examples.append(
             TrainingExample(
                 clip_id=name,

@@ -9,6 +9,7 @@ import torch
 from peft.utils import load_peft_weights
 
 from packsight.metrics import Evaluation, evaluate
+from packsight.sampling import FrameSettings
 from packsight.synth import SyntheticVideo, write_synthetic_archive
 from packsight.taxonomy import load_taxonomy
 from packsight.training_examples import TrainingExample, examples_for_video
@@ -55,7 +56,7 @@ def examples(videos: list[SyntheticVideo]) -> dict[str, list[TrainingExample]]:
             prefix=f"{v.user}_{v.session}",
             subject=v.user,
             taxonomy=TAXONOMY,
-            max_side=MAX_SIDE,
+            frames=FrameSettings(max_side=MAX_SIDE),
         )
         for v in videos
     }
