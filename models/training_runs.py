@@ -8,7 +8,7 @@ whatever the timing. A run whose worker vanished stops blocking once its heartbe
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -195,12 +195,13 @@ class RunOutcome:
     champion: ModelVersion | None  # what served when the candidate was compared
     test_scores: dict[int, Evaluation]
     validation: Evaluation | None
-    test_baselines: dict[str, Evaluation]  # trivial models on the test clips
-    validation_baselines: dict[str, Evaluation]
     decision: Decision
     results: dict[str, Any]  # results.json; its "promotion" block follows the final decision
     artifacts_uri: str
     steps: int
+    # The trivial models' scores on the same clips, stored beside each evaluation.
+    test_baselines: dict[str, Evaluation] = field(default_factory=dict)
+    validation_baselines: dict[str, Evaluation] = field(default_factory=dict)
 
 
 def complete_run(session: Session, run_id: str, claim: str, outcome: RunOutcome) -> Decision:

@@ -27,7 +27,6 @@ from pathlib import Path
 
 from packsight.identity import identity_from_key
 from packsight.taxonomy import Taxonomy, load_taxonomy
-from packsight.video import is_video_key
 
 ANNOTATION_DIR = ("annotation", "openpack-operations")
 CSV_COLUMNS = ("operation", "start", "end")  # the ones we read; OpenPack has more
@@ -271,6 +270,8 @@ def locate_sessions(
     """The sessions of the videos under `root`: each video whose key shows a subject and a
     session and has a sidecar JSON, then whatever `table` (a sessions.csv or manifest) adds.
     `frame_count(path)` counts a video's frames where the sidecar does not say."""
+    from packsight.video import is_video_key  # decord: only when videos are looked for
+
     videos = dict(table.videos) if table is not None else {}
     for path in sorted(p for p in Path(root).rglob("*") if is_video_key(p.name)):
         key = path.relative_to(root).as_posix()

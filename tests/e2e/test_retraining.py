@@ -6,6 +6,7 @@ back."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from app_fixtures import CELERY_BEAT, train_worker
 from celery import Celery
 from sqlalchemy import func, select
 
-from packsight.metrics import METRIC_NAMES, Evaluation, is_better
+from packsight.metrics import METRIC_NAMES, Evaluation, beats_baselines, is_better
 from packsight.models.db import session_scope
 from packsight.models.promotions import promote
 from packsight.models.tables import Job, ModelVersion, Prediction, TrainingRun
@@ -68,7 +69,7 @@ def verified(stack, s3, archive):  # type: ignore[no-untyped-def]
     imported = subprocess.run(
         [str(Path(sys.executable).parent / "packsight"), "labels", "import", str(root),
          "--bucket", BUCKET],
-        env=stack.env, capture_output=True, text=True, check=False,
+        env=os.environ | stack.env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert imported.returncode == 0, imported.stderr
     return videos
@@ -106,7 +107,9 @@ def test_training_run_trains_evaluates_and_serves(stack, stack_settings, s3, ver
         tuned = as_evaluation(results["finetuned_model"])
         assert base.count == tuned.count == len(test_ids)
         assert results["champion_model"] is None  # nothing promoted for this model before
-        promoted, _ = is_better(tuned, base)
+        baselines = {n: as_evaluation(b) for n, b in results["baselines"].items()}
+        assert set(baselines) == {"majority", "chance"}
+        promoted = is_better(tuned, base)[0] and beats_baselines(tuned, baselines)[0]
         assert run["decision"] == ("promoted" if promoted else "rejected")
         assert results["promotion"]["promoted"] == promoted
 
@@ -135,7 +138,14 @@ def test_training_run_trains_evaluates_and_serves(stack, stack_settings, s3, ver
         for name in METRIC_NAMES:
             assert candidate["metrics"]["test"][name] == results["finetuned_model"][name]
         # U0107 is scored too, for the candidate only, and kept apart from the test split.
-        assert candidate["metrics"]["validation"] == results["validation"]
+        validation = dict(candidate["metrics"]["validation"])
+        assert validation.pop("baselines") == results["validation_baselines"]
+        assert validation == results["validation"]
+        assert candidate["metrics"]["test"]["baselines"] == {
+            name: {k: v for k, v in block.items() if k != "model"}
+            for name, block in results["baselines"].items()
+        }
+        assert candidate["settings"]["frames"]["max_side"] == 112  # what it was trained on
         assert results["validation"]["clips"] == dataset["validation_clips"] > 0
         confusion = (
             api.get(

@@ -183,6 +183,6 @@ def test_a_bad_file_is_rejected_alone(tmp_path: Path) -> None:
     report = read_archive(tmp_path, table, taxonomy=load_taxonomy("assignment"))
     assert [v.session for v, _, _ in report.videos] == ["S0100"]
     reasons = dict(report.rejected)
-    assert "no U0102/S0999 row" in reasons[stray]
+    assert "no start time for U0102/S0999" in reasons[stray] and "--sessions" in reasons[stray]
     assert "unknown operation" in reasons[bad] and str(bad) in reasons[bad]
     assert [v.session for v in report.unannotated] == []

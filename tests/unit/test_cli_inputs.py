@@ -40,7 +40,7 @@ def test_a_folder_name_no_bucket_can_have_is_a_clear_error(tmp_path: Path) -> No
     (tmp_path / "line\nbreak").mkdir()
     result = run(["label", "line\nbreak"], tmp_path)
     assert result.returncode == 2
-    assert "cannot be labelled as a bucket" in result.stderr
+    assert "cannot be a bucket" in result.stderr
     assert "control character U+000A" in result.stderr
     assert "Traceback" not in result.stderr
 
