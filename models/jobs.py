@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, and_, func, select, update
 from sqlalchemy.orm import Session
 
 from packsight.models.db import upsert_insert
@@ -93,13 +93,20 @@ def set_item_state(
     return result.rowcount > 0
 
 
+def item_clips(item: JobItem) -> Select:
+    """The ids of an item's clips: its video's, sampled under the item's frame settings."""
+    return select(Clip.id).where(Clip.video_id == item.video_id, Clip.sampling == item.sampling)
+
+
 def item_outcomes(session: Session, *, item: JobItem, model_version_id: int) -> dict[str, int]:
-    """Clip outcomes of an item's video under a model version, by prediction status."""
+    """Outcomes of an item's clips under a model version, by prediction status."""
     return dict(
         session.execute(
             select(Prediction.status, func.count())
-            .join(Clip, Clip.id == Prediction.clip_id)
-            .where(Clip.video_id == item.video_id, Prediction.model_version_id == model_version_id)
+            .where(
+                Prediction.clip_id.in_(item_clips(item)),
+                Prediction.model_version_id == model_version_id,
+            )
             .group_by(Prediction.status)
         ).all()
     )
@@ -163,20 +170,34 @@ def item_counts(session: Session, *, job_id: str) -> dict[str, int]:
 def job_counts(session: Session, *, job: Job) -> JobCounts:
     """Items by state and clips by outcome (pending = sampled but not yet labelled)."""
     items = item_counts(session, job_id=job.id)
-    videos = select(JobItem.video_id).where(JobItem.job_id == job.id, JobItem.video_id.is_not(None))
-    total = session.scalar(select(func.count(Clip.id)).where(Clip.video_id.in_(videos))) or 0
+    clips = job_clips(job.id)
+    total = session.scalar(select(func.count()).select_from(clips.subquery())) or 0
     outcomes = dict(
         session.execute(
             select(Prediction.status, func.count())
-            .join(Clip, Clip.id == Prediction.clip_id)
-            .where(Clip.video_id.in_(videos), Prediction.model_version_id == job.model_version_id)
+            .where(
+                Prediction.clip_id.in_(clips),
+                Prediction.model_version_id == job.model_version_id,
+            )
             .group_by(Prediction.status)
         ).all()
     )
-    clips = {
+    counted = {
         "total": total,
         "labelled": outcomes.get(PredictionStatus.OK, 0),
         "failed": outcomes.get(PredictionStatus.FAILED, 0),
     }
-    clips["pending"] = total - clips["labelled"] - clips["failed"]
-    return JobCounts(items={state: items.get(state, 0) for state in ItemState}, clips=clips)
+    counted["pending"] = total - counted["labelled"] - counted["failed"]
+    return JobCounts(items={state: items.get(state, 0) for state in ItemState}, clips=counted)
+
+
+def job_clips(job_id: str) -> Select:
+    """The ids of a job's clips: each item's video's clips of the item's sampling."""
+    return select(Clip.id).join(
+        JobItem,
+        and_(
+            JobItem.job_id == job_id,
+            JobItem.video_id == Clip.video_id,
+            JobItem.sampling == Clip.sampling,
+        ),
+    )

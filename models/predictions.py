@@ -120,7 +120,14 @@ def job_results_query(*, job_id: str, model_version_id: int) -> Select:
         select(Prediction, Clip, Video)
         .join(Clip, Clip.id == Prediction.clip_id)
         .join(Video, Video.id == Clip.video_id)
-        .join(JobItem, and_(JobItem.video_id == Video.id, JobItem.job_id == job_id))
+        .join(
+            JobItem,
+            and_(
+                JobItem.video_id == Video.id,
+                JobItem.job_id == job_id,
+                JobItem.sampling == Clip.sampling,
+            ),
+        )
         .where(Prediction.model_version_id == model_version_id)
         .order_by(Clip.clip_key, Clip.start_frame, Clip.id)
     )

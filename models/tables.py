@@ -145,6 +145,9 @@ class JobItem(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     video_id: Mapped[int | None] = mapped_column(ForeignKey("videos.id"))
+    # The frame settings its clips were sampled under: the item's clips are the video's clips
+    # of this sampling (the same video may have clips of other samplings, from other jobs).
+    sampling: Mapped[str | None] = mapped_column(String(128))
     clip_count: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
@@ -194,7 +197,7 @@ class Clip(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     video_id: Mapped[int] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
     sampling: Mapped[str] = mapped_column(String(128), server_default="")
-    clip_key: Mapped[str] = mapped_column(String(512), index=True)
+    clip_key: Mapped[str] = mapped_column(String(1100), index=True)  # a prefix is <= 1024
     index: Mapped[int] = mapped_column(Integer)
     start_frame: Mapped[int] = mapped_column(Integer)
     end_frame: Mapped[int] = mapped_column(Integer)  # exclusive, in video frames

@@ -208,26 +208,19 @@ def _follow(settings, job_id: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def _print_summary(settings, job_id: str, elapsed: float) -> str:  # type: ignore[no-untyped-def]
-    from sqlalchemy import func, select
+    from sqlalchemy import select
 
     from packsight.models.db import session_scope
-    from packsight.models.jobs import job_counts
-    from packsight.models.tables import Clip, Job, JobItem, Prediction, PredictionStatus
+    from packsight.models.jobs import item_outcomes, job_counts
+    from packsight.models.tables import Job, JobItem, PredictionStatus
 
     with session_scope(settings.resolved_database_url) as session:
         job = session.get(Job, job_id)
         counts = job_counts(session, job=job)
         click.echo(f"\n{'video':<44} {'state':<10} {'clips':>5} {'labelled':>8}  error")
         for item in session.scalars(select(JobItem).where(JobItem.job_id == job_id)):
-            labelled = session.scalar(
-                select(func.count(Prediction.id))
-                .join(Clip, Clip.id == Prediction.clip_id)
-                .where(
-                    Clip.video_id == item.video_id,
-                    Prediction.model_version_id == job.model_version_id,
-                    Prediction.status == PredictionStatus.OK,
-                )
-            )
+            outcomes = item_outcomes(session, item=item, model_version_id=job.model_version_id)
+            labelled = outcomes.get(PredictionStatus.OK, 0)
             error = (item.error or "")[:100]
             clips = item.clip_count if item.clip_count is not None else "-"
             click.echo(f"{item.key[-44:]:<44} {item.state:<10} {clips:>5} {labelled:>8}  {error}")

@@ -185,9 +185,15 @@ def _record(
         },
     )
     rows = upsert_clips(session, video_id=video.id, sampling=item.frames.key, clips=records)
-    if not set_item_state(
-        session, item_id=item.id, state=ItemState.INFERRING, video_id=video.id, clip_count=len(rows)
-    ):
+    moved_on = set_item_state(
+        session,
+        item_id=item.id,
+        state=ItemState.INFERRING,
+        video_id=video.id,
+        sampling=item.frames.key,
+        clip_count=len(rows),
+    )
+    if not moved_on:
         return  # the item ended meanwhile
     # Clips this model version already labelled (an earlier job over the same video) are not
     # sent to the GPU again.

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Select, exists, select
 from sqlalchemy.orm import Session
 
-from packsight.models.jobs import settle_item, settle_job
+from packsight.models.jobs import item_clips, settle_item, settle_job
 from packsight.models.tables import (
     FINAL_ITEM_STATES,
     Clip,
@@ -199,11 +199,7 @@ def _recreate_missing(session: Session, stale_before: datetime) -> int:
         labelled = select(Prediction.clip_id).where(
             Prediction.model_version_id == job.model_version_id
         )
-        missing = list(
-            session.scalars(
-                select(Clip.id).where(Clip.video_id == item.video_id, Clip.id.not_in(labelled))
-            )
-        )
+        missing = list(session.scalars(item_clips(item).where(Clip.id.not_in(labelled))))
         if missing:
             row = {"job_id": job.id, "item_id": item.id, "payload": {"clip_ids": missing}}
             add_units(session, UnitKind.LABEL, [row])

@@ -37,6 +37,14 @@ def upgrade() -> None:
         batch_op.create_unique_constraint(
             "uq_clips_window", ["video_id", "sampling", "start_frame"]
         )
+        batch_op.alter_column(
+            "clip_key", existing_type=sa.String(length=512), type_=sa.String(length=1100)
+        )
+
+    with op.batch_alter_table("job_items", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("sampling", sa.String(length=128), nullable=True))
+    # Items sampled before: their clips are the ones recorded without a sampling.
+    op.execute("UPDATE job_items SET sampling = '' WHERE video_id IS NOT NULL")
 
     with op.batch_alter_table("model_versions", schema=None) as batch_op:
         batch_op.add_column(sa.Column("settings", sa.JSON(), nullable=True))
@@ -48,6 +56,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("job_items", schema=None) as batch_op:
+        batch_op.drop_column("sampling")
     with op.batch_alter_table("videos", schema=None) as batch_op:
         batch_op.drop_column("clip_prefix")
         batch_op.drop_column("session")
@@ -57,6 +67,9 @@ def downgrade() -> None:
         batch_op.drop_column("settings")
 
     with op.batch_alter_table("clips", schema=None) as batch_op:
+        batch_op.alter_column(
+            "clip_key", existing_type=sa.String(length=1100), type_=sa.String(length=512)
+        )
         batch_op.drop_constraint("uq_clips_window", type_="unique")
         batch_op.create_unique_constraint(
             batch_op.f("uq_clips_window"), ["video_id", "start_frame"]

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import delete, func, select, update
 
 from packsight.models.db import session_scope
+from packsight.models.jobs import job_clips, job_counts
 from packsight.models.predictions import ClipOutcome, upsert_predictions
 from packsight.models.tables import (
     Clip,
@@ -98,15 +99,15 @@ def units(ctx: Context, job_id: str, kind: str | None = None) -> list[WorkUnit]:
 
 
 def prediction_rows(ctx: Context, job_id: str) -> list[tuple[int, str]]:
+    """(clip, status) of the job's clips (its items' videos, under its frame settings)."""
     with session_scope(ctx.settings.resolved_database_url) as session:
         job = session.get(Job, job_id)
-        videos = select(JobItem.video_id).where(JobItem.job_id == job_id)
         return list(
             session.execute(
                 select(Prediction.clip_id, Prediction.status)
-                .join(Clip, Clip.id == Prediction.clip_id)
                 .where(
-                    Clip.video_id.in_(videos), Prediction.model_version_id == job.model_version_id
+                    Prediction.clip_id.in_(job_clips(job_id)),
+                    Prediction.model_version_id == job.model_version_id,
                 )
                 .order_by(Prediction.clip_id)
             ).all()
@@ -121,8 +122,7 @@ def job_state(ctx: Context, job_id: str) -> tuple[str, dict[str, tuple[str, str 
 
 def clip_count(ctx: Context, job_id: str) -> int:
     with session_scope(ctx.settings.resolved_database_url) as session:
-        videos = select(JobItem.video_id).where(JobItem.job_id == job_id)
-        return session.scalar(select(func.count(Clip.id)).where(Clip.video_id.in_(videos)))
+        return session.scalar(select(func.count()).select_from(job_clips(job_id).subquery()))
 
 
 def take(ctx: Context, unit_id: int, lease: str, *, seconds_ago: float = 0) -> None:
@@ -307,5 +307,10 @@ def test_labels_are_reused_only_for_the_same_frame_settings(ctx: Context, monkey
     with session_scope(ctx.settings.resolved_database_url) as session:
         samplings = session.scalars(select(Clip.sampling).distinct()).all()
     assert len(samplings) >= 2 and any("/56px/" in s for s in samplings)
-    # Both samplings' clips carry a label of their own (the model version is the same).
+    # The job sees its own clips only (not the other sampling's, though the version and the
+    # videos are the same), each labelled once.
+    assert clip_count(smaller, other) == clip_count(ctx, first)
     assert len(prediction_rows(smaller, other)) == clip_count(smaller, other)
+    with session_scope(ctx.settings.resolved_database_url) as session:
+        counts = job_counts(session, job=session.get(Job, other)).clips
+    assert counts["total"] == counts["labelled"] == clip_count(smaller, other)
