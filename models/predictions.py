@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, and_, delete, or_, select
 from sqlalchemy.orm import Session
 
 from packsight.models.db import upsert_insert
@@ -136,6 +136,10 @@ def job_results_query(*, job_id: str, model_version_id: int) -> Select:
 class ClipIdCollisionError(ValueError):
     """Another video of the bucket already gives its clips these ids."""
 
+    def __init__(self, message: str, *, owner: str) -> None:
+        super().__init__(message)
+        self.owner = owner
+
 
 def claim_clip_prefix(session: Session, *, bucket: str, prefix: str, key: str) -> None:
     """Record that `key` owns the clip-id prefix in `bucket`; ClipIdCollisionError if another
@@ -148,5 +152,15 @@ def claim_clip_prefix(session: Session, *, bucket: str, prefix: str, key: str) -
     if owner != key:
         raise ClipIdCollisionError(
             f"clip ids of {key!r} would be {prefix}_t…, already those of {owner!r} in bucket "
-            f"{bucket!r} (the same subject and session in two places?); rename or move one"
+            f"{bucket!r} (the same subject and session in two places?); remove or rename one",
+            owner=owner,
         )
+
+
+def release_clip_prefix(session: Session, *, bucket: str, prefix: str, key: str) -> None:
+    """Forget that `key` owns the prefix (its object is gone: a moved or deleted video)."""
+    session.execute(
+        delete(ClipPrefix).where(
+            ClipPrefix.bucket == bucket, ClipPrefix.prefix == prefix, ClipPrefix.key == key
+        )
+    )

@@ -20,6 +20,7 @@ from packsight.models.labels import labelled_identity
 from packsight.models.predictions import (
     ClipIdCollisionError,
     claim_clip_prefix,
+    release_clip_prefix,
     upsert_clips,
     upsert_video,
 )
@@ -64,11 +65,7 @@ def job_frames(params: dict) -> FrameSettings:
 
 
 def sample_video(ctx: Context, unit: UnitRef, lease: Lease) -> None:
-    try:
-        item = ctx.transaction(lambda s: _start(s, unit.item_id))
-    except (ClipIdCollisionError, VideoDecodeError, ObjectNotFoundError, InvalidKeyError) as exc:
-        _fail(ctx, unit, lease, str(exc))
-        return
+    item = ctx.transaction(lambda s: _start(s, unit.item_id))
     if item is None:  # ended meanwhile (e.g. failed by the sweeper): nothing left to do
         ctx.transaction(lambda s: finish_unit(s, unit.id, lease.token))
         return
@@ -81,7 +78,25 @@ def sample_video(ctx: Context, unit: UnitRef, lease: Lease) -> None:
         _fail(ctx, unit, lease, f"cannot decode {item.key!r}: {reason}" if reason else str(exc))
         return
     lease.check()
-    ctx.transaction(lambda s: _record(ctx, s, unit, lease, item, obj, info, records))
+    try:
+        ctx.transaction(lambda s: _record(ctx, s, unit, lease, item, obj, info, records))
+    except ClipIdCollisionError as exc:
+        if not _owner_gone(ctx, item, exc.owner):
+            _fail(ctx, unit, lease, str(exc))
+            return
+        # The key that had these ids is gone (moved or deleted): this video takes them over.
+        ctx.transaction(lambda s: _record(ctx, s, unit, lease, item, obj, info, records))
+
+
+def _owner_gone(ctx: Context, item: _Item, owner: str) -> bool:
+    try:
+        ctx.storage.head(item.bucket, owner)
+    except ObjectNotFoundError:
+        ctx.transaction(
+            lambda s: release_clip_prefix(s, bucket=item.bucket, prefix=item.prefix, key=owner)
+        )
+        return True
+    return False
 
 
 def _fail(ctx: Context, unit: UnitRef, lease: Lease, error: str) -> None:
@@ -96,7 +111,7 @@ def _fail(ctx: Context, unit: UnitRef, lease: Lease, error: str) -> None:
 
 def _start(session: Session, item_id: int | None) -> _Item | None:
     """Mark the item decoding and settle its identity: subject and session from the key's
-    layout, else from its imported labels; its clip-id prefix claimed in the bucket."""
+    layout, else from its imported labels, and the prefix of its clip ids."""
     row = session.get(JobItem, item_id)
     if row is None or row.state in FINAL_ITEM_STATES:
         return None
@@ -106,7 +121,6 @@ def _start(session: Session, item_id: int | None) -> _Item | None:
         imported = labelled_identity(session, bucket=job.bucket, video_key=row.key)
         identity = identity.merged(imported)
     prefix = clip_prefix(row.key, identity)
-    claim_clip_prefix(session, bucket=job.bucket, prefix=prefix, key=row.key)
     set_item_state(session, item_id=row.id, state=ItemState.DECODING)
     frames = job_frames(job.params)
     return _Item(
@@ -164,9 +178,11 @@ def _record(
     info: VideoInfo,
     records: list[dict],
 ) -> None:
-    """The unit's outcome: the video, its clips, the item moved on to inference and one label
-    unit per batch of clips this model version has not labelled yet."""
+    """The unit's outcome: the video (owning its clip ids in the bucket), its clips, the item
+    moved on to inference and one label unit per batch of clips this model version has not
+    labelled yet. ClipIdCollisionError (nothing recorded) if another key owns the ids."""
     finish_unit(session, unit.id, lease.token)
+    claim_clip_prefix(session, bucket=item.bucket, prefix=item.prefix, key=item.key)
     video = upsert_video(
         session,
         {

@@ -289,6 +289,12 @@ def test_videos_whose_clip_ids_would_collide_fail_alone(ctx: Context) -> None:
     failed, error = items["site-b/U0201/kinect/S0100.mp4"]
     assert failed == "failed" and "U0201_S0100_t" in error and "site-a/U0201" in error
 
+    # The first one is moved away: the second takes its ids over.
+    (root / "site-a" / "U0201" / "kinect" / "S0100.mp4").unlink()
+    moved = submit_job(ctx, JobRequest("videos", keys=("site-b/U0201/kinect/S0100.mp4",)))
+    drive(ctx, job_id=moved.job_id)
+    assert job_state(ctx, moved.job_id)[0] == "succeeded"
+
 
 def test_labels_are_reused_only_for_the_same_frame_settings(ctx: Context, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     first = submit(ctx)
