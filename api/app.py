@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import Depends, FastAPI
 
 from packsight.api.errors import BodySizeLimit, install_error_handlers
@@ -9,9 +13,30 @@ from packsight.api.routes import health, jobs, labels, models, stats, training
 from packsight.api.validation import reject_control_characters
 
 
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    """On the embedded default nothing sweeps: work an earlier API process left unfinished
+    (stopped, killed) is picked up again when this one starts."""
+    from packsight.settings import get_settings
+
+    settings = get_settings()
+    if settings.embedded:
+        from packsight.api.deps import get_context
+        from packsight.models.migrate import upgrade_database
+        from packsight.pipeline.embedded import drive_in_background
+
+        upgrade_database(settings.resolved_database_url)  # its own SQLite file
+        ctx = get_context(settings)
+        threading.Thread(target=drive_in_background, args=(ctx,), daemon=True).start()
+    yield
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
-        title="packsight", version="0.1.0", dependencies=[Depends(reject_control_characters)]
+        title="packsight",
+        version="0.1.0",
+        dependencies=[Depends(reject_control_characters)],
+        lifespan=lifespan,
     )
     app.add_middleware(BodySizeLimit)
     install_error_handlers(app)

@@ -79,6 +79,6 @@ def run_here_if_embedded(background: BackgroundTasks, ctx: Context, **subject: s
     """With no broker, this process runs the new work itself, after the response is sent
     (job_id= or training_run_id=)."""
     if ctx.embedded:
-        from packsight.pipeline.embedded import drive
+        from packsight.pipeline.embedded import drive_in_background
 
-        background.add_task(drive, ctx, **subject)
+        background.add_task(drive_in_background, ctx, **subject)

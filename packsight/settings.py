@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     # exponential backoff and jitter) before a delivery gives up and leaves its work to the
     # sweeper; they never fail a video or a clip.
     transient_retry_s: float = Field(default=900.0, ge=0, le=7 * 24 * 3600)
+    # A delivery still running after this long is taken for hung (a decoder stuck on a bad
+    # stream, a stalled GPU): its heartbeats stop, and the sweeper hands the unit to another
+    # worker, counting an attempt. Training runs get their own, longer, bound.
+    max_unit_s: float = Field(default=3 * 3600, ge=60, le=7 * 24 * 3600)
+    max_training_s: float = Field(default=48 * 3600, ge=60, le=30 * 24 * 3600)
     retry_backoff_max_s: float = Field(default=60.0, gt=0, le=3600)
 
     storage: Literal["local", "s3"] = "local"

@@ -63,7 +63,9 @@ def _unavailable(exc: Exception) -> StorageUnavailableError | None:
     if isinstance(exc, ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         code = _code(exc)
-        if status < 500 and code not in _RETRYABLE_CODES:
+        # 501/505: the server will never do what was asked (an unsupported feature), however
+        # long one waits.
+        if (status < 500 or status in (501, 505)) and code not in _RETRYABLE_CODES:
             return None
         return StorageUnavailableError(f"object storage unavailable ({code or status})")
     outage = (BotoConnectionError, HTTPClientError, IncompleteReadError, ConnectionError)

@@ -4,6 +4,7 @@ production. Labelling first, so each video is finished before the next one is de
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import timedelta
 
@@ -14,14 +15,27 @@ from packsight.models.tables import UnitKind, UnitState, WorkUnit, as_utc, utcno
 from packsight.pipeline.context import Context
 from packsight.pipeline.stages import run
 
+log = logging.getLogger(__name__)
+
 ORDER = case(
     {UnitKind.LABEL: 0, UnitKind.SAMPLE: 1, UnitKind.LIST: 2, UnitKind.TRAIN: 3},
     value=WorkUnit.kind,
 )
 
 
+def drive_in_background(ctx: Context, **subject: str) -> None:
+    """`drive` for a server process (the embedded API): waits out outages like a worker, and a
+    failure ends in the log, not in a lost thread; whatever is left runs on the next start."""
+    worker = Context(ctx.settings, ctx.publisher, patient=True)
+    try:
+        drive(worker, **subject)
+    except Exception:
+        log.exception("running work in-process stopped; it resumes when the API restarts")
+
+
 def drive(ctx: Context, *, job_id: str | None = None, training_run_id: str | None = None) -> None:
-    """Run the subject's units in this process until none is left."""
+    """Run the subject's units (every pending unit without a subject) in this process until
+    none is left."""
     while True:
         unit_id, wait = ctx.transaction(lambda s: _next(s, ctx, job_id, training_run_id))
         if unit_id is not None:

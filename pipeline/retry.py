@@ -29,14 +29,39 @@ class OutageError(TransientError):
         self.service = service  # "database", "object storage"
 
 
+# Postgres error classes that pass by themselves: connection exceptions (08), insufficient
+# resources (53), the server shutting down or restarting (57P01-57P03), and the conflicts a
+# retry resolves: serialization failure, deadlock, lock not available.
+_PASSING_SQLSTATE_CLASSES = ("08", "53")
+_PASSING_SQLSTATES = {"57P01", "57P02", "57P03", "40001", "40P01", "55P03"}
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for errors of infrastructure that may pass: connection lost or refused, timeouts,
-    a database restarting, deadlocks and serialization failures, S3 5xx/throttling."""
+    a database restarting, deadlocks and serialization failures, SQLite's "database is locked",
+    S3 5xx/throttling. A query the database refuses (a missing table, a bad value, a statement
+    timeout) is not: retrying it would only wait, then fail the same way."""
     if isinstance(exc, TransientError | ConnectionError | TimeoutError):
         return True
-    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeoutError):
-        return True  # connection refused/lost, server shutting down, deadlock, "database locked"
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+    if isinstance(exc, DisconnectionError | PoolTimeoutError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        if isinstance(exc, OperationalError | InterfaceError):
+            return _passing_driver_error(exc.orig)
+    return False
+
+
+def _passing_driver_error(error: BaseException | None) -> bool:
+    code = getattr(error, "pgcode", None)
+    if code:  # Postgres said why
+        return code[:2] in _PASSING_SQLSTATE_CLASSES or code in _PASSING_SQLSTATES
+    if type(error).__module__.startswith("sqlite3"):
+        text = str(error).lower()
+        return "locked" in text or "busy" in text
+    # psycopg2 errors without an SQLSTATE: the connection could not be made or broke off.
+    return True
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from packsight.faults import TransientError
-from packsight.models.tables import utcnow
+from packsight.models.tables import UnitKind, utcnow
 from packsight.models.work import (
     LeaseLostError,
     UnitRef,
@@ -37,10 +38,11 @@ class Lease:
     """This delivery's hold on a unit. A background thread renews it every
     `heartbeat_interval_s`, so a live delivery is never swept, however long its stage runs."""
 
-    def __init__(self, ctx: Context, unit_id: int) -> None:
+    def __init__(self, ctx: Context, unit_id: int, *, max_s: float | None = None) -> None:
         self.ctx, self.unit_id = ctx, unit_id
         self.token = secrets.token_hex(16)
         self.lost = False
+        self.max_s = max_s if max_s is not None else ctx.settings.max_unit_s
         self._stop = threading.Event()
 
     def check(self) -> None:
@@ -69,10 +71,25 @@ class Lease:
 
     def _beat(self) -> None:
         interval = self.ctx.settings.heartbeat_interval_s
+        give_up_at = time.monotonic() + self.max_s
         while not self._stop.wait(interval):
-            renewed = self.ctx.try_transaction(
-                lambda s: renew_lease(s, self.unit_id, self.token), quiet=True
-            )
+            if time.monotonic() > give_up_at:
+                log.error(
+                    "work unit %s still running after %.0f s: taken for hung, heartbeats "
+                    "stop and the sweeper hands it to another worker",
+                    self.unit_id,
+                    self.max_s,
+                )
+                self.lost = True
+                return
+            try:
+                renewed = self.ctx.try_transaction(
+                    lambda s: renew_lease(s, self.unit_id, self.token), quiet=True
+                )
+            except Exception:  # not an outage: a bug; stop holding rather than hold forever
+                log.exception("work unit %s: heartbeat failed", self.unit_id)
+                self.lost = True
+                return
             if renewed is False:
                 self.lost = True
                 return
@@ -101,6 +118,8 @@ def run_unit(ctx: Context, unit_id: int, stages: Mapping[str, Stage]) -> None:
     if unit is None:
         log.info("work unit %s is done or held by a live delivery; message dropped", unit_id)
         return
+    if unit.kind == UnitKind.TRAIN:
+        lease.max_s = ctx.settings.max_training_s
     stage = stages[unit.kind]
     with lease.kept_alive():
         try:
@@ -108,10 +127,12 @@ def run_unit(ctx: Context, unit_id: int, stages: Mapping[str, Stage]) -> None:
         except LeaseLostError as exc:
             log.warning("work unit %s: %s; this delivery stops", unit_id, exc)
         except TransientError as exc:
-            # The outage outlasted the retry window: hand the unit back untouched, so it runs
-            # again once things are up (or, if even this fails, when the sweeper finds it).
+            # The outage outlasted the retry window: hand the unit back untouched (no attempt
+            # counted), to run again a little later (or, if even this fails, when the sweeper
+            # finds it).
             log.warning("work unit %s left for later: %s", unit_id, exc)
-            ctx.try_transaction(lambda s: release_unit(s, unit_id, lease.token))
+            later = utcnow() + timedelta(seconds=ctx.settings.retry_backoff_max_s)
+            ctx.try_transaction(lambda s: release_unit(s, unit_id, lease.token, not_before=later))
         except Exception as exc:
             log.exception("work unit %s (%s) failed", unit_id, unit.kind)
             record_failure(ctx, stage, unit, lease.token, f"{type(exc).__name__}: {exc}")

@@ -320,3 +320,33 @@ def test_labels_are_reused_only_for_the_same_frame_settings(ctx: Context, monkey
     with session_scope(ctx.settings.resolved_database_url) as session:
         counts = job_counts(session, job=session.get(Job, other)).clips
     assert counts["total"] == counts["labelled"] == clip_count(smaller, other)
+
+
+def test_a_delivery_running_past_its_bound_stops_holding_its_unit(ctx: Context) -> None:
+    """A hung stage keeps its heartbeat thread alive; past the bound the heartbeats stop, so the
+    sweeper can hand the unit to another worker."""
+    import time
+
+    import harness
+
+    from packsight.pipeline.units import Lease
+    from packsight.workers.broker import publisher_for
+
+    job_id = submit(ctx)
+    unit = units(ctx, job_id, UnitKind.SAMPLE)[0]
+    with harness.redis_server() as broker:
+        settings = ctx.settings.model_copy(update={"broker_url": broker.url, "stale_after_s": 1})
+        worker = Context(settings, publisher_for(settings))  # not embedded: heartbeats run
+        lease = Lease(worker, unit.id, max_s=1.0)
+        take_with = lease.token
+        with session_scope(settings.resolved_database_url) as session:
+            claim_unit(session, unit.id, lease=take_with, stale_before=utcnow())
+        with lease.kept_alive():
+            deadline = time.monotonic() + 120
+            while not lease.lost:
+                assert time.monotonic() < deadline, "the lease was never given up"
+                time.sleep(0.05)
+        (held,) = [u for u in units(ctx, job_id) if u.id == unit.id]
+        assert held.lease == take_with  # nobody else took it yet: the sweeper will
+        with pytest.raises(LeaseLostError):
+            lease.check()
