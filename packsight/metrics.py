@@ -157,6 +157,15 @@ def majority_predictions(
     }
 
 
+def constant_predictions(
+    truths: Sequence[ClipTruth], clips: Sequence[ClipShape]
+) -> dict[str, ClipPrediction]:
+    """The best any one answer given to every clip scores here: the evaluated clips' own most
+    common operation and next operation, the whole clip as segment. A model that collapsed onto
+    one class can at best tie it, whichever class it chose."""
+    return majority_predictions(truths, clips)
+
+
 def chance_predictions(
     clips: Sequence[ClipShape], taxonomy: Taxonomy, *, seed: int = 42
 ) -> dict[str, ClipPrediction]:

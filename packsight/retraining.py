@@ -7,7 +7,7 @@ The training stage (packsight.pipeline.training) strings them together with stor
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from packsight.metrics import (
     Evaluation,
     beats_baselines,
     chance_predictions,
+    constant_predictions,
     evaluate,
     is_better,
     majority_predictions,
@@ -27,6 +28,7 @@ from packsight.training_examples import (
     TrainingExample,
     examples_for_video,
     production_examples,
+    unique_ids,
 )
 from packsight.training_set import Segment, procedure_successor, split_for_subject
 from packsight.video import VideoDecodeError
@@ -195,10 +197,22 @@ def build_dataset(
             dataset.skipped.append((f"{video.bucket}/{video.key}", f"{type(exc).__name__}: {exc}"))
             continue
         getattr(dataset, split).extend(examples)
+    # One recording labelled in two buckets gives two videos the same clip ids; a score needs
+    # each clip once by name, so the later copies get _2, _3, ... (as training windows do).
+    for split in (dataset.validation, dataset.test):
+        split[:] = _with_unique_ids(split)
     dataset.test.sort(key=lambda e: e.clip_id)
     if splits.test_clips:
         dataset.test = dataset.test[: splits.test_clips]
     return dataset
+
+
+def _with_unique_ids(examples: list[TrainingExample]) -> list[TrainingExample]:
+    names = unique_ids([e.clip_id for e in examples])
+    return [
+        e if e.clip_id == name else replace(e, clip_id=name, truth=replace(e.truth, clip_id=name))
+        for e, name in zip(examples, names, strict=True)
+    ]
 
 
 def score(labeler, examples: Sequence[TrainingExample], taxonomy: Taxonomy) -> Evaluation:  # type: ignore[no-untyped-def]
@@ -219,13 +233,13 @@ def baseline_scores(
     training: Sequence[TrainingExample], examples: Sequence[TrainingExample], taxonomy: Taxonomy
 ) -> dict[str, Evaluation]:
     """The trivial models' scores on `examples`: the training labels' majority (operation, whole
-    clip, next operation) and chance."""
+    clip, next operation), the best constant answer on these very clips, and chance."""
     shapes = [ClipShape(e.clip_id, e.clip_frame_count) for e in examples]
     truths = [e.truth for e in examples]
+    majority = majority_predictions([e.truth for e in training], shapes)
     return {
-        "majority": evaluate(
-            majority_predictions([e.truth for e in training], shapes), truths, taxonomy
-        ),
+        "majority": evaluate(majority, truths, taxonomy),
+        "constant": evaluate(constant_predictions(truths, shapes), truths, taxonomy),
         "chance": evaluate(chance_predictions(shapes, taxonomy), truths, taxonomy),
     }
 

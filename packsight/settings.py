@@ -109,7 +109,8 @@ class Settings(BaseSettings):
     gpu_task_batches: int = Field(default=4, ge=1, le=256)
 
     frames_per_clip: int = Field(default=8, ge=2, le=64)
-    clip_seconds: float = Field(default=5.0, gt=0, le=3600)
+    # At least a second: clip ids name a clip by its start second.
+    clip_seconds: float = Field(default=5.0, ge=1, le=3600)
     frame_max_side: int = Field(default=336, ge=28, le=4096)
     motion_width: int = Field(default=160, ge=16, le=4096)
     motion_height: int = Field(default=120, ge=16, le=4096)

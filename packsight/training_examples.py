@@ -104,7 +104,7 @@ def examples_for_video(
             local, frames.frames_per_clip, boundary=window.boundary, sigma=sigma
         )
         plans.append(ClipPlan(index, window.start_frame, window.end_frame, tuple(picks)))
-    ids = _unique_ids([clip_id(prefix, w.start_frame, info.fps) for w in windows])
+    ids = unique_ids([clip_id(prefix, w.start_frame, info.fps) for w in windows])
     return _examples(path, info, plans, ids, segments, subject, taxonomy, frames, procedure_next)
 
 
@@ -139,7 +139,7 @@ def _examples(
     return examples
 
 
-def _unique_ids(ids: Sequence[str]) -> list[str]:
+def unique_ids(ids: Sequence[str]) -> list[str]:
     seen: dict[str, int] = {}
     unique = []
     for name in ids:

@@ -224,12 +224,16 @@ def _results(
     on the same clips, then the context."""
     base, candidate, champion = versions.base, versions.candidate, versions.champion
     scores = evaluation.scores
-    majority = describe_majority([e.truth for e in dataset.train])
+    described = {
+        "majority": describe_majority([e.truth for e in dataset.train]),
+        "constant": describe_majority([e.truth for e in dataset.test]),
+        "chance": {},
+    }
     return results_json(
         scores[base.id], scores[candidate.id], base_model=base.name, finetuned_model=candidate.name
     ) | {
         "baselines": {
-            name: {"model": BASELINE_MODELS[name](majority), **score.to_dict()}
+            name: {"model": BASELINE_MODELS[name](described[name]), **score.to_dict()}
             for name, score in evaluation.test_baselines.items()
         },
         "champion_model": {"model": champion.name, **scores[champion.id].to_dict()}
@@ -251,6 +255,10 @@ BASELINE_MODELS = {
     "majority": lambda m: (
         f"always {m['operation']}, the whole clip, next {m['next_operation']} "
         "(the training labels' majority)"
+    ),
+    "constant": lambda m: (
+        f"always {m['operation']}, the whole clip, next {m['next_operation']} "
+        "(the best single answer on these clips)"
     ),
     "chance": lambda _: "uniform guesses (seed 42)",
 }

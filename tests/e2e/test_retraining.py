@@ -108,7 +108,7 @@ def test_training_run_trains_evaluates_and_serves(stack, stack_settings, s3, ver
         assert base.count == tuned.count == len(test_ids)
         assert results["champion_model"] is None  # nothing promoted for this model before
         baselines = {n: as_evaluation(b) for n, b in results["baselines"].items()}
-        assert set(baselines) == {"majority", "chance"}
+        assert set(baselines) == {"majority", "constant", "chance"}
         promoted = is_better(tuned, base)[0] and beats_baselines(tuned, baselines)[0]
         assert run["decision"] == ("promoted" if promoted else "rejected")
         assert results["promotion"]["promoted"] == promoted

@@ -12,6 +12,7 @@ from packsight.metrics import (
     ClipTruth,
     Evaluation,
     chance_predictions,
+    constant_predictions,
     evaluate,
     majority_predictions,
 )
@@ -137,6 +138,16 @@ def test_a_collapsed_adapter_is_refused_by_the_baselines() -> None:
     assert collapsed.oca == majority.oca == 0.4  # the collapse is the majority answer
     assert not decision.promote
     assert "majority baseline" in decision.reason and "OCA" in decision.reason
+
+    # Collapsed onto the test clips' own most common class, which the training labels did not
+    # favour: it beats the training majority, never the best constant answer on these clips.
+    other_training = [ClipTruth("t", "Label", 0, 124, "Final Check")] * 5
+    majority = evaluate(majority_predictions(other_training, shapes), truths, taxonomy)
+    constant = evaluate(constant_predictions(truths, shapes), truths, taxonomy)
+    baselines = {"majority": majority, "constant": constant, "chance": chance}
+    assert collapsed.oca >= majority.oca + 0.05 and collapsed.aa_at_1 >= majority.aa_at_1 + 0.05
+    decision = decide(collapsed, None, base, baselines=baselines, **RULE)
+    assert not decision.promote and "constant baseline" in decision.reason
 
 
 def test_artifact_uris_round_trip_and_reject_bad_ones() -> None:
