@@ -46,6 +46,7 @@ from packsight.retraining import (
     decide,
     score,
 )
+from packsight.sampling import FrameSettings
 from packsight.settings import Settings
 from packsight.taxonomy import load_taxonomy
 from packsight.training_artifacts import RunArtifacts
@@ -108,7 +109,7 @@ def run_training(ctx: Context, *, run_id: str, lease: Lease) -> None:
         champion_version_id=versions.champion.id if versions.champion else None,
     )
     evaluation = _evaluate(settings, run, versions, dataset, str(adapter_dir), progress)
-    decision = decide(
+    decision = _incomparable(run, versions) or decide(
         evaluation.scores[versions.candidate.id],
         evaluation.scores[versions.champion.id] if versions.champion else None,
         evaluation.scores[versions.base.id],
@@ -146,6 +147,22 @@ def run_training(ctx: Context, *, run_id: str, lease: Lease) -> None:
     log.info("training run %s: %s", run_id, decision.reason)
 
 
+def _incomparable(run: RunSpec, versions: _Versions) -> Decision | None:
+    """A refusal when the serving version was trained on other frames than this run: each is
+    only fairly scored on its own frames, so their scores on one set of clips compare nothing."""
+    champion = versions.champion
+    trained = ((champion.settings or {}).get("frames") if champion is not None else None) or None
+    if trained is None or FrameSettings.from_json(trained) == run.params.frames:
+        return None
+    return Decision(
+        False,
+        f"Not promoted: the serving version {champion.name} was trained on frames "
+        f"{FrameSettings.from_json(trained).key}, this run on {run.params.frames.key}, so they "
+        "cannot be scored on the same clips. Train with its frame settings, or roll it back "
+        "to compare with the base model.",
+    )
+
+
 @dataclass(frozen=True)
 class _Evaluation:
     scores: dict[int, Evaluation]  # on the test clips, by model version id
@@ -161,7 +178,8 @@ def _evaluate(  # type: ignore[no-untyped-def]
     and the trivial baselines on both."""
     local = {versions.candidate.id: adapter}
     scores: dict[int, Evaluation] = {}
-    for version in (versions.base, versions.candidate, versions.champion):
+    champion = None if _incomparable(run, versions) else versions.champion
+    for version in (versions.base, versions.candidate, champion):
         if version is not None and version.id not in scores:
             scores[version.id] = _score(settings, version, local, dataset.test, run.taxonomy)
             progress()
@@ -237,7 +255,7 @@ def _results(
             for name, score in evaluation.test_baselines.items()
         },
         "champion_model": {"model": champion.name, **scores[champion.id].to_dict()}
-        if champion is not None
+        if champion is not None and champion.id in scores
         else None,
         "promotion": {"promoted": decision.promote, "reason": decision.reason},
         "validation": evaluation.validation.to_dict() if evaluation.validation else None,

@@ -38,3 +38,20 @@ def test_frame_settings_name_themselves_and_survive_json() -> None:
     assert TRAINED.key == "motion-adaptive-1/8f/5s/112px/160x120"
     assert FrameSettings.from_json(TRAINED.to_json()) == TRAINED
     assert FrameSettings(clip_seconds=2.5).key != FrameSettings().key
+
+
+def test_a_champion_trained_on_other_frames_is_not_compared() -> None:
+    from packsight.pipeline.training import _incomparable, _Versions
+    from packsight.pipeline.training_steps import RunSpec
+    from packsight.retraining import RunParams, Splits
+    from packsight.taxonomy import load_taxonomy
+
+    params = RunParams(config={}, splits=Splits(("U0101",), ("U0107",), ("U0108",)), max_side=112)
+    run = RunSpec("run", "claim", params, "tiny", "nf4", load_taxonomy("openpack"))
+    base, candidate = version(None), version(TRAINED)
+    same = _Versions(base, candidate, champion=version(TRAINED))
+    assert _incomparable(run, same) is None
+    assert _incomparable(run, _Versions(base, candidate, champion=None)) is None
+    other = _Versions(base, candidate, champion=version(FrameSettings(max_side=336)))
+    refusal = _incomparable(run, other)
+    assert refusal is not None and not refusal.promote and "336px" in refusal.reason
