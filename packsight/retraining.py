@@ -167,43 +167,50 @@ def build_dataset(
     a score says how the model labels the archive. `fetch` gives a local path of a video (or
     raises VideoUnavailableError). A video that cannot be fetched or read is skipped and named in
     `Dataset.skipped` (one bad or deleted file must not cancel the night's training); videos of
-    subjects in no split are left out. The test set is the first `splits.test_clips` test clips
-    by clip id (all of them with 0).
+    subjects in no split are left out. The test and validation sets are each the first
+    `splits.test_clips` windows (all with 0) in clip-id order, video by video in the order of
+    their clip-id prefixes: only those are decoded, so a long test subject costs no memory.
     """
     dataset = Dataset()
     procedure_next = procedure_successor(taxonomy) if taxonomy.procedure else None
-    for video in sorted(videos, key=lambda v: (v.bucket, v.key)):
+    by_split: dict[str, list[LabelledVideo]] = {"train": [], "validation": [], "test": []}
+    for video in sorted(videos, key=lambda v: (v.clip_prefix, v.bucket, v.key)):
         split = split_for_subject(
             video.subject, train=splits.train, validation=splits.validation, test=splits.test
         )
-        if split is None:
-            continue
-        if on_video is not None:
-            on_video(video)
-        common = {
-            "prefix": video.clip_prefix,
-            "subject": video.subject,
-            "taxonomy": taxonomy,
-            "frames": frames,
-            "procedure_next": procedure_next,
-        }
-        try:
-            path = fetch(video)
-            if split == "train":
-                examples = examples_for_video(path, video.segments, seed=seed, **common)
-            else:
-                examples = production_examples(path, video.segments, **common)
-        except (VideoUnavailableError, VideoDecodeError, ValueError, OSError) as exc:
-            dataset.skipped.append((f"{video.bucket}/{video.key}", f"{type(exc).__name__}: {exc}"))
-            continue
-        getattr(dataset, split).extend(examples)
+        if split is not None:
+            by_split[split].append(video)
+    for split, chosen in by_split.items():
+        room = None if split == "train" or not splits.test_clips else splits.test_clips
+        for video in chosen:
+            if room == 0:
+                break
+            if on_video is not None:
+                on_video(video)
+            common = {
+                "prefix": video.clip_prefix,
+                "subject": video.subject,
+                "taxonomy": taxonomy,
+                "frames": frames,
+                "procedure_next": procedure_next,
+            }
+            try:
+                path = fetch(video)
+                if split == "train":
+                    examples = examples_for_video(path, video.segments, seed=seed, **common)
+                else:
+                    examples = production_examples(path, video.segments, limit=room, **common)
+            except (VideoUnavailableError, VideoDecodeError, ValueError, OSError) as exc:
+                where = f"{video.bucket}/{video.key}"
+                dataset.skipped.append((where, f"{type(exc).__name__}: {exc}"))
+                continue
+            getattr(dataset, split).extend(examples)
+            if room is not None:
+                room -= len(examples)
     # One recording labelled in two buckets gives two videos the same clip ids; a score needs
     # each clip once by name, so the later copies get _2, _3, ... (as training windows do).
-    for split in (dataset.validation, dataset.test):
-        split[:] = _with_unique_ids(split)
-    dataset.test.sort(key=lambda e: e.clip_id)
-    if splits.test_clips:
-        dataset.test = dataset.test[: splits.test_clips]
+    for examples in (dataset.validation, dataset.test):
+        examples[:] = sorted(_with_unique_ids(examples), key=lambda e: e.clip_id)
     return dataset
 
 

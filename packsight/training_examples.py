@@ -53,14 +53,17 @@ def production_examples(
     taxonomy: Taxonomy,
     frames: FrameSettings,
     procedure_next: Callable[[str], str | None] | None = None,
+    limit: int | None = None,
 ) -> list[TrainingExample]:
-    """The clips `packsight label` makes of the video, each with its truth from `segments`."""
+    """The clips `packsight label` makes of the video (its first `limit` ones, if given; only
+    those are decoded), each with its truth from `segments`."""
     info, plans = plan_clips(
         path,
         frames_per_clip=frames.frames_per_clip,
         clip_seconds=frames.clip_seconds,
         motion_size=frames.motion_size,
     )
+    plans = plans[:limit] if limit is not None else plans
     ids = [clip_id(prefix, plan.start_frame, info.fps) for plan in plans]
     return _examples(path, info, plans, ids, segments, subject, taxonomy, frames, procedure_next)
 
