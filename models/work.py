@@ -38,6 +38,7 @@ class UnitRef:
     cursor: str | None
     failures: int
     last_error: str | None
+    lease: str | None = None  # who held it when the snapshot was taken
 
     @classmethod
     def of(cls, unit: WorkUnit) -> UnitRef:
@@ -51,6 +52,7 @@ class UnitRef:
             cursor=unit.cursor,
             failures=unit.failures,
             last_error=unit.last_error,
+            lease=unit.lease,
         )
 
 
@@ -101,9 +103,25 @@ def finish_unit(session: Session, unit_id: int, lease: str) -> None:
         raise LeaseLostError(f"work unit {unit_id} is no longer held by this delivery")
 
 
-def discard_unit(session: Session, unit_id: int) -> None:
-    """Delete a unit whatever its lease (the sweeper, once it judged the holder dead)."""
-    session.execute(delete(WorkUnit).where(WorkUnit.id == unit_id))
+def discard_unit(session: Session, unit_id: int, lease: str | None) -> bool:
+    """Delete a unit still held by `lease` (None: by nobody); False if it changed hands."""
+    result = session.execute(delete(WorkUnit).where(WorkUnit.id == unit_id, _held_by(lease)))
+    return result.rowcount > 0
+
+
+def drop_lease(session: Session, unit_id: int, lease: str) -> bool:
+    """Take the unit from a holder found dead (still `lease`, no newer heartbeat since the
+    sweeper looked): it is held by nobody from here on."""
+    result = session.execute(
+        update(WorkUnit)
+        .where(WorkUnit.id == unit_id, WorkUnit.lease == lease)
+        .values(lease=None, state=UnitState.PENDING)
+    )
+    return result.rowcount > 0
+
+
+def _held_by(lease: str | None):  # type: ignore[no-untyped-def]
+    return WorkUnit.lease.is_(None) if lease is None else WorkUnit.lease == lease
 
 
 def discard_units(session: Session, **subject: object) -> None:
@@ -122,10 +140,8 @@ def release_unit(
     not_before: datetime | None = None,
 ) -> bool:
     """Hand the unit back to be published again (after `not_before`), counting a failure if
-    `failed`. With lease None the caller (the sweeper) has already decided the holder is dead.
-    """
-    query = update(WorkUnit).where(WorkUnit.id == unit_id)
-    query = query.where(WorkUnit.lease == lease) if lease is not None else query
+    `failed`, as long as `lease` still holds it (None: it is held by nobody)."""
+    query = update(WorkUnit).where(WorkUnit.id == unit_id, _held_by(lease))
     values: dict[str, Any] = {"state": UnitState.PENDING, "lease": None, "not_before": not_before}
     if failed:
         values |= {"failures": WorkUnit.failures + 1, "last_error": error}
@@ -189,27 +205,3 @@ def waiting_units(session: Session, kinds: Sequence[str]) -> list[tuple[int, dat
         .order_by(WorkUnit.dispatched_at, WorkUnit.id)
     )
     return [(unit_id, as_utc(at)) for unit_id, at in rows if at is not None]
-
-
-def stale_units(session: Session, *, stale_before: datetime, limit: int = 1000) -> list[UnitRef]:
-    """Running units whose holder has not sent a heartbeat since `stale_before`, locked for the
-    caller's transaction (skipping rows another sweeper is handling)."""
-    rows = session.scalars(
-        select(WorkUnit)
-        .where(WorkUnit.state == UnitState.RUNNING, WorkUnit.heartbeat_at < stale_before)
-        .order_by(WorkUnit.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return [UnitRef.of(unit) for unit in rows]
-
-
-def open_units_of(session: Session, **subject: object) -> int:
-    """How many units a subject (job_id=, item_id=, training_run_id=) still has."""
-    ((column, value),) = subject.items()
-    return (
-        session.scalar(
-            select(func.count()).select_from(WorkUnit).where(getattr(WorkUnit, column) == value)
-        )
-        or 0
-    )

@@ -128,13 +128,15 @@ class RetryingStorage:
     def list_objects(
         self, bucket: str, prefix: str = "", start_after: str = ""
     ) -> Iterator[ObjectInfo]:
-        # A listing broken off by an outage resumes after the last key it yielded.
+        # A listing broken off by an outage resumes after the last key it yielded; the retry
+        # window counts from the last progress, not from the start of a long listing.
         last, backoff = start_after, self.policy.backoff("object storage")
         while True:
             try:
                 for info in self.inner.list_objects(bucket, prefix, last):
                     last = info.key
                     yield info
+                    backoff = self.policy.backoff("object storage")
                 return
             except Exception as exc:
                 backoff.wait(exc)

@@ -37,12 +37,18 @@ from packsight.models.tables import (
     as_utc,
     utcnow,
 )
-from packsight.models.work import UnitRef, add_units, return_to_pending, waiting_units
+from packsight.models.work import (
+    UnitRef,
+    add_units,
+    drop_lease,
+    return_to_pending,
+    waiting_units,
+)
 from packsight.pipeline.context import Context
 from packsight.pipeline.dispatch import BrokerUnavailableError, top_up
 from packsight.pipeline.retry import is_transient
 from packsight.pipeline.stages import STAGES
-from packsight.pipeline.units import record_failure
+from packsight.pipeline.units import count_failure
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +107,7 @@ class Sweeper:
             report.dead = self._step(self._take_back_dead, stale_before)
         report.lost = self._step(self._republish_lost, stale_before)
         report.recreated = self._step(
-            lambda before: self.ctx.transaction(lambda s: _recreate_missing(s, before)),
-            stale_before,
+            lambda before: recreate_missing(self.ctx, before), stale_before
         )
         report.published = top_up(self.ctx)
 
@@ -130,18 +135,34 @@ class Sweeper:
                 )
             )
         )
+        taken = 0
         for unit_id in ids:
-            unit = self.ctx.transaction(lambda s, u=unit_id: _stale_unit(s, u, stale_before))
-            if unit is None:  # its holder sent a heartbeat meanwhile, or it finished
-                continue
-            silent = (utcnow() - stale_before).total_seconds()
-            error = (
-                f"the worker was lost while {DOING.get(unit.kind, 'working')} (no heartbeat "
-                f"for {silent:.0f} s: killed, out of memory, or its machine went away)"
-            )
-            log.warning("work unit %s (%s): %s", unit.id, unit.kind, error)
-            record_failure(self.ctx, STAGES[unit.kind], unit, None, error, backoff=False)
-        return len(ids)
+            try:
+                taken += self.ctx.transaction(
+                    lambda s, u=unit_id: self._take_back(s, u, stale_before)
+                )
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                # One unit that cannot be handled must not keep the others from being.
+                log.exception("work unit %s could not be taken back", unit_id)
+        return taken
+
+    def _take_back(self, session: Session, unit_id: int, stale_before: datetime) -> bool:
+        """One dead holder's unit: checked, taken and counted in one transaction, so a holder
+        that sends a heartbeat meanwhile keeps it."""
+        unit = _stale_unit(session, unit_id, stale_before)
+        if unit is None or unit.lease is None:  # a heartbeat came, or it finished
+            return False
+        silent = (utcnow() - stale_before).total_seconds()
+        error = (
+            f"the worker was lost while {DOING.get(unit.kind, 'working')} (no heartbeat "
+            f"for {silent:.0f} s: killed, out of memory, or its machine went away)"
+        )
+        log.warning("work unit %s (%s): %s", unit.id, unit.kind, error)
+        drop_lease(session, unit.id, unit.lease)
+        count_failure(session, self.ctx, STAGES[unit.kind], unit, None, error, pause_s=0)
+        return True
 
     def _republish_lost(self, stale_before: datetime) -> int:
         """Units published long enough ago that are neither taken by a worker nor waiting in
@@ -176,41 +197,56 @@ def _stale_unit(session: Session, unit_id: int, stale_before: datetime) -> UnitR
     return UnitRef.of(unit)
 
 
-def _recreate_missing(session: Session, stale_before: datetime) -> int:
-    """Open items of open jobs that have no work unit and did not change for a stale period:
-    give them the work their state calls for, or settle them. Then settle jobs whose items all
-    ended. Returns how many items were touched."""
-    open_jobs = select(Job.id).where(Job.state.in_([JobState.QUEUED, JobState.RUNNING]))
+def recreate_missing(ctx: Context, stale_before: datetime) -> int:
+    """Open items of open jobs that have no work unit and did not change for a stale period get
+    the work their state calls for, or are settled; then jobs whose items all ended are settled.
+    One transaction per item (item locks are taken before job locks, as everywhere). Returns
+    how many items were touched."""
+    ids = ctx.transaction(lambda s: list(s.scalars(_orphaned_items(stale_before))))
+    for item_id in ids:
+        ctx.transaction(lambda s, i=item_id: _give_work(s, i, stale_before))
+    ctx.transaction(lambda s: _settle_jobs(s, stale_before))
+    return len(ids)
+
+
+def _open_jobs() -> Select:
+    return select(Job.id).where(Job.state.in_([JobState.QUEUED, JobState.RUNNING]))
+
+
+def _orphaned_items(stale_before: datetime) -> Select:
     has_unit = exists().where(WorkUnit.item_id == JobItem.id)
-    items = session.scalars(
-        select(JobItem).where(
-            JobItem.job_id.in_(open_jobs),
-            JobItem.state.not_in(FINAL_ITEM_STATES),
-            JobItem.updated_at < stale_before,
-            ~has_unit,
-        )
-    ).all()
-    for item in items:
-        log.warning("item %s (%s) had no work left although open; recreating it", item.id, item.key)
-        if item.state != ItemState.INFERRING:
-            add_units(session, UnitKind.SAMPLE, [{"job_id": item.job_id, "item_id": item.id}])
-            continue
-        job = session.get(Job, item.job_id)
-        labelled = select(Prediction.clip_id).where(
-            Prediction.model_version_id == job.model_version_id
-        )
-        missing = list(session.scalars(item_clips(item).where(Clip.id.not_in(labelled))))
-        if missing:
-            row = {"job_id": job.id, "item_id": item.id, "payload": {"clip_ids": missing}}
-            add_units(session, UnitKind.LABEL, [row])
-        else:
-            settle_item(session, item_id=item.id)
-    _settle_jobs(session, open_jobs, stale_before)
-    return len(items)
+    return select(JobItem.id).where(
+        JobItem.job_id.in_(_open_jobs()),
+        JobItem.state.not_in(FINAL_ITEM_STATES),
+        JobItem.updated_at < stale_before,
+        ~has_unit,
+    )
 
 
-def _settle_jobs(session: Session, open_jobs: Select, stale_before: datetime) -> None:
+def _give_work(session: Session, item_id: int, stale_before: datetime) -> None:
+    still = session.scalar(
+        _orphaned_items(stale_before).where(JobItem.id == item_id).with_for_update()
+    )
+    if still is None:  # it moved on meanwhile
+        return
+    item = session.get(JobItem, item_id)
+    log.warning("item %s (%s) had no work left although open; recreating it", item.id, item.key)
+    if item.state != ItemState.INFERRING:
+        add_units(session, UnitKind.SAMPLE, [{"job_id": item.job_id, "item_id": item.id}])
+        return
+    job = session.get(Job, item.job_id)
+    labelled = select(Prediction.clip_id).where(Prediction.model_version_id == job.model_version_id)
+    missing = list(session.scalars(item_clips(item).where(Clip.id.not_in(labelled))))
+    if missing:
+        row = {"job_id": job.id, "item_id": item.id, "payload": {"clip_ids": missing}}
+        add_units(session, UnitKind.LABEL, [row])
+    else:
+        settle_item(session, item_id=item.id)
+
+
+def _settle_jobs(session: Session, stale_before: datetime) -> None:
     """Open jobs with no open item left, and listings that lost their unit, are ended."""
+    open_jobs = _open_jobs()
     open_item = exists().where(JobItem.job_id == Job.id, JobItem.state.not_in(FINAL_ITEM_STATES))
     for job_id in session.scalars(open_jobs.where(Job.listed.is_(True), ~open_item)):
         settle_job(session, job_id=job_id)

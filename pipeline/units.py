@@ -139,33 +139,38 @@ def run_unit(ctx: Context, unit_id: int, stages: Mapping[str, Stage]) -> None:
     top_up(ctx)
 
 
-def record_failure(
+def record_failure(ctx: Context, stage: Stage, unit: UnitRef, lease: str, error: str) -> None:
+    """Count a delivery that raised: publish the unit again after a backoff, or, once the
+    attempts are spent, fail its subject for good."""
+    pause = min(ctx.settings.retry_backoff_max_s, 5.0 * 2 ** (unit.failures + 1))
+    try:
+        ctx.try_transaction(
+            lambda s: count_failure(s, ctx, stage, unit, lease, error, pause_s=pause)
+        )
+    except LeaseLostError:
+        log.warning("work unit %s was taken over before its failure was recorded", unit.id)
+
+
+def count_failure(
+    session: Session,
     ctx: Context,
     stage: Stage,
     unit: UnitRef,
     lease: str | None,
     error: str,
     *,
-    backoff: bool = True,
+    pause_s: float,
 ) -> None:
-    """Count a failed delivery: publish the unit again (after a backoff for errors, at once for
-    a worker found dead, which took a stale period to notice already), or, once the attempts
-    are spent, fail its subject for good. `lease` None: the sweeper found the holder dead."""
+    """In the caller's transaction: one more failed attempt of the unit, held by `lease`
+    (None: by nobody, the sweeper took it from a dead holder). At max_attempts its subject
+    fails with `error`; before, it is published again after `pause_s`."""
     attempts = unit.failures + 1
-    pause = min(ctx.settings.retry_backoff_max_s, 5.0 * 2**attempts) if backoff else 0.0
-
-    def record(session: Session) -> None:
-        if attempts >= ctx.settings.max_attempts:
-            if lease is not None:
-                finish_unit(session, unit.id, lease)
-            else:
-                discard_unit(session, unit.id)
-            stage.give_up(session, unit, f"gave up after {attempts} attempts: {error}")
-        else:
-            not_before = utcnow() + timedelta(seconds=pause) if pause else None
-            release_unit(session, unit.id, lease, failed=True, error=error, not_before=not_before)
-
-    try:
-        ctx.try_transaction(record)
-    except LeaseLostError:
-        log.warning("work unit %s was taken over before its failure was recorded", unit.id)
+    if attempts >= ctx.settings.max_attempts:
+        if lease is not None:
+            finish_unit(session, unit.id, lease)
+        elif not discard_unit(session, unit.id, None):
+            return  # taken meanwhile: its new holder decides
+        stage.give_up(session, unit, f"gave up after {attempts} attempts: {error}")
+    else:
+        not_before = utcnow() + timedelta(seconds=pause_s) if pause_s else None
+        release_unit(session, unit.id, lease, failed=True, error=error, not_before=not_before)

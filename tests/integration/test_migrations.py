@@ -46,7 +46,9 @@ def test_jobs_in_flight_during_the_upgrade_get_their_work_back(tmp_path: Path) -
 
     from packsight.models.db import session_scope
     from packsight.models.tables import UnitKind, WorkUnit, utcnow
-    from packsight.pipeline.sweeper import _recreate_missing
+    from packsight.pipeline.context import Context
+    from packsight.pipeline.sweeper import recreate_missing
+    from packsight.settings import Settings
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     upgrade_database(url, "0002")
@@ -67,8 +69,7 @@ def test_jobs_in_flight_during_the_upgrade_get_their_work_back(tmp_path: Path) -
         ))  # fmt: skip
     engine.dispose()
     upgrade_database(url)
-    with session_scope(url) as session:
-        assert _recreate_missing(session, utcnow()) == 1
+    assert recreate_missing(Context(Settings(database_url=url)), utcnow()) == 1
     with session_scope(url) as session:
         units = session.scalars(select(WorkUnit)).all()
     assert [(u.kind, u.item_id, u.state) for u in units] == [(UnitKind.SAMPLE, 1, "pending")]
