@@ -45,15 +45,20 @@ def get_or_create_model_version(
     name = f"{base_model}@{adapter or 'base'}:{quantization}:{taxonomy}"
     version = session.scalar(select(ModelVersion).where(ModelVersion.name == name))
     if version is None:
-        version = ModelVersion(
-            name=name,
-            base_model=base_model,
-            adapter_uri=adapter,
-            quantization=quantization,
-            taxonomy=taxonomy,
-        )
-        session.add(version)
-        session.flush()
+        # Two first jobs of a new model may race here: the unique name lets one insert win and
+        # the other read it, instead of failing.
+        values = {
+            "name": name,
+            "base_model": base_model,
+            "adapter_uri": adapter,
+            "quantization": quantization,
+            "taxonomy": taxonomy,
+            "is_serving": False,
+            "created_at": utcnow(),
+        }
+        insert = upsert_insert(session)(ModelVersion).values(values)
+        session.execute(insert.on_conflict_do_nothing(index_elements=["name"]))
+        version = session.scalar(select(ModelVersion).where(ModelVersion.name == name))
     return version
 
 

@@ -331,7 +331,8 @@ class ModelPromotion(Base):
 
 
 class UnitKind(StrEnum):
-    """What a work unit does; each kind has its own Celery queue and task."""
+    """What a work unit does; each kind has its own Celery task (list and sample share the cpu
+    queue)."""
 
     LIST = "list"  # list a job's source into items, a chunk at a time
     SAMPLE = "sample"  # decode one item's video, sample its clips' frames

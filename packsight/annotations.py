@@ -267,8 +267,8 @@ def _video_session(record: dict, *, where: str) -> VideoSession:
 def locate_sessions(
     root: Path, table: SessionTable | None, *, frame_count: Callable[[Path], int]
 ) -> SessionTable:
-    """The sessions of the videos under `root`: each video whose key shows a subject and a
-    session and has a sidecar JSON, then whatever `table` (a sessions.csv or manifest) adds.
+    """The sessions of the videos under `root`: those of `table` (a sessions.csv or manifest),
+    where a video whose key shows a subject and a session has a sidecar JSON, the sidecar's.
     `frame_count(path)` counts a video's frames where the sidecar does not say."""
     from packsight.video import is_video_key  # decord: only when videos are looked for
 
@@ -284,13 +284,14 @@ def locate_sessions(
             data = json.loads(sidecar.read_text())
             fps = float(data["fps"])
             start = parse_time(str(data["start"]), where=where)
-        except (KeyError, TypeError, ValueError) as exc:
+            stated = int(data["frame_count"]) if "frame_count" in data else None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise AnnotationError(
                 f'{where}: needs {{"start": ISO-8601, "fps": ...}} ({exc})'
             ) from exc
-        if fps <= 0:
+        if not fps > 0:  # also refuses NaN
             raise AnnotationError(f"{where}: fps must be positive, got {fps}")
-        frames = int(data["frame_count"]) if "frame_count" in data else frame_count(path)
+        frames = stated if stated is not None else frame_count(path)
         videos[identity.subject, identity.session] = VideoSession(
             identity.subject, identity.session, key, start, fps, frames
         )

@@ -128,7 +128,21 @@ def _parse_source(source: str) -> tuple[str, str, Path | None]:
     return folder.name, "", folder
 
 
-def _local_bucket(settings, folder: Path) -> str:  # type: ignore[no-untyped-def]
+def _drive(ctx, **subject: str) -> None:  # type: ignore[no-untyped-def]
+    """Run the new work here (the embedded default); an outage that outlasts the retry window
+    stops the command with one line, the work kept for the next run of it."""
+    from packsight.faults import TransientError
+    from packsight.pipeline.embedded import drive
+
+    try:
+        drive(ctx, **subject)
+    except TransientError as exc:
+        raise click.ClickException(
+            f"{exc}; what is done is kept: run the same command again to finish"
+        ) from exc
+
+
+def _local_bucket(settings, folder: Path, hint: str = "SOURCE") -> str:  # type: ignore[no-untyped-def]
     """The bucket a local folder is under the local storage (linked there by name once)."""
     from packsight.storage import InvalidKeyError, link_local_bucket
 
@@ -136,7 +150,7 @@ def _local_bucket(settings, folder: Path) -> str:  # type: ignore[no-untyped-def
         return link_local_bucket(settings.resolved_local_root, folder)
     except InvalidKeyError as exc:
         raise click.BadParameter(
-            f"{str(folder)!r} cannot be a bucket: {exc}", param_hint="SOURCE"
+            f"{str(folder)!r} cannot be a bucket: {exc}", param_hint=hint
         ) from exc
 
 
@@ -154,9 +168,9 @@ def _context(settings):  # type: ignore[no-untyped-def]
 @click.option("--wait/--no-wait", default=True, help="Follow the job until it ends.")
 def label(source: str, wait: bool) -> None:
     """Label every video under SOURCE (a local folder or s3://bucket/prefix)."""
+    from packsight.faults import TransientError
     from packsight.models.migrate import upgrade_database
     from packsight.pipeline.dispatch import BrokerUnavailableError
-    from packsight.pipeline.embedded import drive
     from packsight.pipeline.submission import JobRequest, submit_job
     from packsight.storage import StorageError
 
@@ -170,7 +184,7 @@ def label(source: str, wait: bool) -> None:
     ctx = _context(settings)
     try:
         submission = submit_job(ctx, JobRequest(bucket, prefix=prefix))
-    except (ValueError, StorageError, BrokerUnavailableError) as exc:
+    except (ValueError, StorageError, BrokerUnavailableError, TransientError) as exc:
         raise click.ClickException(str(exc)) from exc
     listed = "" if submission.listed else " so far (listing the rest)"
     click.echo(
@@ -179,7 +193,7 @@ def label(source: str, wait: bool) -> None:
     )
     started = time.monotonic()
     if ctx.embedded:
-        drive(ctx, job_id=submission.job_id)
+        _drive(ctx, job_id=submission.job_id)
     elif wait:
         _follow(settings, submission.job_id)
     state = _print_summary(settings, submission.job_id, time.monotonic() - started)
@@ -291,10 +305,10 @@ def results(job_id: str | None, fmt: str) -> None:
 )
 def train(bucket: str | None, config_json: str, wait: bool, results_path: Path | None) -> None:
     """Fine-tune an adapter on the verified labels, evaluate it and promote it if it wins."""
+    from packsight.faults import TransientError
     from packsight.models.migrate import upgrade_database
     from packsight.models.training_runs import ActiveRunError
     from packsight.pipeline.dispatch import BrokerUnavailableError
-    from packsight.pipeline.embedded import drive
     from packsight.pipeline.training_runs import start_training
 
     try:
@@ -310,11 +324,11 @@ def train(bucket: str | None, config_json: str, wait: bool, results_path: Path |
     ctx = _context(settings)
     try:
         run_id = start_training(ctx, trigger="manual", config=config, bucket=bucket)
-    except (ActiveRunError, BrokerUnavailableError, ValueError) as exc:
+    except (ActiveRunError, BrokerUnavailableError, ValueError, TransientError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"training run {run_id}: {settings.model}, {settings.taxonomy} taxonomy")
     if ctx.embedded:
-        drive(ctx, training_run_id=run_id)
+        _drive(ctx, training_run_id=run_id)
     run = _follow_run(settings, run_id, wait=wait)
     if run.results is not None and results_path is not None:
         results_path.write_text(json.dumps(run.results, indent=2) + "\n")

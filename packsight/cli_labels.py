@@ -79,7 +79,7 @@ def import_labels(
 
     settings = _settings()
     if bucket is None:
-        bucket = _local_bucket(settings, root)
+        bucket = _local_bucket(settings, root, hint="ROOT")
     if settings.embedded:
         upgrade_database(settings.resolved_database_url)
     stored = mapping.target if mapping else load_taxonomy(name).name

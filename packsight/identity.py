@@ -30,12 +30,14 @@ class VideoIdentity:
 
 
 def identity_from_key(key: str) -> VideoIdentity:
-    """Subject and session as the key's layout shows them: a `U\\d{4}` folder (the nearest) or
-    stem prefix, and a stem that is or ends with `S\\d{4}`."""
+    """Subject and session as the key's layout shows them: a stem that is or ends with
+    `S\\d{4}`, and the subject its stem names (`U0108_S0500`) or else the nearest `U\\d{4}`
+    folder: the file's own name is the more specific."""
     path = PurePosixPath(key)
     folders = [part for part in path.parts[:-1] if SUBJECT.fullmatch(part)]
     match = _STEM.fullmatch(path.stem)
-    subject = folders[-1] if folders else (match["subject"] if match else None)
+    named = match["subject"] if match else None
+    subject = named or (folders[-1] if folders else None)
     return VideoIdentity(subject, match["session"] if match else None)
 
 

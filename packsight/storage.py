@@ -215,7 +215,11 @@ def link_local_bucket(root: Path, folder: Path) -> str:
             f"{folder} (its name is its bucket) or remove {target}"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.symlink_to(folder, target_is_directory=True)
+    try:
+        target.symlink_to(folder, target_is_directory=True)
+    except FileExistsError:  # another command linked it at the same moment
+        if target.resolve() != folder:
+            raise InvalidKeyError(f"bucket {shown(name)} is already {target.resolve()}") from None
     return name
 
 

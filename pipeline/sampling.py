@@ -55,7 +55,7 @@ class _Item:
     prefix: str  # of the video's clip ids
 
 
-def job_frames(params: dict) -> FrameSettings:
+def frames_of_job(params: dict) -> FrameSettings:
     """A job's frame settings (jobs recorded before they were kept whole name three of them)."""
     if "frames" in params:
         return FrameSettings.from_json(params["frames"])
@@ -122,7 +122,7 @@ def _start(session: Session, item_id: int | None) -> _Item | None:
         identity = identity.merged(imported)
     prefix = clip_prefix(row.key, identity)
     set_item_state(session, item_id=row.id, state=ItemState.DECODING)
-    frames = job_frames(job.params)
+    frames = frames_of_job(job.params)
     return _Item(
         row.id, job.id, job.bucket, row.key, frames, job.model_version_id, identity, prefix
     )

@@ -9,6 +9,7 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from packsight.models.tables import TrainingRunState, UnitKind
@@ -90,7 +91,11 @@ def record_run(
         add_units(session, UnitKind.TRAIN, [{"training_run_id": run.id}])
         return run.id
 
-    return ctx.transaction(record)
+    try:
+        return ctx.transaction(record)
+    except IntegrityError:
+        # The active run ended between the check and the insert: the slot is free now.
+        return ctx.transaction(record)
 
 
 def fail_run(session: Session, run_id: str, error: str) -> None:

@@ -16,6 +16,7 @@ from packsight.identity import VideoIdentity, clip_id, clip_prefix, identity_fro
         ("site/U0201/rgb/S0100.mkv", "U0201", "S0100"),  # nested deeper
         ("U0101/video/U0101_S0100.mp4", "U0101", "S0100"),
         ("archive/U0108_S0500.mp4", "U0108", "S0500"),  # flat export named after both
+        ("U0101/U0108_S0500.mp4", "U0108", "S0500"),  # the file names its own subject
         ("cam-2/S0007.mp4", None, "S0007"),
         ("U0105/notes/2026-11-01.mp4", "U0105", None),
         ("station-7/2026-11/clip.mp4", None, None),
