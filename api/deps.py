@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from packsight.models.db import session_scope
 from packsight.pipeline.context import Context
 from packsight.settings import Settings, get_settings
-from packsight.storage import bad_character
+from packsight.storage.keys import bad_character
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 _bearer = HTTPBearer(auto_error=False)

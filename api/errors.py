@@ -31,7 +31,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from packsight.pipeline.dispatch import BrokerUnavailableError
 from packsight.pipeline.retry import OutageError
 from packsight.settings import get_settings
-from packsight.storage import StorageUnavailableError, shown
+from packsight.storage.base import StorageUnavailableError
+from packsight.storage.keys import shown
 
 log = logging.getLogger(__name__)
 

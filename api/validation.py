@@ -12,9 +12,9 @@ from fastapi import Path, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, Field
 
-from packsight.storage import (
+from packsight.storage.base import InvalidKeyError
+from packsight.storage.keys import (
     MAX_KEY_BYTES,
-    InvalidKeyError,
     bad_character,
     shown,
     validate_bucket,

@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from packsight.framepack import pack_frames, read_frame_pack
-from packsight.parsing import OutputParseError
-from packsight.taxonomy import load_taxonomy
+from packsight.labels.taxonomy import load_taxonomy
+from packsight.video.framepack import pack_frames, read_frame_pack
 from packsight.vlm.architectures import FAMILIES, REAL_NAMES, build_random_model
 from packsight.vlm.labeler import ClipInput, Labeler, load_labeler
+from packsight.vlm.parsing import OutputParseError
 
 FRAMES = 8
 CLIP_FRAME_COUNT = 125  # 5 s at 25 fps

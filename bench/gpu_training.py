@@ -30,14 +30,14 @@ import numpy as np
 import torch
 
 if importlib.util.find_spec("decord") is None:
-    # training_examples imports packsight.video, which imports decord; the GPU image lacks it
+    # training_examples imports packsight.video.decode, which imports decord; the GPU image lacks it
     # and nothing here decodes video, so an empty stand-in lets the real dataclass load.
     sys.modules["decord"] = types.ModuleType("decord")
 
 from bench.gpu_inference import CLIP_FRAME_COUNT, FRAME_INDICES, _versions
-from packsight.metrics import ClipTruth
-from packsight.taxonomy import load_taxonomy
-from packsight.training_examples import TrainingExample
+from packsight.labels.metrics import ClipTruth
+from packsight.labels.taxonomy import load_taxonomy
+from packsight.training.examples import TrainingExample
 from packsight.vlm.architectures import FAMILIES, REAL_NAMES, build_random_model
 from packsight.vlm.labeler import Labeler
 from packsight.vlm.loading import load_model_and_processor, resolve_device

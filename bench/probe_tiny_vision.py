@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from packsight.sampling import FrameSettings
-from packsight.taxonomy import load_taxonomy
-from packsight.training_examples import TrainingExample, examples_for_video
-from packsight.training_set import split_for_subject
+from packsight.labels.taxonomy import load_taxonomy
+from packsight.training.examples import TrainingExample, examples_for_video
+from packsight.training.windows import split_for_subject
+from packsight.video.sampling import FrameSettings
 from packsight.vlm.labeler import load_labeler
 from packsight.vlm.recipes import TINY_RECIPE
 from packsight.vlm.tiny import SIZES, build_tiny_model

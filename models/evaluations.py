@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from packsight.metrics import Evaluation
+from packsight.labels.metrics import Evaluation
 from packsight.models.tables import ConfusionCount, ModelVersion
 
 

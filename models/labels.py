@@ -12,9 +12,9 @@ from typing import Protocol
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from packsight.identity import VideoIdentity
+from packsight.labels.taxonomy import load_taxonomy
 from packsight.models.tables import Label
-from packsight.taxonomy import load_taxonomy
+from packsight.video.identity import VideoIdentity
 
 HUMAN = "human"
 ANNOTATION = "annotation"

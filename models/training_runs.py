@@ -16,8 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from packsight.identity import VideoIdentity, identity_from_key
-from packsight.metrics import Evaluation
+from packsight.labels.metrics import Evaluation
 from packsight.models.evaluations import record_evaluation
 from packsight.models.promotions import lock_scope, promote, serving_version
 from packsight.models.tables import (
@@ -31,7 +30,8 @@ from packsight.models.tables import (
     utcnow,
 )
 from packsight.models.work import discard_units
-from packsight.retraining import Decision, LabelledVideo
+from packsight.training.retraining import Decision, LabelledVideo
+from packsight.video.identity import VideoIdentity, identity_from_key
 
 
 class ActiveRunError(RuntimeError):

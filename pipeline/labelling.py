@@ -13,18 +13,20 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from packsight.framepack import FramePackError, read_frame_pack
+from packsight.labels.taxonomy import load_taxonomy
 from packsight.models.jobs import settle_item
 from packsight.models.predictions import ClipOutcome, upsert_predictions
 from packsight.models.tables import Clip, Job, JobItem, ModelVersion, Prediction, PredictionStatus
 from packsight.models.work import UnitRef, finish_unit
-from packsight.parsing import ClipPrediction, OutputParseError
 from packsight.pipeline.context import Context
 from packsight.pipeline.units import Lease
 from packsight.settings import Settings
-from packsight.storage import StorageError, open_artifact_storage, resolve_artifact
-from packsight.taxonomy import load_taxonomy
+from packsight.storage.artifacts import resolve_artifact
+from packsight.storage.base import StorageError
+from packsight.storage.connect import open_artifact_storage
+from packsight.video.framepack import FramePackError, read_frame_pack
 from packsight.vlm.answer import ANSWER_FORMAT
+from packsight.vlm.parsing import ClipPrediction, OutputParseError
 
 if TYPE_CHECKING:
     from packsight.vlm.labeler import ClipInput, Labeler

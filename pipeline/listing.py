@@ -16,8 +16,8 @@ from packsight.pipeline.context import Context
 from packsight.pipeline.dispatch import top_up
 from packsight.pipeline.submission import CHUNK
 from packsight.pipeline.units import Lease
-from packsight.storage import BucketNotFoundError
-from packsight.video import VIDEO_EXTENSIONS, is_video_key
+from packsight.storage.base import BucketNotFoundError
+from packsight.video.decode import VIDEO_EXTENSIONS, is_video_key
 
 
 def list_source(ctx: Context, unit: UnitRef, lease: Lease) -> None:

@@ -1,16 +1,30 @@
-"""A job's per-clip results, one record shape for the API and the CLI: the seed's five fields
-first, then where the clip is (bucket, video key, its frames and seconds in the video), then
-its outcome."""
+"""A job's summary and its per-clip results, one shape for the API and the CLI. A clip record
+holds the seed's five fields first, then where the clip is (bucket, video key, its frames and
+seconds in the video), then its outcome."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from packsight.models.jobs import JobCounts, item_outcomes, job_counts
 from packsight.models.predictions import job_results_query
-from packsight.models.tables import Clip, Job, Prediction, PredictionStatus, Video
+from packsight.models.tables import (
+    FINAL_JOB_STATES,
+    Clip,
+    ItemState,
+    Job,
+    JobItem,
+    JobState,
+    ModelVersion,
+    Prediction,
+    PredictionStatus,
+    Video,
+)
 
 
 def clip_record(prediction: Prediction, clip: Clip, video: Video) -> dict[str, Any]:
@@ -47,3 +61,85 @@ def job_results(
     page = query.offset(offset).limit(limit) if limit is not None else query.offset(offset)
     rows = session.execute(page).all()
     return [clip_record(prediction, clip, video) for prediction, clip, video in rows], total
+
+
+@dataclass(frozen=True)
+class ItemSummary:
+    key: str
+    state: str
+    clips: int | None  # None until the video is sampled
+    labelled: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """Where a job stands, as the API and the CLI both show it."""
+
+    id: str
+    state: str
+    bucket: str
+    prefix: str
+    model_version: str
+    taxonomy: str
+    created_at: datetime
+    finished_at: datetime | None
+    listed: bool
+    error: str | None
+    counts: JobCounts
+    items: list[ItemSummary]
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_JOB_STATES
+
+    @property
+    def failed(self) -> bool:
+        """Whether any video could not be labelled (a command exits 1)."""
+        return self.state in (JobState.FAILED, JobState.PARTIALLY_FAILED)
+
+
+def find_job(session: Session, job_id: str | None = None) -> Job | None:
+    """The job of that id, or the latest job when no id is given."""
+    if job_id is not None:
+        return session.get(Job, job_id)
+    return session.scalars(select(Job).order_by(Job.created_at.desc()).limit(1)).first()
+
+
+def job_summary(
+    session: Session, job: Job, *, failed_only: bool = False, limit: int | None = None
+) -> JobSummary:
+    """The job's state, counts and items (all of them, or the failed ones), by item id."""
+    query = select(JobItem).where(JobItem.job_id == job.id).order_by(JobItem.id).limit(limit)
+    if failed_only:
+        query = query.where(JobItem.state == ItemState.FAILED)
+    items = []
+    for item in session.scalars(query):
+        version_id = job.model_version_id
+        outcomes = (
+            {} if failed_only else item_outcomes(session, item=item, model_version_id=version_id)
+        )
+        items.append(
+            ItemSummary(
+                key=item.key,
+                state=item.state,
+                clips=item.clip_count,
+                labelled=outcomes.get(PredictionStatus.OK, 0),
+                error=item.error,
+            )
+        )
+    version = session.get_one(ModelVersion, job.model_version_id)
+    return JobSummary(
+        id=job.id,
+        state=job.state,
+        bucket=job.bucket,
+        prefix=job.prefix,
+        model_version=version.name,
+        taxonomy=version.taxonomy,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+        listed=job.listed,
+        error=job.error,
+        counts=job_counts(session, job=job),
+        items=items,
+    )

@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from packsight.faults import TransientError
-from packsight.storage import ObjectInfo, Storage
+from packsight.storage.base import ObjectInfo, Storage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -13,8 +13,6 @@ from pathlib import Path, PurePosixPath
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from packsight.framepack import pack_frames
-from packsight.identity import VideoIdentity, clip_id, clip_prefix, identity_from_key
 from packsight.models.jobs import fail_item, set_item_state, settle_item
 from packsight.models.labels import labelled_identity
 from packsight.models.predictions import (
@@ -36,9 +34,17 @@ from packsight.models.tables import (
 from packsight.models.work import UnitRef, add_units, finish_unit
 from packsight.pipeline.context import Context
 from packsight.pipeline.units import Lease
-from packsight.sampling import FrameSettings
-from packsight.storage import InvalidKeyError, ObjectInfo, ObjectNotFoundError
-from packsight.video import SampledClip, VideoDecodeError, VideoInfo, decode_clips, plan_clips
+from packsight.storage.base import InvalidKeyError, ObjectInfo, ObjectNotFoundError
+from packsight.video.decode import (
+    SampledClip,
+    VideoDecodeError,
+    VideoInfo,
+    decode_clips,
+    plan_clips,
+)
+from packsight.video.framepack import pack_frames
+from packsight.video.identity import VideoIdentity, clip_id, clip_prefix, identity_from_key
+from packsight.video.sampling import FrameSettings
 
 log = logging.getLogger(__name__)
 

@@ -14,17 +14,19 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from packsight.labels.taxonomy import load_taxonomy
 from packsight.models.jobs import add_items, get_or_create_model_version
 from packsight.models.promotions import serving_version
 from packsight.models.tables import Job, JobItem, ModelVersion, UnitKind
 from packsight.models.work import add_units
 from packsight.pipeline.context import Context
 from packsight.pipeline.dispatch import top_up
-from packsight.sampling import FrameSettings
 from packsight.settings import Settings
-from packsight.storage import BucketNotFoundError, InvalidKeyError, open_storage, validate_key
-from packsight.taxonomy import load_taxonomy
-from packsight.video import VIDEO_EXTENSIONS, is_video_key
+from packsight.storage.base import BucketNotFoundError, InvalidKeyError
+from packsight.storage.connect import open_storage
+from packsight.storage.keys import validate_key
+from packsight.video.decode import VIDEO_EXTENSIONS, is_video_key
+from packsight.video.sampling import FrameSettings
 
 # Items recorded per transaction, in the request and then by the listing unit. One page of an
 # S3 listing is 1,000 objects, so the request itself reads at most one page.

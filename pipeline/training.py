@@ -16,7 +16,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from packsight.metrics import Evaluation, describe_majority, results_json
+from packsight.labels.metrics import Evaluation, describe_majority, results_json
+from packsight.labels.taxonomy import load_taxonomy
 from packsight.models.jobs import get_or_create_model_version
 from packsight.models.promotions import serving_version
 from packsight.models.tables import ModelVersion
@@ -38,7 +39,9 @@ from packsight.pipeline.training_steps import (
     gather_dataset,
 )
 from packsight.pipeline.units import Lease
-from packsight.retraining import (
+from packsight.settings import Settings
+from packsight.training.artifacts import RunArtifacts
+from packsight.training.retraining import (
     Dataset,
     Decision,
     RunParams,
@@ -46,10 +49,7 @@ from packsight.retraining import (
     decide,
     score,
 )
-from packsight.sampling import FrameSettings
-from packsight.settings import Settings
-from packsight.taxonomy import load_taxonomy
-from packsight.training_artifacts import RunArtifacts
+from packsight.video.sampling import FrameSettings
 from packsight.vlm.answer import ANSWER_FORMAT
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from packsight.models.training_runs import finish_run, start_run
 from packsight.models.work import add_units, discard_units
 from packsight.pipeline.context import Context
 from packsight.pipeline.dispatch import top_up
-from packsight.retraining import RunParams, Splits
 from packsight.settings import Settings
+from packsight.training.retraining import RunParams, Splits
 from packsight.vlm.training_config import TrainingConfig
 
 

@@ -11,19 +11,19 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from packsight.labels.taxonomy import Taxonomy
 from packsight.models.training_runs import labelled_videos
 from packsight.pipeline.context import Context
-from packsight.retraining import (
+from packsight.settings import Settings
+from packsight.storage.base import StorageError
+from packsight.training.artifacts import RunArtifacts
+from packsight.training.retraining import (
     Dataset,
     LabelledVideo,
     RunParams,
     VideoUnavailableError,
     build_dataset,
 )
-from packsight.settings import Settings
-from packsight.storage import StorageError
-from packsight.taxonomy import Taxonomy
-from packsight.training_artifacts import RunArtifacts
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,19 @@ if [[ ! -x $VENV/bin/python ]]; then
 fi
 constraints=()
 [[ -f constraints.txt ]] && constraints=(-c constraints.txt)
-wanted=$(cat pyproject.toml ${constraints:+constraints.txt} <(echo "${TORCH_PINS[*]}") | sha256sum | cut -d' ' -f1)
+# The install is a strict editable one (a tree of links to the sources, which type checkers and
+# import-graph tools follow): a module added or removed needs a reinstall, so the list of
+# modules is part of what the stamp covers.
+modules() { find src api workers models pipeline migrations -name '*.py' -o -name '*.json' | sort; }
+wanted=$(cat pyproject.toml ${constraints:+constraints.txt} <(echo "${TORCH_PINS[*]}") <(modules) \
+    | sha256sum | cut -d' ' -f1)
 if [[ -f $STAMP && $(cat "$STAMP") == "$wanted" ]]; then
-    echo "$VENV up to date (pyproject.toml${constraints:+ and constraints.txt} unchanged)"
+    echo "$VENV up to date (pyproject.toml${constraints:+, constraints.txt} and the module list unchanged)"
 else
     "$VENV/bin/python" -m pip install -q "${TORCH_PINS[@]}"
-    "$VENV/bin/python" -m pip install -q "${constraints[@]}" -e '.[vlm,dev]'
+    rm -rf build/__editable__.*  # links to modules that may be gone
+    "$VENV/bin/python" -m pip install -q "${constraints[@]}" \
+        --config-settings editable_mode=strict -e '.[vlm,dev]'
     echo "$wanted" >"$STAMP"
     echo "$VENV installed"
 fi

@@ -82,7 +82,7 @@ class ChaosStack:
 
 @pytest.fixture(scope="module")
 def chaos(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[ChaosStack]:
-    from packsight.synth import write_synthetic_archive
+    from packsight.video.synth import write_synthetic_archive
 
     stack = ChaosStack(tmp_path_factory.mktemp("chaos"), tiny_model_dir)
     try:

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, create_engine, text
 from packsight.api.deps import SettingsDep
 from packsight.models.db import session_factory
 from packsight.settings import Settings
-from packsight.storage import probe_storage
+from packsight.storage.connect import probe_storage
 
 router = APIRouter()
 log = logging.getLogger(__name__)

@@ -29,7 +29,8 @@ from packsight.pipeline.submission import (
     NothingToLabelError,
 )
 from packsight.pipeline.submission import submit_job as submit
-from packsight.storage import BucketNotFoundError, InvalidKeyError, shown
+from packsight.storage.base import BucketNotFoundError, InvalidKeyError
+from packsight.storage.keys import shown
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Authorized])
 

@@ -9,8 +9,8 @@ from fastapi import APIRouter, HTTPException, Query, status
 from packsight.api.deps import Authorized, SessionDep, SettingsDep
 from packsight.api.schemas import LabelCreate, LabelOut, VideoLabels
 from packsight.api.validation import PRINTABLE
+from packsight.labels.taxonomy import TaxonomyError
 from packsight.models.labels import LabelError, add_correction, video_labels, video_taxonomy
-from packsight.taxonomy import TaxonomyError
 
 router = APIRouter(prefix="/v1/labels", tags=["labels"], dependencies=[Authorized])
 

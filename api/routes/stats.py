@@ -10,12 +10,12 @@ from sqlalchemy import select
 from packsight.api.deps import Authorized, SessionDep
 from packsight.api.schemas import ConfusionOut
 from packsight.api.validation import INT64_MAX, PRINTABLE
-from packsight.confusion_plot import render_confusion_png
-from packsight.metrics import NONE_LABEL, confusion_matrix
+from packsight.labels.confusion_plot import render_confusion_png
+from packsight.labels.metrics import NONE_LABEL, confusion_matrix
+from packsight.labels.taxonomy import TaxonomyError, load_taxonomy
 from packsight.models.evaluations import confusion_for
 from packsight.models.tables import ModelVersion
-from packsight.storage import shown
-from packsight.taxonomy import TaxonomyError, load_taxonomy
+from packsight.storage.keys import shown
 
 router = APIRouter(prefix="/v1/stats", tags=["stats"], dependencies=[Authorized])
 

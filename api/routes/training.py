@@ -14,7 +14,7 @@ from packsight.models.tables import TrainingRun
 from packsight.models.training_runs import ActiveRunError
 from packsight.pipeline.dispatch import BrokerUnavailableError
 from packsight.pipeline.training_runs import start_training
-from packsight.storage import shown
+from packsight.storage.keys import shown
 
 router = APIRouter(prefix="/v1/training-runs", tags=["training"], dependencies=[Authorized])
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from packsight.taxonomy import load_taxonomy
-from packsight.video import split_windows
+from packsight.labels.taxonomy import load_taxonomy
+from packsight.video.decode import split_windows
 
 pytestmark = pytest.mark.e2e
 PACKSIGHT = str(Path(sys.executable).parent / "packsight")

@@ -17,7 +17,7 @@ from packsight.models.tables import Job
 from packsight.pipeline.context import Context
 from packsight.pipeline.submission import JobRequest, submit_job
 from packsight.settings import Settings
-from packsight.synth import write_synthetic_archive
+from packsight.video.synth import write_synthetic_archive
 
 pytestmark = pytest.mark.e2e
 

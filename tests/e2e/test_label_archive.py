@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from packsight.labels.taxonomy import load_taxonomy
 from packsight.models.db import session_scope
 from packsight.models.tables import Clip, Job, JobItem, Prediction
-from packsight.synth import write_synthetic_archive
-from packsight.taxonomy import load_taxonomy
-from packsight.video import split_windows
+from packsight.video.decode import split_windows
+from packsight.video.synth import write_synthetic_archive
 
 pytestmark = pytest.mark.e2e
 BUCKET, PREFIX = "archive", "station-7/2026-11/"

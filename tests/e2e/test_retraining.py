@@ -18,11 +18,11 @@ from app_fixtures import CELERY_BEAT, train_worker
 from celery import Celery
 from sqlalchemy import func, select
 
-from packsight.metrics import METRIC_NAMES, Evaluation, beats_baselines, is_better
+from packsight.labels.metrics import METRIC_NAMES, Evaluation, beats_baselines, is_better
 from packsight.models.db import session_scope
 from packsight.models.promotions import promote
 from packsight.models.tables import Job, ModelVersion, Prediction, TrainingRun
-from packsight.synth import write_synthetic_archive
+from packsight.video.synth import write_synthetic_archive
 from packsight.workers.app import SCHEDULED_TRAINING_TASK
 
 pytestmark = pytest.mark.e2e

@@ -13,12 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from packsight.annotations import LabelInterval, load_mapping, map_intervals
+from packsight.labels.annotations import LabelInterval
+from packsight.labels.mappings import load_mapping, map_intervals
+from packsight.labels.taxonomy import load_taxonomy
 from packsight.models.db import session_scope
 from packsight.models.labels import LabelError, add_correction, replace_video_labels, video_labels
 from packsight.models.migrate import upgrade_database
-from packsight.synth import write_synthetic_archive
-from packsight.taxonomy import load_taxonomy
+from packsight.video.synth import write_synthetic_archive
 
 pytestmark = pytest.mark.integration
 PACKSIGHT = str(Path(sys.executable).parent / "packsight")

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def archive_root(tmp_path: Path) -> Path:
     """Fresh files per test: labels already made for a video would otherwise be reused."""
-    from packsight.synth import write_synthetic_archive
+    from packsight.video.synth import write_synthetic_archive
 
     root = tmp_path / "local-root"
     write_synthetic_archive(root / "videos", videos=2, seed=7, min_seconds=6, max_seconds=11)

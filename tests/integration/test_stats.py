@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from packsight.metrics import NONE_LABEL, Evaluation
+from packsight.labels.metrics import NONE_LABEL, Evaluation
+from packsight.labels.taxonomy import load_taxonomy
 from packsight.models.db import session_scope
 from packsight.models.evaluations import (
     UnknownModelVersionError,
@@ -20,7 +21,6 @@ from packsight.models.evaluations import (
 )
 from packsight.models.migrate import upgrade_database
 from packsight.models.tables import ConfusionCount, ModelVersion
-from packsight.taxonomy import load_taxonomy
 
 pytestmark = pytest.mark.integration
 OPERATIONS = list(load_taxonomy("assignment").operations)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from packsight.storage import BucketNotFoundError, ObjectNotFoundError, S3Storage
+from packsight.storage.base import BucketNotFoundError, ObjectNotFoundError
+from packsight.storage.s3 import S3Storage
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ from packsight.pipeline.submission import (
     submit_job,
 )
 from packsight.settings import Settings
-from packsight.storage import BucketNotFoundError, InvalidKeyError
+from packsight.storage.base import BucketNotFoundError, InvalidKeyError
 
 pytestmark = pytest.mark.integration
 

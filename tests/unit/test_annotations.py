@@ -9,19 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from packsight.annotations import (
+from packsight.labels.annotations import (
     AnnotationError,
     LabelInterval,
     VideoSession,
-    load_mapping,
     load_sessions,
-    map_intervals,
-    map_operation,
     parse_operations_csv,
     read_archive,
 )
-from packsight.synth import write_synthetic_archive
-from packsight.taxonomy import load_taxonomy
+from packsight.labels.mappings import load_mapping, map_intervals, map_operation
+from packsight.labels.taxonomy import load_taxonomy
+from packsight.video.synth import write_synthetic_archive
 
 OPENPACK = load_taxonomy("openpack")
 HEADER = "uuid,user,session,box,id,operation,start,end,actions\n"

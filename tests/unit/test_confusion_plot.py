@@ -8,8 +8,8 @@ import io
 import pytest
 from PIL import Image
 
-from packsight.confusion_plot import render_confusion_png
-from packsight.taxonomy import load_taxonomy
+from packsight.labels.confusion_plot import render_confusion_png
+from packsight.labels.taxonomy import load_taxonomy
 
 OPS = ["Tape", "Pack", "Idle"]
 MATRIX = [[5, 1, 0], [0, 200, 3], [1, 0, 0]]  # a rare class next to a common one, an empty row

@@ -7,8 +7,8 @@ import pytest
 
 from packsight.models.tables import ModelVersion
 from packsight.pipeline.submission import FrameSettingsMismatchError, job_frames
-from packsight.sampling import FrameSettings
 from packsight.settings import Settings
+from packsight.video.sampling import FrameSettings
 
 TRAINED = FrameSettings(max_side=112)
 
@@ -41,10 +41,10 @@ def test_frame_settings_name_themselves_and_survive_json() -> None:
 
 
 def test_a_champion_trained_on_other_frames_is_not_compared() -> None:
+    from packsight.labels.taxonomy import load_taxonomy
     from packsight.pipeline.training import _incomparable, _Versions
     from packsight.pipeline.training_steps import RunSpec
-    from packsight.retraining import RunParams, Splits
-    from packsight.taxonomy import load_taxonomy
+    from packsight.training.retraining import RunParams, Splits
 
     params = RunParams(config={}, splits=Splits(("U0101",), ("U0107",), ("U0108",)), max_side=112)
     run = RunSpec("run", "claim", params, "tiny", "nf4", load_taxonomy("openpack"))

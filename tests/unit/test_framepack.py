@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from packsight.framepack import FramePackError, pack_frames, unpack_frames
+from packsight.video.framepack import FramePackError, pack_frames, unpack_frames
 
 
 def _frames(n: int = 8, height: int = 252, width: int = 336) -> np.ndarray:

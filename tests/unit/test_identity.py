@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from packsight.identity import VideoIdentity, clip_id, clip_prefix, identity_from_key
+from packsight.video.identity import VideoIdentity, clip_id, clip_prefix, identity_from_key
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from packsight.parsing import ClipPrediction, OutputParseError, parse_prediction
-from packsight.taxonomy import load_taxonomy
+from packsight.labels.taxonomy import load_taxonomy
 from packsight.vlm.answer import HEAD, Answer, allowed_digits
 from packsight.vlm.labeler import ClipInput, Labeler, load_labeler
+from packsight.vlm.parsing import ClipPrediction, OutputParseError, parse_prediction
 from packsight.vlm.tiny import build_tiny_model
 
 TAXONOMY = load_taxonomy("assignment")
@@ -329,7 +329,7 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(labeler: Labeler) -> N
 
 
 def test_stream_matches_predict_and_keeps_load_errors_in_place(labeler: Labeler) -> None:
-    from packsight.framepack import FramePackError
+    from packsight.video.framepack import FramePackError
 
     clips = [make_clip(seed, 125 if seed % 2 else 60) for seed in range(7)]
     expected = labeler.predict(clips)
@@ -356,7 +356,7 @@ def test_stream_matches_predict_and_keeps_load_errors_in_place(labeler: Labeler)
 
 
 def test_jpeg_encoded_frames_decode_on_the_device_and_damage_stays_local(labeler: Labeler) -> None:
-    from packsight.framepack import pack_frames, read_frame_pack
+    from packsight.video.framepack import pack_frames, read_frame_pack
 
     clips = [make_clip(seed, 125) for seed in range(3)]
     packs = [read_frame_pack(pack_frames(c.frames, meta={})) for c in clips]
@@ -365,7 +365,7 @@ def test_jpeg_encoded_frames_decode_on_the_device_and_damage_stays_local(labeler
     ]
     from_jpeg = labeler.predict(encoded)
     # Same answers as the frames decoded by Pillow (JPEG decoders agree to a grey level).
-    from packsight.framepack import unpack_frames
+    from packsight.video.framepack import unpack_frames
 
     pillow = [
         ClipInput(

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from packsight.parsing import ClipPrediction
-from packsight.taxonomy import load_taxonomy
+from packsight.labels.taxonomy import load_taxonomy
 from packsight.vlm.labeler import ClipInput, load_labeler
+from packsight.vlm.parsing import ClipPrediction
 from packsight.vlm.tiny import build_tiny_model
 
 pytestmark = pytest.mark.gpu

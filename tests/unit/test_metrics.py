@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from packsight.metrics import (
+from packsight.labels.metrics import (
     NONE_LABEL,
     ClipTruth,
     Evaluation,
@@ -16,8 +16,8 @@ from packsight.metrics import (
     results_json,
     temporal_iou,
 )
-from packsight.parsing import ClipPrediction
-from packsight.taxonomy import Taxonomy, load_taxonomy
+from packsight.labels.taxonomy import Taxonomy, load_taxonomy
+from packsight.vlm.parsing import ClipPrediction
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from packsight.parsing import ClipPrediction, OutputParseError, parse_prediction
-from packsight.taxonomy import load_taxonomy
+from packsight.labels.taxonomy import load_taxonomy
+from packsight.vlm.parsing import ClipPrediction, OutputParseError, parse_prediction
 
 TAXONOMY = load_taxonomy("assignment")
 GOOD = {

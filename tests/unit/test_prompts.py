@@ -1,7 +1,7 @@
 import pytest
 
-from packsight.prompts import build_messages
-from packsight.taxonomy import load_taxonomy
+from packsight.labels.taxonomy import load_taxonomy
+from packsight.vlm.prompts import build_messages
 
 TAXONOMY = load_taxonomy("assignment")
 INDICES = (0, 17, 35, 53, 71, 89, 107, 124)

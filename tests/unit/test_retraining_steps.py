@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from packsight.metrics import (
+from packsight.labels.metrics import (
     ClipShape,
     ClipTruth,
     Evaluation,
@@ -16,26 +16,25 @@ from packsight.metrics import (
     evaluate,
     majority_predictions,
 )
-from packsight.parsing import ClipPrediction
-from packsight.retraining import (
+from packsight.labels.taxonomy import load_taxonomy
+from packsight.storage.artifacts import (
+    artifact_uri,
+    parse_artifact_uri,
+    resolve_artifact,
+    upload_folder,
+)
+from packsight.storage.base import InvalidKeyError, ObjectNotFoundError
+from packsight.storage.local import LocalStorage
+from packsight.training.retraining import (
     LabelledVideo,
     Splits,
     VideoUnavailableError,
     build_dataset,
     decide,
 )
-from packsight.sampling import FrameSettings
-from packsight.storage import (
-    InvalidKeyError,
-    LocalStorage,
-    ObjectNotFoundError,
-    artifact_uri,
-    parse_artifact_uri,
-    resolve_artifact,
-    upload_folder,
-)
-from packsight.synth import write_synthetic_archive
-from packsight.taxonomy import load_taxonomy
+from packsight.video.sampling import FrameSettings
+from packsight.video.synth import write_synthetic_archive
+from packsight.vlm.parsing import ClipPrediction
 
 TAXONOMY = load_taxonomy("assignment")
 SPLITS = Splits(train=("U0101", "U0102"), validation=("U0103",), test=("U0108",), test_clips=2)
@@ -187,7 +186,7 @@ def test_resolve_artifact_downloads_a_folder_once(tmp_path: Path) -> None:
 def test_run_params_survive_the_database_round_trip() -> None:
     import json
 
-    from packsight.retraining import RunParams
+    from packsight.training.retraining import RunParams
 
     params = RunParams(config={"lr": 2e-4, "train_modules": ["lm_head"]}, splits=SPLITS, bucket="b")
     stored = json.loads(json.dumps(params.to_json()))  # as the JSON column keeps it
@@ -227,7 +226,7 @@ def test_run_settings_are_validated_when_the_run_is_queued() -> None:
 def test_run_artifacts_restore_the_furthest_checkpoint_and_frozen_videos(tmp_path: Path) -> None:
     import json
 
-    from packsight.training_artifacts import RunArtifacts
+    from packsight.training.artifacts import RunArtifacts
 
     storage = LocalStorage(tmp_path / "objects")
     storage.ensure_bucket("art")
@@ -262,8 +261,8 @@ def test_evaluation_clips_are_what_labelling_makes_whatever_the_labels(archive) 
     decide each clip's truth and nothing else (no boundary steers the sampling)."""
     import numpy as np
 
-    from packsight.training_examples import production_examples
-    from packsight.video import plan_clips
+    from packsight.training.examples import production_examples
+    from packsight.video.decode import plan_clips
 
     root, videos = archive
     video = videos[7]  # subject U0108

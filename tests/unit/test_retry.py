@@ -8,12 +8,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from packsight.pipeline.retry import OutageError, RetryPolicy, is_transient
-from packsight.storage import (
-    BucketNotFoundError,
-    ObjectNotFoundError,
-    StorageUnavailableError,
-    _s3_errors,
-)
+from packsight.storage.base import BucketNotFoundError, ObjectNotFoundError, StorageUnavailableError
+from packsight.storage.s3 import _s3_errors
 
 
 def client_error(code: str, status: int) -> ClientError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from packsight.sampling import (
+from packsight.video.sampling import (
     boundary_sigma,
     motion_magnitude,
     motion_magnitude_chunks,

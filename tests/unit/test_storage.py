@@ -7,15 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from packsight.storage import (
-    BucketNotFoundError,
-    InvalidKeyError,
-    LocalStorage,
-    ObjectNotFoundError,
-    validate_bucket,
-    validate_key,
-    validate_prefix,
-)
+from packsight.storage.base import BucketNotFoundError, InvalidKeyError, ObjectNotFoundError
+from packsight.storage.keys import validate_bucket, validate_key, validate_prefix
+from packsight.storage.local import LocalStorage
 
 
 @pytest.mark.parametrize(

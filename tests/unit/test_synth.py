@@ -12,9 +12,9 @@ import decord
 import numpy as np
 import pytest
 
-from packsight.sampling import motion_magnitude
-from packsight.synth import CSV_COLUMNS, SyntheticVideo, write_synthetic_archive
-from packsight.taxonomy import load_taxonomy
+from packsight.labels.taxonomy import load_taxonomy
+from packsight.video.sampling import motion_magnitude
+from packsight.video.synth import CSV_COLUMNS, SyntheticVideo, write_synthetic_archive
 
 SMALL = {"size": (160, 120), "min_seconds": 6, "max_seconds": 10}
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 from peft.utils import load_peft_weights
 
-from packsight.metrics import Evaluation, evaluate
-from packsight.sampling import FrameSettings
-from packsight.synth import SyntheticVideo, write_synthetic_archive
-from packsight.taxonomy import load_taxonomy
-from packsight.training_examples import TrainingExample, examples_for_video
-from packsight.training_set import select_training_windows, split_for_subject
+from packsight.labels.metrics import Evaluation, evaluate
+from packsight.labels.taxonomy import load_taxonomy
+from packsight.training.examples import TrainingExample, examples_for_video
+from packsight.training.windows import select_training_windows, split_for_subject
+from packsight.video.sampling import FrameSettings
+from packsight.video.synth import SyntheticVideo, write_synthetic_archive
 from packsight.vlm.answer import HEAD, AnswerFormat
 from packsight.vlm.labeler import load_labeler
 from packsight.vlm.tiny import build_tiny_model

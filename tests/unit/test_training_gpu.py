@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from packsight.metrics import ClipTruth
-from packsight.taxonomy import load_taxonomy
-from packsight.training_examples import TrainingExample
+from packsight.labels.metrics import ClipTruth
+from packsight.labels.taxonomy import load_taxonomy
+from packsight.training.examples import TrainingExample
 from packsight.vlm.loading import load_model_and_processor
 from packsight.vlm.tiny import build_tiny_model
 from packsight.vlm.training import TrainingConfig, prepare_for_training, train_adapter

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from packsight.synth import write_synthetic_archive
-from packsight.taxonomy import Taxonomy, load_taxonomy
-from packsight.training_set import (
+from packsight.labels.taxonomy import Taxonomy, load_taxonomy
+from packsight.training.windows import (
     TrainingWindow,
     procedure_successor,
     select_training_windows,
     split_for_subject,
     truth_for_window,
 )
+from packsight.video.synth import write_synthetic_archive
 
 FPS = 25
 CLIP = 125  # 5 s at 25 fps

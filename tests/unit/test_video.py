@@ -9,8 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from packsight.synth import SyntheticVideo, write_synthetic_archive
-from packsight.video import (
+from packsight.video.decode import (
     VideoDecodeError,
     VideoInfo,
     decode_clips,
@@ -21,6 +20,7 @@ from packsight.video import (
     sample_video,
     split_windows,
 )
+from packsight.video.synth import SyntheticVideo, write_synthetic_archive
 
 
 @pytest.fixture(scope="module")

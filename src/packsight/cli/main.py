@@ -1,0 +1,26 @@
+"""The `packsight` command group: every command of the CLI, by module."""
+
+from __future__ import annotations
+
+import click
+
+from packsight.cli.context import CommandContext
+from packsight.cli.demo import synth, tiny_model
+from packsight.cli.labelling import label, results
+from packsight.cli.labels import labels
+from packsight.cli.services import api, beat, flower, migrate, worker
+from packsight.cli.training import train
+from packsight.cli.versions import versions
+
+
+@click.group()
+@click.pass_context
+def main(click_ctx: click.Context) -> None:
+    """packsight: label warehouse packaging video with a fine-tuned vision-language model."""
+    click_ctx.obj = CommandContext()
+
+
+for command in (synth, tiny_model, migrate, label, results, train, api, worker, beat, flower):
+    main.add_command(command)
+main.add_command(labels)
+main.add_command(versions)

@@ -1,0 +1,293 @@
+"""Runtime settings, read once from `PACKSIGHT_*` environment variables (or a .env file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from packsight.video.sampling import FrameSettings
+
+# Secrets that are shipped defaults or templates rather than secrets: refused at start-up so a
+# copied .env.example or a vendor default never guards a real deployment.
+COMMON_DEFAULT_SECRETS = {"password", "secret", "token", "minioadmin", "admin", "guest"}
+PLACEHOLDER_MARKERS = ("changeme", "change-me", "example", "placeholder", "your-")
+MIN_SECRET_CHARS = 16
+
+
+def placeholder_problem(secret: str) -> str | None:
+    """Why `secret` looks like a placeholder or a guessable default, or None if it does not."""
+    lowered = secret.lower()
+    if lowered.startswith("replace"):
+        return "it starts with REPLACE (a template value)"
+    if marker := next((m for m in PLACEHOLDER_MARKERS if m in lowered), None):
+        return f"it contains {marker!r} (a template value)"
+    if lowered in COMMON_DEFAULT_SECRETS:
+        return "it is a well-known default"
+    if len(secret) < MIN_SECRET_CHARS:
+        return f"it is shorter than {MIN_SECRET_CHARS} characters"
+    return None
+
+
+def check_secret(variable: str, secret: str) -> None:
+    """Raise ValueError naming `variable` (never the value) when `secret` is not a real one."""
+    if problem := placeholder_problem(secret):
+        raise ValueError(
+            f"{variable} is not a usable secret: {problem}; set a random value of at least "
+            f"{MIN_SECRET_CHARS} characters (e.g. python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))')"
+        )
+
+
+class Settings(BaseSettings):
+    """Everything a process of packsight can be configured with.
+
+    With nothing set, packsight runs on the embedded default: a SQLite file and a local
+    object folder under `data_dir`, tasks executed in-process.
+    """
+
+    # hide_input_in_errors: a refused setting may be a secret (or a URL holding one); errors
+    # name the variable, never echo its value into logs.
+    model_config = SettingsConfigDict(
+        env_prefix="PACKSIGHT_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
+
+    data_dir: Path = Path(".packsight")
+    database_url: str | None = None
+    broker_url: str | None = None
+    # How long Redis waits before handing an unacknowledged task to another worker. Every
+    # process on one Redis must use the same value (checked when a worker starts). A message
+    # redelivered while its task still runs is harmless (the task's lease is alive, so the copy
+    # is dropped), and a lost task comes back through the sweeper long before this.
+    visibility_timeout_s: int = Field(default=6 * 3600, ge=60, le=30 * 24 * 3600)
+    # Deliveries of one unit of work that may die (worker killed, out of memory) or raise an
+    # unexpected error before its video or clips are failed.
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    # The sweeper (run by `packsight beat`) looks this often for work the broker lost or whose
+    # worker died...
+    sweep_interval_s: float = Field(default=60.0, gt=0, le=3600)
+    # ...and republishes a unit whose worker sent no heartbeat for this long (workers send one
+    # every quarter of it) or whose message is no longer in the broker after this long.
+    stale_after_s: float = Field(default=300.0, ge=1, le=24 * 3600)
+    # Units of each kind published ahead of the workers; the rest wait in the database, so the
+    # broker holds a bounded number of messages however large the job.
+    dispatch_window: int = Field(default=256, ge=1, le=100_000)
+    # Database, broker and S3 outages are waited out for this long (retries with capped
+    # exponential backoff and jitter) before a delivery gives up and leaves its work to the
+    # sweeper; they never fail a video or a clip.
+    transient_retry_s: float = Field(default=900.0, ge=0, le=7 * 24 * 3600)
+    # A delivery still running after this long is taken for hung (a decoder stuck on a bad
+    # stream, a stalled GPU): its heartbeats stop, and the sweeper hands the unit to another
+    # worker, counting an attempt. Training runs get their own, longer, bound.
+    max_unit_s: float = Field(default=3 * 3600, ge=60, le=7 * 24 * 3600)
+    max_training_s: float = Field(default=48 * 3600, ge=60, le=30 * 24 * 3600)
+    retry_backoff_max_s: float = Field(default=60.0, gt=0, le=3600)
+
+    storage: Literal["local", "s3"] = "local"
+    local_root: Path | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None
+    artifact_bucket: str = "packsight-artifacts"
+
+    queue_cpu: str = "cpu"
+    queue_gpu: str = "gpu.t4"
+    queue_train: str = "gpu.t4.train"
+
+    model: str = "Qwen/Qwen2-VL-2B-Instruct"
+    adapter: str | None = None
+    quantization: Literal["nf4", "none"] = "nf4"
+    device: str = "auto"
+    max_new_tokens: int = Field(default=96, ge=1, le=4096)
+    # Clips per forward pass on the GPU, and model batches per GPU task: a task of several
+    # batches lets the worker load the next batch's frames while the GPU runs the current one.
+    gpu_batch_size: int = Field(default=64, ge=1, le=4096)
+    gpu_task_batches: int = Field(default=4, ge=1, le=256)
+
+    frames_per_clip: int = Field(default=8, ge=2, le=64)
+    # At least a second: clip ids name a clip by its start second.
+    clip_seconds: float = Field(default=5.0, ge=1, le=3600)
+    frame_max_side: int = Field(default=336, ge=28, le=4096)
+    motion_width: int = Field(default=160, ge=16, le=4096)
+    motion_height: int = Field(default=120, ge=16, le=4096)
+    # An adapter is served with the frame settings it was trained with; setting others here
+    # explicitly is refused unless this is true (its labels would be worse, silently).
+    force_frame_settings: bool = False
+    taxonomy: str = "assignment"
+
+    api_token: SecretStr | None = None
+    # Largest request body the API reads (bytes); larger ones get 413. 8 MiB holds a job of
+    # 100,000 typical keys.
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1024**3)
+    # Flower's basic auth, "user:password" (several comma-separated); `packsight flower` reads it.
+    flower_basic_auth: SecretStr | None = None
+
+    # Retraining. The nightly run's crontab ("minute hour day-of-month month day-of-week", in
+    # `timezone`); empty disables the schedule (manual runs still work).
+    training_schedule: str = "0 2 * * *"
+    timezone: str = "UTC"
+    # TrainingConfig fields to override, as JSON: PACKSIGHT_TRAINING_CONFIG='{"lr": 2e-4}'.
+    training_config: dict[str, Any] = Field(default_factory=dict)
+    # Train on the verified labels of this bucket only (default: every bucket).
+    training_bucket: str | None = None
+    train_subjects: list[str] = ["U0101", "U0102", "U0103", "U0104", "U0105", "U0106"]
+    validation_subjects: list[str] = ["U0107"]
+    test_subjects: list[str] = ["U0108"]
+    test_clips: int = Field(default=30, ge=0, le=1_000_000)  # 0: every test clip
+    # A candidate serves only if it beats the champion on this metric without losing more than
+    # the tolerance on the others.
+    promotion_metric: Literal["OCA", "tIoU@0.5", "AA@1"] = "AA@1"
+    promotion_tolerance: float = Field(default=0.02, ge=0, le=1)
+    # ...and beats every trivial baseline (the training labels' majority, chance) on OCA and
+    # AA@1 by at least this much.
+    promotion_baseline_margin: float = Field(default=0.05, ge=0, le=1)
+    # A queued/running run without a heartbeat for this long is taken as dead and no longer
+    # blocks a new run (when no training worker picks it up at all). Longer than
+    # stale_after_s, so a run whose worker was lost is first redelivered by the sweeper (and
+    # resumes from its checkpoint) before anything gives up on it.
+    training_stale_after_s: int = Field(default=7 * 3600, ge=60, le=60 * 24 * 3600)
+
+    @field_validator("frames_per_clip")
+    @classmethod
+    def _even_frames(cls, value: int) -> int:
+        # Qwen2-VL merges frames in temporal pairs; an odd count wastes a padded frame.
+        if value % 2:
+            raise ValueError("frames_per_clip must be even (Qwen2-VL groups frames in pairs)")
+        return value
+
+    @field_validator("adapter", "training_bucket", "broker_url", "s3_endpoint_url")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        # compose passes unset variables as "": that means "none", not a path named "" (an
+        # empty broker URL was taken as a broker: tasks queued in memory, never run).
+        return value or None
+
+    @field_validator("training_schedule")
+    @classmethod
+    def _crontab(cls, value: str) -> str:
+        if not value.strip():
+            return ""
+        from celery.schedules import crontab
+
+        try:
+            crontab(**crontab_fields(value))
+        except ValueError as exc:
+            raise ValueError(
+                f"training_schedule {value!r} is not a 5-field crontab "
+                f"('minute hour day-of-month month day-of-week'), or empty to disable: {exc}"
+            ) from exc
+        return " ".join(value.split())
+
+    @field_validator("api_token", "s3_secret_key")
+    @classmethod
+    def _real_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None:
+            check_secret(f"PACKSIGHT_{str(info.field_name).upper()}", value.get_secret_value())
+        return value
+
+    @field_validator("api_token")
+    @classmethod
+    def _token_fits_a_header(cls, value: SecretStr | None) -> SecretStr | None:
+        token = value.get_secret_value() if value is not None else ""
+        if token and not (token.isascii() and token.isprintable() and " " not in token):
+            raise ValueError(
+                "PACKSIGHT_API_TOKEN must be printable ASCII without spaces (it is sent in an "
+                "HTTP header)"
+            )
+        return value
+
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _flower_auth(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        for pair in value.get_secret_value().split(","):
+            user, colon, password = pair.partition(":")
+            if not user.strip() or not colon:
+                raise ValueError(
+                    "PACKSIGHT_FLOWER_BASIC_AUTH must be user:password (several separated by ',')"
+                )
+            check_secret(f"the password of {user!r} in PACKSIGHT_FLOWER_BASIC_AUTH", password)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_password(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            password = make_url(value).password
+        except (ArgumentError, ValueError) as exc:
+            raise ValueError(
+                "PACKSIGHT_DATABASE_URL is not a database URL "
+                "(dialect+driver://user:password@host:port/database)"
+            ) from exc
+        # No password is fine: trust or peer authentication, or a SQLite file.
+        if password is not None:
+            check_secret("the password in PACKSIGHT_DATABASE_URL", password)
+        return value
+
+    @model_validator(mode="after")
+    def _stale_after_redelivery(self) -> Settings:
+        if self.training_stale_after_s <= self.stale_after_s:
+            raise ValueError(
+                f"training_stale_after_s ({self.training_stale_after_s}) must exceed "
+                f"stale_after_s ({self.stale_after_s}): a lost run is redelivered and resumed "
+                "before it may be given up"
+            )
+        return self
+
+    @property
+    def frame_settings(self) -> FrameSettings:
+        """The frame settings these settings name (a served adapter may bring its own)."""
+        return FrameSettings(
+            frames_per_clip=self.frames_per_clip,
+            clip_seconds=self.clip_seconds,
+            max_side=self.frame_max_side,
+            motion_size=(self.motion_width, self.motion_height),
+        )
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        """How often a worker renews the lease of the unit it holds."""
+        return self.stale_after_s / 4
+
+    @property
+    def embedded(self) -> bool:
+        """True when no broker is configured: tasks run in-process."""
+        return self.broker_url is None
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'packsight.db').resolve()}"
+
+    @property
+    def resolved_local_root(self) -> Path:
+        return (self.local_root or self.data_dir / "objects").resolve()
+
+
+CRONTAB_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+
+
+def crontab_fields(expression: str) -> dict[str, str]:
+    """A 5-field crontab line as keyword arguments of celery.schedules.crontab (whose positional
+    order differs from cron's)."""
+    fields = expression.split()
+    if len(fields) != len(CRONTAB_FIELDS):
+        raise ValueError(f"expected 5 fields, got {len(fields)}")
+    return dict(zip(CRONTAB_FIELDS, fields, strict=True))
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests clear the cache after changing the env)."""
+    return Settings()

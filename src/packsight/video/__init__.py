@@ -1,0 +1,2 @@
+"""Video: decoding, motion-magnitude adaptive sampling, frame packs, clip identity from keys,
+and synthetic archives."""
