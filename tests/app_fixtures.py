@@ -14,7 +14,7 @@ from pathlib import Path
 import harness
 import httpx
 import pytest
-from harness import S3Endpoint
+from harness import S3Endpoint, budget
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -40,7 +40,7 @@ class Stack:
 
     def client(self) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token}"}
-        return httpx.Client(base_url=self.api_url, headers=headers, timeout=30)
+        return httpx.Client(base_url=self.api_url, headers=headers, timeout=budget(30))
 
 
 def stack_env(
@@ -115,7 +115,7 @@ def wait_ready(process: harness.ProcessGroup) -> None:
         process.wait_until(lambda: httpx.get(url, timeout=2).status_code < 500, what="API health")
         return
     marker = "sweeper: every" if process.name == "beat" else "ready."
-    process.wait_until(lambda: marker in process.log_tail(200), what="ready", timeout_s=90)
+    process.wait_until(lambda: marker in process.log_tail(200), what="ready", timeout_s=budget(90))
 
 
 @pytest.fixture(scope="session")

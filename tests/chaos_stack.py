@@ -36,7 +36,7 @@ class ChaosStack:
         self.port = harness.free_port()
         self.processes: dict[str, harness.ProcessGroup] = {}
         # Until a fault-free job has been timed: generous for any machine.
-        self.deadline_s = 600.0
+        self.deadline_s = harness.budget(600.0)
 
     def start(self) -> None:
         from packsight.models.migrate import upgrade_database
@@ -63,11 +63,12 @@ class ChaosStack:
     def pace(self, fault_free_job_s: float) -> None:
         """Recovery must fit the stale period, the sweep, one redo of the job, and the fault's
         own aftermath; a slower machine gets proportionally longer."""
-        self.deadline_s = 120.0 + 3 * fault_free_job_s
+        self.deadline_s = harness.budget(120.0) + 3 * fault_free_job_s
 
     def client(self) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token}"}
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.port}", headers=headers, timeout=30)
+        url = f"http://127.0.0.1:{self.port}"
+        return httpx.Client(base_url=url, headers=headers, timeout=harness.budget(30))
 
     def settings(self) -> Settings:
         names = {key.removeprefix("PACKSIGHT_").lower(): value for key, value in self.env.items()}

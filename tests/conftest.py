@@ -1,5 +1,5 @@
 """Session-wide fixtures for real Postgres, Redis and S3 on loopback, each started on first use,
-and the `gpu` marker's skip rule."""
+the `gpu` marker's skip rule, and per-test timeouts scaled to the machine's speed."""
 
 from __future__ import annotations
 
@@ -47,6 +47,12 @@ def _why_no_cuda() -> str | None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The ini's per-test timeout (pytest-timeout) is a budget for the reference machine.
+    timeout = config.getini("timeout")
+    if timeout:
+        for item in items:
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(harness.budget(float(timeout))))
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if gpu_items and (reason := _why_no_cuda()):
         for item in gpu_items:

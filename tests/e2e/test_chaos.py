@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from chaos_stack import ChaosStack
+from harness import budget
 from sqlalchemy import func, select
 
 from packsight.models.db import session_scope
@@ -52,7 +53,7 @@ def units(chaos: ChaosStack, job_id: str, kind: str, state: str) -> int:
         )
 
 
-def wait_until(condition: Callable[[], object], what: str, timeout_s: float = 300) -> None:
+def wait_until(condition: Callable[[], object], what: str, timeout_s: float = budget(300)) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, f"not {what} after {timeout_s:.0f} s"
@@ -211,7 +212,7 @@ def test_a_worker_with_another_visibility_timeout_refuses_to_start(
 ) -> None:
     odd = chaos.worker("cpu", tmp_path / "odd.log", PACKSIGHT_VISIBILITY_TIMEOUT_S="600")
     try:
-        wait_until(lambda: odd.process.poll() is not None, "exited", timeout_s=120)
+        wait_until(lambda: odd.process.poll() is not None, "exited", timeout_s=budget(120))
     finally:
         odd.stop()
     assert odd.process.returncode != 0

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from harness import budget
 
 from packsight.labels.taxonomy import load_taxonomy
 from packsight.video.decode import split_windows
@@ -21,7 +22,7 @@ PACKSIGHT = str(Path(sys.executable).parent / "packsight")
 
 def run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [PACKSIGHT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [PACKSIGHT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=budget(600)
     )
 
 

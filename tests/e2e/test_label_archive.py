@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from harness import budget
 from sqlalchemy import func, select
 
 from packsight.labels.taxonomy import load_taxonomy
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.e2e
 BUCKET, PREFIX = "archive", "station-7/2026-11/"
 
 
-def wait_for_final_state(client, job_id: str, timeout_s: float = 600) -> dict:  # type: ignore[no-untyped-def]
+def wait_for_final_state(client, job_id: str, timeout_s: float = budget(600)) -> dict:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         body = client.get(f"/v1/jobs/{job_id}").raise_for_status().json()

@@ -4,6 +4,7 @@ with the faults a chaos test injects: kill a process or its leader, pause and re
 No pytest imports: conftest.py, e2e scripts and benchmarks all build on this package.
 """
 
+from .budget import budget, slowness
 from .postgres import SHARED_POSTGRES_PORT, PostgresCluster, PostgresDatabase, postgres_database
 from .process import (
     LOOPBACK,
@@ -33,9 +34,11 @@ __all__ = [
     "S3Server",
     "ServiceError",
     "SharedRedisDatabase",
+    "budget",
     "free_port",
     "pid_alive",
     "postgres_database",
     "redis_server",
     "s3_server",
+    "slowness",
 ]

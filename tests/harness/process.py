@@ -18,10 +18,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from .budget import budget
+
 LOOPBACK = "127.0.0.1"
 # Generous: a shared machine under load starts services several times slower than when idle.
-START_TIMEOUT_S = 90.0
-STOP_TIMEOUT_S = 15.0
+START_TIMEOUT_S = budget(90.0)
+STOP_TIMEOUT_S = budget(15.0)
 _handed_out_ports: set[int] = set()
 
 

@@ -13,10 +13,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .budget import budget
 from .process import LOOPBACK, START_TIMEOUT_S, ProcessGroup, ServiceError, _Stoppable
 
 # Long enough for a loaded machine; a server killed before its clean shutdown may lose data.
-PAUSE_TIMEOUT_S = 60.0
+PAUSE_TIMEOUT_S = budget(60.0)
 
 
 class _TempService(_Stoppable):

@@ -23,7 +23,7 @@ from pathlib import Path
 import harness
 import pytest
 from app_fixtures import start_api
-from harness import S3Endpoint
+from harness import S3Endpoint, budget
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +95,7 @@ def test_no_generated_request_gets_a_server_error(fuzz_api, tmp_path: Path) -> N
     ]
     started = time.monotonic()
     # cwd: schemathesis writes nothing into the repository.
-    run = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=1800)
+    run = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=budget(1800))
     elapsed = time.monotonic() - started
     output = (run.stdout + run.stderr)[-20_000:]
     assert report.is_file(), output

@@ -15,7 +15,7 @@ import harness
 import httpx
 import pytest
 from app_fixtures import start_api
-from harness import S3Endpoint
+from harness import S3Endpoint, budget
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ class Api:
 
     def client(self) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token}"}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=budget(60))
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_a_dead_object_store_is_503(no_database) -> None:  # type: ignore[no-unt
 def test_health_names_what_is_down_and_answers_quickly(no_database) -> None:  # type: ignore[no-untyped-def]
     api, ports = no_database
     started = time.monotonic()
-    response = httpx.get(f"{api.url}/healthz", timeout=30)
+    response = httpx.get(f"{api.url}/healthz", timeout=budget(30))
     assert time.monotonic() - started < 6
     assert response.status_code == 503
     assert response.json() == {

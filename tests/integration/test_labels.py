@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from harness import budget
 
 from packsight.labels.annotations import LabelInterval
 from packsight.labels.mappings import load_mapping, map_intervals
@@ -128,7 +129,7 @@ def run(args: list[str], url: str, cwd: Path) -> subprocess.CompletedProcess[str
     env = {k: v for k, v in os.environ.items() if not k.startswith("PACKSIGHT_")}
     env["PACKSIGHT_DATABASE_URL"] = url
     return subprocess.run(
-        [PACKSIGHT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+        [PACKSIGHT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=budget(120)
     )
 
 

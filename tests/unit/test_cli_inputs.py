@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from harness import budget
 
 PACKSIGHT = str(Path(sys.executable).parent / "packsight")
 
@@ -21,7 +22,7 @@ def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[s
         env=clean | env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=budget(120),
     )
 
 
