@@ -8,23 +8,21 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
+from packsight.api.deps import get_context
 from packsight.api.errors import BodySizeLimit, install_error_handlers
-from packsight.api.routes import health, jobs, labels, models, stats, training
+from packsight.api.routes import health, jobs, labels, stats, training, versions
 from packsight.api.validation import reject_control_characters
+from packsight.models.migrate import upgrade_database
+from packsight.pipeline.embedded import drive_in_background
+from packsight.settings import get_settings
 
 
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     """On the embedded default nothing sweeps: work an earlier API process left unfinished
     (stopped, killed) is picked up again when this one starts."""
-    from packsight.settings import get_settings
-
     settings = get_settings()
     if settings.embedded:
-        from packsight.api.deps import get_context
-        from packsight.models.migrate import upgrade_database
-        from packsight.pipeline.embedded import drive_in_background
-
         upgrade_database(settings.resolved_database_url)  # its own SQLite file
         ctx = get_context(settings)
         threading.Thread(target=drive_in_background, args=(ctx,), daemon=True).start()
@@ -45,7 +43,7 @@ def create_app() -> FastAPI:
     app.include_router(labels.router)
     app.include_router(stats.router)
     app.include_router(training.router)
-    app.include_router(models.router)
+    app.include_router(versions.router)
     return app
 
 

@@ -20,12 +20,9 @@ import argparse
 import gc
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -33,15 +30,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.clip_shape import CLIP_FRAME_COUNT, FRAME_INDICES, FRAMES
+from bench.inference_report import gib, print_table, system_over_baseline
+from bench.machine import sync, versions
 from packsight.labels.taxonomy import load_taxonomy
 from packsight.video.framepack import pack_frames, read_frame_pack
 from packsight.vlm.architectures import FAMILIES, REAL_NAMES, build_random_model
-from packsight.vlm.labeler import ClipInput, Labeler, load_labeler
+from packsight.vlm.clip_input import ClipInput
+from packsight.vlm.labeler import Labeler, load_labeler
 from packsight.vlm.parsing import OutputParseError
 
-FRAMES = 8
-CLIP_FRAME_COUNT = 125  # 5 s at 25 fps
-FRAME_INDICES = tuple(round(i * (CLIP_FRAME_COUNT - 1) / (FRAMES - 1)) for i in range(FRAMES))
 PACK_POOL = 64  # distinct packs, cycled: content does not change the timing, packing costs time
 SERVICE_MODULES = ("celery", "sqlalchemy", "pydantic_settings", "decord", "boto3")
 
@@ -64,11 +62,6 @@ class ForwardCounter:
         mask = kwargs.get("attention_mask")
         self.prefills += 1
         self.prompt_tokens += int(mask.sum()) if mask is not None else ids.numel()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def make_clips(count: int, size: int, seed: int) -> tuple[list[np.ndarray], list[bytes]]:
@@ -109,7 +102,7 @@ def breakdown(labeler: Labeler, inputs: Any, batch: int) -> dict[str, float]:
     marks = [time.perf_counter()]
 
     def mark() -> None:
-        _sync(device)
+        sync(device)
         marks.append(time.perf_counter())
 
     clips, _ = inputs(0, batch)
@@ -156,7 +149,7 @@ def run_phase(
     for call in range(1 if system else args.baseline_warmup):
         labeler.predict(inputs(call * batch, batch)[0])
     counter = ForwardCounter(labeler.model)
-    _sync(device)
+    sync(device)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     errors, unpack_s = 0, 0.0
@@ -171,7 +164,7 @@ def run_phase(
             chunk, spent = inputs(first, min(batch, count - first))
             unpack_s += spent
             errors += sum(isinstance(r, OutputParseError) for r in labeler.predict(chunk))
-    _sync(device)
+    sync(device)
     seconds = time.perf_counter() - start
     counter.handle.remove()
     phases = breakdown(labeler, inputs, batch) if system else {}
@@ -199,63 +192,6 @@ def run_phase(
     if cuda:
         torch.cuda.empty_cache()
     return record
-
-
-def _version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "missing"
-
-
-def _versions(device: str) -> dict[str, str]:
-    cuda = torch.cuda.is_available() and device != "cpu"
-    return {
-        "gpu": torch.cuda.get_device_name() if cuda else "none (cpu)",
-        "torch": torch.__version__,
-        "transformers": _version("transformers"),
-        "bitsandbytes": _version("bitsandbytes"),
-        "python": platform.python_version(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
-
-def _gib(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
-HEADER = "| family | path | batch | clips/s | s/clip | peak GiB | unpack ms/clip | prompt tok "
-ROW = (
-    "| {family} | {path} | {batch} | {clips_per_s:.2f} | {s_per_clip:.4f} | {peak} | {unpack:.1f} "
-    "| {prompt_tokens_per_clip:.0f} | {forwards_per_batch:.1f} | {parse_errors}/{clips} |"
-)
-
-
-def print_table(report: dict[str, Any]) -> None:
-    env = report["env"]
-    print(
-        f"\n{env['gpu']} | torch {env['torch']} | transformers {env['transformers']} | "
-        f"bitsandbytes {env['bitsandbytes']} | python {env['python']} | {env['date']}"
-    )
-    print(HEADER + "| fwd/batch | errors |\n" + "|---" * 10 + "|")
-    for r in report["results"]:
-        print(ROW.format(**r, peak=_gib(r["peak_gib"]), unpack=1000 * r["unpack_s_per_clip"]))
-    for family, ratios in report["ratios"].items():
-        shown = ", ".join(f"batch {b}: {v['system_over_baseline']:.1f}x" for b, v in ratios.items())
-        print(f"system/baseline {family}: {shown}")
-
-
-def _ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for base in (r for r in results if r["path"] == "baseline"):
-        out[base["family"]] = {
-            str(r["batch"]): {
-                "system_over_baseline": r["clips_per_s"] / base["clips_per_s"],
-            }
-            for r in results
-            if r["family"] == base["family"] and r["path"] == "system"
-        }
-    return out
 
 
 def _parse_args() -> argparse.Namespace:
@@ -291,7 +227,7 @@ def main() -> None:
     pool = min(PACK_POOL, max(args.clips, args.baseline_clips))
     clips, packs = make_clips(pool, args.frame_size, args.seed)
     report: dict[str, Any] = {
-        "env": _versions(args.device),
+        "env": versions(args.device),
         "settings": vars(args) | {"out": str(args.out), "model_dir": str(args.model_dir or "")},
         "results": [],
         "ratios": {},
@@ -321,10 +257,10 @@ def main() -> None:
                 phases = " ".join(f"{k}={v:.3f}s" for k, v in record["phase_s_per_batch"].items())
                 print(
                     f"{family} {path} batch {batch}: {record['clips_per_s']:.2f} clips/s, "
-                    f"peak {_gib(record['peak_gib'])} GiB, load {record['load_s']:.1f} s {phases}",
+                    f"peak {gib(record['peak_gib'])} GiB, load {record['load_s']:.1f} s {phases}",
                     flush=True,
                 )
-                report["ratios"] = _ratios(report["results"])
+                report["ratios"] = system_over_baseline(report["results"])
                 # Written after every phase, so a run cut short still leaves its numbers.
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.write_text(json.dumps(report, indent=2))

@@ -2,10 +2,11 @@
 
 For each model family it saves a random-weight model with the real dimensions, then runs QLoRA
 steps (NF4 base, LoRA on the language model's linear layers, gradient checkpointing) on batches of
-random 8-frame clips, through `packsight.vlm.training`: `prepare_for_training`, `training_batch`
-and `answer_loss`, what `train_adapter` runs per micro-batch. The previous recipe
-(`enable_input_require_grads`, logits over the whole answer) runs in the same process as the
-baseline; `--recipes` picks and orders them.
+random 8-frame clips, through `prepare_for_training` (`packsight.vlm.training`), `training_batch`
+and `answer_loss` (`packsight.vlm.training_batches`), what `train_adapter` runs per micro-batch.
+The previous recipe (`enable_input_require_grads`, logits over the whole answer; all recipes are
+in training_recipes.py) runs in the same process as the baseline; `--recipes` picks and orders
+them.
 
     PYTHONPATH=. python bench/gpu_training.py                      # H100, both families
     PYTHONPATH=. python bench/gpu_training.py --size tiny --device cpu --frame-size 56 \\
@@ -34,144 +35,21 @@ if importlib.util.find_spec("decord") is None:
     # and nothing here decodes video, so an empty stand-in lets the real dataclass load.
     sys.modules["decord"] = types.ModuleType("decord")
 
-from bench.gpu_inference import CLIP_FRAME_COUNT, FRAME_INDICES, _versions
+from bench.clip_shape import CLIP_FRAME_COUNT, FRAME_INDICES
+from bench.gpu_memory import GB, PhaseMemory, peak_breakdown
+from bench.machine import sync, versions
+from bench.training_recipes import RECIPES, SETUPS
 from packsight.labels.metrics import ClipTruth
 from packsight.labels.taxonomy import load_taxonomy
 from packsight.training.examples import TrainingExample
 from packsight.vlm.architectures import FAMILIES, REAL_NAMES, build_random_model
 from packsight.vlm.labeler import Labeler
 from packsight.vlm.loading import load_model_and_processor, resolve_device
-from packsight.vlm.training import (
-    LORA_TARGETS,
-    LossScaling,
-    TrainingBatch,
-    TrainingConfig,
-    answer_loss,
-    prepare_for_training,
-    training_batch,
-)
+from packsight.vlm.loss_scaling import LossScaling
+from packsight.vlm.training_batches import TrainingBatch, training_batch
+from packsight.vlm.training_config import TrainingConfig
 
 TAXONOMY = load_taxonomy("assignment")
-GB = 1e9
-RECIPES = ("previous", "production", "previous_unchecked_vision", "production_answer_logits")
-
-
-def previous_setup(base, config: TrainingConfig):  # type: ignore[no-untyped-def]
-    """train_adapter's model set-up before this benchmark: input grads on every embedding."""
-    from peft import LoraConfig, get_peft_model
-
-    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    base.enable_input_require_grads()  # also hooks the vision tower's patch embedding
-    lora = LoraConfig(
-        r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=LORA_TARGETS, bias="none"
-    )
-    network = get_peft_model(base, lora)
-    network.train()
-    return network
-
-
-def previous_setup_unchecked_vision(base, config: TrainingConfig):  # type: ignore[no-untyped-def]
-    """The previous set-up with the vision blocks not checkpointed: the tower in autograd keeps
-    every block's activations (a diagnostic, to show what the frozen tower costs in a graph)."""
-    network = previous_setup(base, config)
-    for block in base.model.visual.blocks:
-        block.gradient_checkpointing = False
-    return network
-
-
-def answer_span_loss(model, batch: TrainingBatch) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    """The previous answer_loss: logits over every answer position (~50 a row)."""
-    logits = model(**batch.inputs, logits_to_keep=batch.keep, use_cache=False).logits
-    targets = batch.labels[:, -(batch.keep - 1) :]
-    return torch.nn.functional.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-        targets.reshape(-1),
-        ignore_index=-100,
-    )
-
-
-SETUPS = {
-    "previous": (previous_setup, answer_span_loss),
-    "previous_unchecked_vision": (previous_setup_unchecked_vision, answer_span_loss),
-    "production_answer_logits": (prepare_for_training, answer_span_loss),
-    "production": (prepare_for_training, answer_loss),
-}
-
-
-class PhaseMemory:
-    """GPU memory in use and the running peak at the edges of the vision tower and the language
-    model, so the phase that raises the peak shows (the peak only grows within a step)."""
-
-    def __init__(self, base: torch.nn.Module, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.marks: dict[str, dict[str, float]] = {}
-        self.handles = []
-        for name, module in (("vision", base.model.visual), ("lm", base.model.language_model)):
-            self.handles.append(
-                module.register_forward_pre_hook(lambda *_, n=name: self.mark(f"{n}_start"))
-            )
-            self.handles.append(
-                module.register_forward_hook(lambda *_, n=name: self.mark(f"{n}_end"))
-            )
-
-    def mark(self, name: str) -> None:
-        if self.cuda:
-            self.marks[name] = {
-                "allocated_gb": torch.cuda.memory_allocated() / GB,
-                "peak_so_far_gb": torch.cuda.max_memory_allocated() / GB,
-            }
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-
-
-def peak_breakdown(step: Any, device: torch.device, top: int = 14) -> list[dict[str, Any]]:
-    """Run `step()` once with the allocator's trace on and return what was live at its peak:
-    bytes grouped by the innermost model-code line that allocated them, largest first. Memory
-    allocated before the step (weights, optimizer state) shows as one "before the step" row."""
-    torch.cuda.memory._record_memory_history(context="alloc", stacks="python", max_entries=10**6)
-    before = torch.cuda.memory_allocated(device)
-    step()
-    snapshot = torch.cuda.memory._snapshot()
-    torch.cuda.memory._record_memory_history(enabled=None)
-    events = snapshot["device_traces"][device.index or 0]
-    live: dict[int, int] = {}
-    current = peak = 0
-    peak_at = -1
-    for index, event in enumerate(events):
-        if event["action"] == "alloc":
-            live[event["addr"]] = index
-            current += event["size"]
-        elif event["action"] == "free_requested" and event["addr"] in live:
-            del live[event["addr"]]
-            current -= event["size"]
-        if current > peak:
-            peak, peak_at = current, index
-    live = {}
-    for index, event in enumerate(events[: peak_at + 1]):
-        if event["action"] == "alloc":
-            live[event["addr"]] = index
-        elif event["action"] == "free_requested":
-            live.pop(event["addr"], None)
-    groups: dict[str, int] = {"before the step (weights, LoRA, optimizer)": before}
-    for index in live.values():
-        key = _allocation_site(events[index].get("frames", []))
-        groups[key] = groups.get(key, 0) + events[index]["size"]
-    ranked = sorted(groups.items(), key=lambda kv: -kv[1])
-    return [{"site": site, "gb": size / GB} for site, size in ranked[:top]] + [
-        {"site": "total at the traced peak", "gb": (before + peak) / GB}
-    ]
-
-
-def _allocation_site(frames: list[dict[str, Any]]) -> str:
-    """The innermost frame in model code (transformers models, peft, bitsandbytes, packsight)."""
-    wanted = ("transformers/models", "peft/", "bitsandbytes/", "packsight/", "bench/")
-    for frame in frames:
-        if any(part in frame["filename"] for part in wanted):
-            where = frame["filename"].split("site-packages/")[-1]
-            return f"{where}:{frame['line']} {frame['name']}"
-    return frames[0]["name"] if frames else "unknown"
 
 
 def make_examples(count: int, frames: int, size: int, seed: int) -> list[TrainingExample]:
@@ -189,11 +67,6 @@ def make_examples(count: int, frames: int, size: int, seed: int) -> list[Trainin
         )
         for i in range(count)
     ]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def run_recipe(model_dir: Path, recipe: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -228,7 +101,7 @@ def run_recipe(model_dir: Path, recipe: str, args: argparse.Namespace) -> dict[s
     def one_step(step: int) -> TrainingBatch:
         first = (step * args.batch) % len(examples)
         batch = training_batch(labeler, examples[first : first + args.batch])
-        _sync(device)
+        sync(device)
         batch_s.append(time.perf_counter())
         with precision.autocast():
             loss = loss_fn(network, batch)
@@ -243,12 +116,12 @@ def run_recipe(model_dir: Path, recipe: str, args: argparse.Namespace) -> dict[s
 
     for step in range(args.warmup + args.steps):
         if step == args.warmup and cuda:
-            _sync(device)
+            sync(device)
             torch.cuda.reset_peak_memory_stats(device)
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         batch = one_step(step)
-        _sync(device)
+        sync(device)
         batch_s[-1] -= start
         if step >= args.warmup:
             step_s.append(time.perf_counter() - start)
@@ -347,7 +220,7 @@ def _parse_args() -> argparse.Namespace:
 def main() -> None:
     args = _parse_args()
     report: dict[str, Any] = {
-        "env": _versions(args.device),
+        "env": versions(args.device),
         "settings": vars(args) | {"out": str(args.out), "model_dir": str(args.model_dir or "")},
         "results": [],
         "ratios": {},

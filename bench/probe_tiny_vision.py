@@ -22,13 +22,13 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from packsight.labels.taxonomy import load_taxonomy
+from packsight.training.batches import training_batch
 from packsight.training.examples import TrainingExample, examples_for_video
+from packsight.training.recipes import TINY_RECIPE
 from packsight.training.windows import split_for_subject
 from packsight.video.sampling import FrameSettings
 from packsight.vlm.labeler import load_labeler
-from packsight.vlm.recipes import TINY_RECIPE
 from packsight.vlm.tiny import SIZES, build_tiny_model
-from packsight.vlm.training import training_batch
 
 TAXONOMY = load_taxonomy(TINY_RECIPE.archive.taxonomy)
 Features = Callable[[list[TrainingExample]], np.ndarray]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from packsight.models.tables import Base
+from packsight.models.tables.base import Base
 from packsight.settings import get_settings
 
 config = context.config

@@ -24,7 +24,7 @@ def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(conn, _record) -> None:  # type: ignore[no-untyped-def]
+        def _sqlite_pragmas(conn: Any, _record: Any) -> None:
             cur = conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA journal_mode=WAL")  # readers don't block the writer
@@ -67,4 +67,4 @@ def session_scope(url: str) -> Iterator[Session]:
 
 def upsert_insert(session: Session) -> Any:
     """The dialect's `insert` construct, which has ON CONFLICT (Postgres and SQLite alike)."""
-    return (postgresql if session.bind.dialect.name == "postgresql" else sqlite).insert
+    return (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert

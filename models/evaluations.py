@@ -12,7 +12,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from packsight.labels.metrics import Evaluation
-from packsight.models.tables import ConfusionCount, ModelVersion
+from packsight.models.tables.versions import ConfusionCount, ModelVersion
 
 
 class UnknownModelVersionError(LookupError):

@@ -7,25 +7,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
-from sqlalchemy import Select, and_, func, select, update
+from sqlalchemy import CursorResult, Select, and_, func, select, update
 from sqlalchemy.orm import Session
 
 from packsight.models.db import upsert_insert
-from packsight.models.tables import (
+from packsight.models.tables.base import utcnow
+from packsight.models.tables.clips import Clip, Prediction, PredictionStatus
+from packsight.models.tables.jobs import (
     FINAL_ITEM_STATES,
     FINAL_JOB_STATES,
-    Clip,
     ItemState,
     Job,
     JobItem,
     JobState,
-    ModelVersion,
-    Prediction,
-    PredictionStatus,
-    UnitKind,
-    utcnow,
 )
+from packsight.models.tables.versions import ModelVersion
+from packsight.models.tables.work import UnitKind
 from packsight.models.work import add_units
 
 
@@ -58,7 +57,7 @@ def get_or_create_model_version(
         }
         insert = upsert_insert(session)(ModelVersion).values(values)
         session.execute(insert.on_conflict_do_nothing(index_elements=["name"]))
-        version = session.scalar(select(ModelVersion).where(ModelVersion.name == name))
+        version = session.scalars(select(ModelVersion).where(ModelVersion.name == name)).one()
     return version
 
 
@@ -83,10 +82,13 @@ def set_item_state(
     session: Session, *, item_id: int, state: str, error: str | None = None, **values: object
 ) -> bool:
     """Move an item to `state` unless it already ended; False when nothing changed."""
-    result = session.execute(
-        update(JobItem)
-        .where(JobItem.id == item_id, JobItem.state.not_in(FINAL_ITEM_STATES))
-        .values(state=state, error=error, updated_at=utcnow(), **values)
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(JobItem)
+            .where(JobItem.id == item_id, JobItem.state.not_in(FINAL_ITEM_STATES))
+            .values(state=state, error=error, updated_at=utcnow(), **values)
+        ),
     )
     if state == ItemState.DECODING:
         session.execute(
@@ -123,7 +125,7 @@ def settle_item(session: Session, *, item_id: int) -> bool:
     item = session.get(JobItem, item_id, with_for_update=True, populate_existing=True)
     if item is None or item.state != ItemState.INFERRING:
         return False
-    job = session.get(Job, item.job_id)
+    job = session.get_one(Job, item.job_id)
     outcomes = item_outcomes(session, item=item, model_version_id=job.model_version_id)
     if item.clip_count is None or sum(outcomes.values()) < item.clip_count:
         return False
@@ -141,7 +143,7 @@ def fail_item(session: Session, *, item_id: int, error: str) -> None:
     """End the item as failed (a fact about its video), then its job if it was the last."""
     session.get(JobItem, item_id, with_for_update=True)
     if set_item_state(session, item_id=item_id, state=ItemState.FAILED, error=error):
-        settle_job(session, job_id=session.get(JobItem, item_id).job_id)
+        settle_job(session, job_id=session.get_one(JobItem, item_id).job_id)
 
 
 def settle_job(session: Session, *, job_id: str) -> str | None:

@@ -13,7 +13,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from packsight.labels.taxonomy import load_taxonomy
-from packsight.models.tables import Label
+from packsight.models.tables.labels import Label
 from packsight.video.identity import VideoIdentity
 
 HUMAN = "human"
@@ -25,9 +25,13 @@ class LabelError(ValueError):
 
 
 class Interval(Protocol):
-    operation: str
-    start_frame: int
-    end_frame: int
+    # Read-only members, so that frozen dataclasses (LabelInterval) match too.
+    @property
+    def operation(self) -> str: ...
+    @property
+    def start_frame(self) -> int: ...
+    @property
+    def end_frame(self) -> int: ...
 
 
 def _lock_video(session: Session, *, bucket: str, video_key: str) -> None:

@@ -9,14 +9,8 @@ from sqlalchemy import Select, and_, delete, or_, select
 from sqlalchemy.orm import Session
 
 from packsight.models.db import upsert_insert
-from packsight.models.tables import (
-    Clip,
-    ClipPrefix,
-    JobItem,
-    Prediction,
-    PredictionStatus,
-    Video,
-)
+from packsight.models.tables.clips import Clip, ClipPrefix, Prediction, PredictionStatus, Video
+from packsight.models.tables.jobs import JobItem
 
 
 @dataclass(frozen=True)
@@ -60,8 +54,8 @@ def upsert_clips(
     """Create or refresh the clips of a video under one sampling (unique by window start), in
     window order."""
     if clips:
-        rows = [{"video_id": video_id, "sampling": sampling, **c} for c in clips]
-        stmt = upsert_insert(session)(Clip).values(rows)
+        values = [{"video_id": video_id, "sampling": sampling, **c} for c in clips]
+        stmt = upsert_insert(session)(Clip).values(values)
         stmt = stmt.on_conflict_do_update(
             index_elements=["video_id", "sampling", "start_frame"],
             set_={
@@ -149,6 +143,7 @@ def claim_clip_prefix(session: Session, *, bucket: str, prefix: str, key: str) -
     owner = session.scalar(
         select(ClipPrefix.key).where(ClipPrefix.bucket == bucket, ClipPrefix.prefix == prefix)
     )
+    assert owner is not None, f"no owner of clip prefix {prefix!r} right after claiming it"
     if owner != key:
         raise ClipIdCollisionError(
             f"clip ids of {key!r} would be {prefix}_t…, already those of {owner!r} in bucket "

@@ -7,11 +7,11 @@ what served before.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from packsight.models.evaluations import UnknownModelVersionError
-from packsight.models.tables import ModelPromotion, ModelVersion
+from packsight.models.tables.versions import ModelPromotion, ModelVersion
 
 PROMOTE = "promote"
 ROLLBACK = "rollback"
@@ -21,7 +21,7 @@ class RollbackError(ValueError):
     """The rollback is not possible; the message says why."""
 
 
-def _scope(version: ModelVersion):  # type: ignore[no-untyped-def]
+def _scope(version: ModelVersion) -> tuple[ColumnElement[bool], ...]:
     return (
         ModelVersion.base_model == version.base_model,
         ModelVersion.quantization == version.quantization,
@@ -138,7 +138,7 @@ def rollback(session: Session, version_id: int) -> ModelVersion:
         reason=f"rollback of model version {version_id}",
         previous=version,
     )
-    return session.get(ModelVersion, promoted.previous_version_id)
+    return session.get_one(ModelVersion, promoted.previous_version_id)  # _switch found it
 
 
 def history(session: Session, *, limit: int = 50) -> list[ModelPromotion]:

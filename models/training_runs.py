@@ -10,25 +10,24 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from packsight.labels.metrics import Evaluation
 from packsight.models.evaluations import record_evaluation
 from packsight.models.promotions import lock_scope, promote, serving_version
-from packsight.models.tables import (
+from packsight.models.tables.base import as_utc, utcnow
+from packsight.models.tables.labels import Label
+from packsight.models.tables.training_runs import (
     ACTIVE_RUN_STATES,
     FINAL_RUN_STATES,
-    Label,
-    ModelVersion,
     TrainingRun,
     TrainingRunState,
-    as_utc,
-    utcnow,
 )
+from packsight.models.tables.versions import ModelVersion
 from packsight.models.work import discard_units
 from packsight.training.retraining import Decision, LabelledVideo
 from packsight.video.identity import VideoIdentity, identity_from_key
@@ -109,16 +108,20 @@ def claim_run(session: Session, run_id: str) -> TrainingRun | None:
     """Mark the run running under a new claim token (`run.claim`), also after a redelivery: the
     latest delivery wins and earlier ones fail their next heartbeat. None when already final."""
     now = utcnow()
-    claimed = session.execute(
-        update(TrainingRun)
-        .where(TrainingRun.id == run_id, TrainingRun.state.in_(ACTIVE_RUN_STATES))
-        .values(state=TrainingRunState.RUNNING, heartbeat_at=now, claim=uuid.uuid4().hex)
-    ).rowcount
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(TrainingRun)
+            .where(TrainingRun.id == run_id, TrainingRun.state.in_(ACTIVE_RUN_STATES))
+            .values(state=TrainingRunState.RUNNING, heartbeat_at=now, claim=uuid.uuid4().hex)
+        ),
+    )
+    claimed = result.rowcount
     if not claimed:
         if session.get(TrainingRun, run_id) is None:
             raise UnknownTrainingRunError(f"training run {run_id!r} not found")
         return None
-    run = session.get(TrainingRun, run_id)
+    run = session.get_one(TrainingRun, run_id)  # the update above just matched it
     session.refresh(run)
     if run.started_at is None:
         run.started_at = now
@@ -128,15 +131,19 @@ def claim_run(session: Session, run_id: str) -> TrainingRun | None:
 def heartbeat(session: Session, run_id: str, claim: str, **progress: Any) -> None:
     """Record progress (step, total_steps, dataset, ...) and that the run is alive; raises
     RunLostError when this claim no longer owns the run."""
-    updated = session.execute(
-        update(TrainingRun)
-        .where(
-            TrainingRun.id == run_id,
-            TrainingRun.state == TrainingRunState.RUNNING,
-            TrainingRun.claim == claim,
-        )
-        .values(heartbeat_at=utcnow(), **progress)
-    ).rowcount
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(TrainingRun)
+            .where(
+                TrainingRun.id == run_id,
+                TrainingRun.state == TrainingRunState.RUNNING,
+                TrainingRun.claim == claim,
+            )
+            .values(heartbeat_at=utcnow(), **progress)
+        ),
+    )
+    updated = result.rowcount
     if not updated:
         raise RunLostError(f"training run {run_id} was claimed by another delivery or finished")
 
@@ -149,13 +156,15 @@ def finish_run(
     if state not in FINAL_RUN_STATES:
         raise ValueError(f"{state!r} is not a final training run state")
     owned = [TrainingRun.claim == claim] if claim is not None else []
-    return bool(
+    result = cast(
+        CursorResult[Any],
         session.execute(
             update(TrainingRun)
             .where(TrainingRun.id == run_id, TrainingRun.state.in_(ACTIVE_RUN_STATES), *owned)
             .values(state=state, active=None, finished_at=utcnow(), **outcome)
-        ).rowcount
+        ),
     )
+    return bool(result.rowcount)
 
 
 def labelled_videos(

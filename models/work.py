@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from packsight.models.tables import UnitState, WorkUnit, as_utc, utcnow
+from packsight.models.tables.base import as_utc, utcnow
+from packsight.models.tables.work import UnitState, WorkUnit
 
 
 class LeaseLostError(RuntimeError):
@@ -85,10 +86,13 @@ def claim_unit(
 
 def renew_lease(session: Session, unit_id: int, lease: str, **progress: Any) -> bool:
     """Heartbeat (and optionally progress such as `cursor`); False when the lease is lost."""
-    result = session.execute(
-        update(WorkUnit)
-        .where(WorkUnit.id == unit_id, WorkUnit.lease == lease)
-        .values(heartbeat_at=utcnow(), **progress)
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(WorkUnit)
+            .where(WorkUnit.id == unit_id, WorkUnit.lease == lease)
+            .values(heartbeat_at=utcnow(), **progress)
+        ),
     )
     return result.rowcount > 0
 
@@ -96,8 +100,9 @@ def renew_lease(session: Session, unit_id: int, lease: str, **progress: Any) -> 
 def finish_unit(session: Session, unit_id: int, lease: str) -> None:
     """Delete the unit as done, in the transaction that records its outcome (which the caller
     must roll back on LeaseLostError). Call it first: the row lock fences other holders."""
-    result = session.execute(
-        delete(WorkUnit).where(WorkUnit.id == unit_id, WorkUnit.lease == lease)
+    result = cast(
+        CursorResult[Any],
+        session.execute(delete(WorkUnit).where(WorkUnit.id == unit_id, WorkUnit.lease == lease)),
     )
     if result.rowcount == 0:
         raise LeaseLostError(f"work unit {unit_id} is no longer held by this delivery")
@@ -105,22 +110,28 @@ def finish_unit(session: Session, unit_id: int, lease: str) -> None:
 
 def discard_unit(session: Session, unit_id: int, lease: str | None) -> bool:
     """Delete a unit still held by `lease` (None: by nobody); False if it changed hands."""
-    result = session.execute(delete(WorkUnit).where(WorkUnit.id == unit_id, _held_by(lease)))
+    result = cast(
+        CursorResult[Any],
+        session.execute(delete(WorkUnit).where(WorkUnit.id == unit_id, _held_by(lease))),
+    )
     return result.rowcount > 0
 
 
 def drop_lease(session: Session, unit_id: int, lease: str) -> bool:
     """Take the unit from a holder found dead (still `lease`, no newer heartbeat since the
     sweeper looked): it is held by nobody from here on."""
-    result = session.execute(
-        update(WorkUnit)
-        .where(WorkUnit.id == unit_id, WorkUnit.lease == lease)
-        .values(lease=None, state=UnitState.PENDING)
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(WorkUnit)
+            .where(WorkUnit.id == unit_id, WorkUnit.lease == lease)
+            .values(lease=None, state=UnitState.PENDING)
+        ),
     )
     return result.rowcount > 0
 
 
-def _held_by(lease: str | None):  # type: ignore[no-untyped-def]
+def _held_by(lease: str | None) -> ColumnElement[bool]:
     return WorkUnit.lease.is_(None) if lease is None else WorkUnit.lease == lease
 
 
@@ -145,7 +156,8 @@ def release_unit(
     values: dict[str, Any] = {"state": UnitState.PENDING, "lease": None, "not_before": not_before}
     if failed:
         values |= {"failures": WorkUnit.failures + 1, "last_error": error}
-    return session.execute(query.values(**values)).rowcount > 0
+    result = cast(CursorResult[Any], session.execute(query.values(**values)))
+    return result.rowcount > 0
 
 
 def take_for_dispatch(session: Session, kind: str, *, window: int) -> list[int]:

@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 from packsight.models.db import session_scope
 from packsight.pipeline.dispatch import Publisher
 from packsight.pipeline.retry import RetryingStorage, RetryPolicy, is_transient
+from packsight.pipeline.storage import open_artifact_storage, open_storage
 from packsight.settings import Settings
 from packsight.storage.base import Storage
-from packsight.storage.connect import open_artifact_storage, open_storage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -5,9 +5,10 @@ finds in the database and publishes again."""
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
-from packsight.models.tables import UnitKind
+from packsight.models.tables.work import UnitKind
 from packsight.models.work import return_to_pending, take_for_dispatch
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def top_up(ctx: Context, kinds: tuple[str, ...] = tuple(UnitKind)) -> int:
     for kind in kinds:
         # Best effort: when the database is down there is nothing to publish from anyway.
         ids = ctx.try_transaction(
-            lambda s, k=kind: take_for_dispatch(s, k, window=ctx.settings.dispatch_window)
+            partial(take_for_dispatch, kind=kind, window=ctx.settings.dispatch_window)
         )
         if ids is None:
             return published
@@ -65,6 +66,6 @@ def top_up(ctx: Context, kinds: tuple[str, ...] = tuple(UnitKind)) -> int:
                     exc,
                 )
                 unsent = ids[position:]
-                ctx.try_transaction(lambda s, u=unsent: return_to_pending(s, u))
+                ctx.try_transaction(partial(return_to_pending, unit_ids=unsent))
                 return published
     return published

@@ -11,7 +11,8 @@ from datetime import timedelta
 from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
-from packsight.models.tables import UnitKind, UnitState, WorkUnit, as_utc, utcnow
+from packsight.models.tables.base import as_utc, utcnow
+from packsight.models.tables.work import UnitKind, UnitState, WorkUnit
 from packsight.pipeline.context import Context
 from packsight.pipeline.stages import run
 

@@ -13,23 +13,27 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from packsight.labels.prediction import ClipPrediction
 from packsight.labels.taxonomy import load_taxonomy
 from packsight.models.jobs import settle_item
 from packsight.models.predictions import ClipOutcome, upsert_predictions
-from packsight.models.tables import Clip, Job, JobItem, ModelVersion, Prediction, PredictionStatus
+from packsight.models.tables.clips import Clip, Prediction, PredictionStatus
+from packsight.models.tables.jobs import Job, JobItem
+from packsight.models.tables.versions import ModelVersion
 from packsight.models.work import UnitRef, finish_unit
 from packsight.pipeline.context import Context
+from packsight.pipeline.storage import open_artifact_storage
 from packsight.pipeline.units import Lease
 from packsight.settings import Settings
 from packsight.storage.artifacts import resolve_artifact
 from packsight.storage.base import StorageError
-from packsight.storage.connect import open_artifact_storage
 from packsight.video.framepack import FramePackError, read_frame_pack
 from packsight.vlm.answer import ANSWER_FORMAT
-from packsight.vlm.parsing import ClipPrediction, OutputParseError
+from packsight.vlm.parsing import OutputParseError
 
 if TYPE_CHECKING:
-    from packsight.vlm.labeler import ClipInput, Labeler
+    from packsight.vlm.clip_input import ClipInput
+    from packsight.vlm.labeler import Labeler
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +108,8 @@ def label_clips(ctx: Context, unit: UnitRef, lease: Lease) -> None:
 def _read(session: Session, unit: UnitRef) -> _Batch:
     """The unit's clips that still lack a label of the job's version (a duplicate delivery, or
     another job over the same video, may have labelled some)."""
-    item = session.get(JobItem, unit.item_id)
-    version = session.get(ModelVersion, session.get(Job, item.job_id).model_version_id)
+    item = session.get_one(JobItem, unit.item_id)
+    version = session.get_one(ModelVersion, session.get_one(Job, item.job_id).model_version_id)
     labelled = select(Prediction.clip_id).where(
         Prediction.model_version_id == version.id, Prediction.status == PredictionStatus.OK
     )
@@ -123,7 +127,7 @@ def _predict(ctx: Context, clips: list[Clip], labeler: Labeler) -> list[ClipOutc
     Frames are fetched and unpacked while the GPU works on the previous batch. An unreachable
     artifact store is waited out (ctx.artifacts) and, beyond that, aborts the whole unit: it is
     never a clip's fault."""
-    from packsight.vlm.labeler import ClipInput
+    from packsight.vlm.clip_input import ClipInput
 
     def loader(clip: Clip) -> Callable[[], ClipInput | Exception]:
         def load() -> ClipInput | Exception:
@@ -164,7 +168,7 @@ def give_up_labelling(session: Session, unit: UnitRef, error: str) -> None:
     item = session.get(JobItem, unit.item_id)
     if item is None:
         return
-    version_id = session.get(Job, item.job_id).model_version_id
+    version_id = session.get_one(Job, item.job_id).model_version_id
     outcomes = [
         ClipOutcome(clip_id=cid, error=f"labelling failed: {error}")
         for cid in unit.payload["clip_ids"]

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from packsight.models.jobs import add_items, settle_job
-from packsight.models.tables import Job, JobItem
+from packsight.models.tables.jobs import Job, JobItem
 from packsight.models.work import UnitRef, finish_unit
 from packsight.pipeline.context import Context
 from packsight.pipeline.dispatch import top_up
@@ -21,7 +21,7 @@ from packsight.video.decode import VIDEO_EXTENSIONS, is_video_key
 
 
 def list_source(ctx: Context, unit: UnitRef, lease: Lease) -> None:
-    job = ctx.transaction(lambda s: s.get(Job, unit.job_id))
+    job = ctx.transaction(lambda s: s.get_one(Job, unit.job_id))
     if "keys" in unit.payload:
         keys: list[str] = unit.payload["keys"]
         start = int(unit.cursor or 0)
@@ -55,7 +55,7 @@ def _record_chunk(ctx: Context, lease: Lease, job_id: str, keys: list[str], *, c
 def _end(session: Session, unit: UnitRef, lease: str | None, *, error: str | None) -> None:
     if lease is not None:
         finish_unit(session, unit.id, lease)
-    job = session.get(Job, unit.job_id, with_for_update=True)
+    job = session.get_one(Job, unit.job_id, with_for_update=True)
     job.listed = True
     if (
         error is None

@@ -13,24 +13,19 @@ from sqlalchemy.orm import Session
 
 from packsight.models.jobs import JobCounts, item_outcomes, job_counts
 from packsight.models.predictions import job_results_query
-from packsight.models.tables import (
-    FINAL_JOB_STATES,
-    Clip,
-    ItemState,
-    Job,
-    JobItem,
-    JobState,
-    ModelVersion,
-    Prediction,
-    PredictionStatus,
-    Video,
-)
+from packsight.models.tables.clips import Clip, Prediction, PredictionStatus, Video
+from packsight.models.tables.jobs import FINAL_JOB_STATES, ItemState, Job, JobItem, JobState
+from packsight.models.tables.versions import ModelVersion
 
 
 def clip_record(prediction: Prediction, clip: Clip, video: Video) -> dict[str, Any]:
     """Frames are inclusive, like temporal_segment's (which counts from the clip's start);
     seconds run from the video's start to the end of the clip's last frame."""
     labelled = prediction.status == PredictionStatus.OK
+    confidence = None
+    if labelled:
+        assert prediction.confidence is not None, "a label always has a confidence"
+        confidence = round(prediction.confidence, 4)
     return {
         "clip_id": clip.clip_key,
         "dominant_operation": prediction.dominant_operation,
@@ -40,7 +35,7 @@ def clip_record(prediction: Prediction, clip: Clip, video: Video) -> dict[str, A
             else None
         ),
         "anticipated_next_operation": prediction.anticipated_next_operation,
-        "confidence": round(prediction.confidence, 4) if labelled else None,
+        "confidence": confidence,
         "bucket": video.bucket,
         "video_key": video.key,
         "start_frame": clip.start_frame,
@@ -79,7 +74,7 @@ class JobSummary:
     id: str
     state: str
     bucket: str
-    prefix: str
+    prefix: str | None  # None when the job names its keys
     model_version: str
     taxonomy: str
     created_at: datetime

@@ -22,15 +22,9 @@ from packsight.models.predictions import (
     upsert_clips,
     upsert_video,
 )
-from packsight.models.tables import (
-    FINAL_ITEM_STATES,
-    ItemState,
-    Job,
-    JobItem,
-    Prediction,
-    PredictionStatus,
-    UnitKind,
-)
+from packsight.models.tables.clips import Prediction, PredictionStatus
+from packsight.models.tables.jobs import FINAL_ITEM_STATES, ItemState, Job, JobItem
+from packsight.models.tables.work import UnitKind
 from packsight.models.work import UnitRef, add_units, finish_unit
 from packsight.pipeline.context import Context
 from packsight.pipeline.units import Lease
@@ -107,10 +101,12 @@ def _owner_gone(ctx: Context, item: _Item, owner: str) -> bool:
 
 def _fail(ctx: Context, unit: UnitRef, lease: Lease, error: str) -> None:
     log.warning("item %s failed: %s", unit.item_id, error)
+    item_id = unit.item_id
+    assert item_id is not None, "a sampling unit names its item"
 
     def fail(session: Session) -> None:
         finish_unit(session, unit.id, lease.token)
-        fail_item(session, item_id=unit.item_id, error=error)
+        fail_item(session, item_id=item_id, error=error)
 
     ctx.transaction(fail)
 
@@ -121,7 +117,7 @@ def _start(session: Session, item_id: int | None) -> _Item | None:
     row = session.get(JobItem, item_id)
     if row is None or row.state in FINAL_ITEM_STATES:
         return None
-    job = session.get(Job, row.job_id)
+    job = session.get_one(Job, row.job_id)
     identity = identity_from_key(row.key)
     if identity.subject is None or identity.session is None:
         imported = labelled_identity(session, bucket=job.bucket, video_key=row.key)

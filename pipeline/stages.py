@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from packsight.models.tables import UnitKind
+from packsight.models.tables.work import UnitKind
 from packsight.pipeline.context import Context
 from packsight.pipeline.labelling import give_up_labelling, label_clips
 from packsight.pipeline.listing import give_up_listing, list_source
@@ -10,7 +10,7 @@ from packsight.pipeline.sampling import give_up_sampling, sample_video
 from packsight.pipeline.training import give_up_training, train_run
 from packsight.pipeline.units import Stage, run_unit
 
-STAGES = {
+STAGES: dict[str, Stage] = {
     UnitKind.LIST: Stage(list_source, give_up_listing),
     UnitKind.SAMPLE: Stage(sample_video, give_up_sampling),
     UnitKind.LABEL: Stage(label_clips, give_up_labelling),

@@ -17,13 +17,15 @@ from sqlalchemy.orm import Session
 from packsight.labels.taxonomy import load_taxonomy
 from packsight.models.jobs import add_items, get_or_create_model_version
 from packsight.models.promotions import serving_version
-from packsight.models.tables import Job, JobItem, ModelVersion, UnitKind
+from packsight.models.tables.jobs import Job, JobItem
+from packsight.models.tables.versions import ModelVersion
+from packsight.models.tables.work import UnitKind
 from packsight.models.work import add_units
 from packsight.pipeline.context import Context
 from packsight.pipeline.dispatch import top_up
+from packsight.pipeline.storage import open_storage
 from packsight.settings import Settings
 from packsight.storage.base import BucketNotFoundError, InvalidKeyError
-from packsight.storage.connect import open_storage
 from packsight.storage.keys import validate_key
 from packsight.video.decode import VIDEO_EXTENSIONS, is_video_key
 from packsight.video.sampling import FrameSettings
@@ -153,7 +155,7 @@ def _first_chunk(settings: Settings, request: JobRequest) -> _Source:
         keys = [validate_key(key) for key in request.keys]
         if not keys:
             raise NothingToLabelError("the list of keys is empty")
-        rest = {"keys": keys[CHUNK:]} if len(keys) > CHUNK else None
+        rest: dict[str, object] | None = {"keys": keys[CHUNK:]} if len(keys) > CHUNK else None
         return _Source(keys[:CHUNK], rest, cursor="0" if rest else None)
     prefix = request.prefix or ""
     scanned = list(islice(storage.list_objects(request.bucket, prefix), CHUNK + 1))

@@ -18,25 +18,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import Select, exists, select
 from sqlalchemy.orm import Session
 
 from packsight.models.jobs import item_clips, settle_item, settle_job
-from packsight.models.tables import (
-    FINAL_ITEM_STATES,
-    Clip,
-    ItemState,
-    Job,
-    JobItem,
-    JobState,
-    Prediction,
-    UnitKind,
-    UnitState,
-    WorkUnit,
-    as_utc,
-    utcnow,
-)
+from packsight.models.tables.base import as_utc, utcnow
+from packsight.models.tables.clips import Clip, Prediction
+from packsight.models.tables.jobs import FINAL_ITEM_STATES, ItemState, Job, JobItem, JobState
+from packsight.models.tables.work import UnitKind, UnitState, WorkUnit
 from packsight.models.work import (
     UnitRef,
     add_units,
@@ -52,7 +43,7 @@ from packsight.pipeline.units import count_failure
 
 log = logging.getLogger(__name__)
 
-DOING = {
+DOING: dict[str, str] = {
     UnitKind.LIST: "listing the job's source",
     UnitKind.SAMPLE: "decoding this video",
     UnitKind.LABEL: "labelling these clips",
@@ -139,7 +130,7 @@ class Sweeper:
         for unit_id in ids:
             try:
                 taken += self.ctx.transaction(
-                    lambda s, u=unit_id: self._take_back(s, u, stale_before)
+                    partial(self._take_back, unit_id=unit_id, stale_before=stale_before)
                 )
             except Exception as exc:
                 if is_transient(exc):
@@ -175,7 +166,7 @@ class Sweeper:
             queues.setdefault(publisher.queue_of(kind), []).append(kind)
         lost: list[int] = []
         for queue, kinds in queues.items():
-            waiting = self.ctx.transaction(lambda s, k=kinds: waiting_units(s, k))
+            waiting = self.ctx.transaction(partial(waiting_units, kinds=kinds))
             # Queues are first in, first out: the oldest units missing from the queue are the
             # ones lost. A message a worker has just taken but not yet claimed looks missing
             # for a moment, hence only units published more than a stale period ago.
@@ -204,7 +195,7 @@ def recreate_missing(ctx: Context, stale_before: datetime) -> int:
     how many items were touched."""
     ids = ctx.transaction(lambda s: list(s.scalars(_orphaned_items(stale_before))))
     for item_id in ids:
-        ctx.transaction(lambda s, i=item_id: _give_work(s, i, stale_before))
+        ctx.transaction(partial(_give_work, item_id=item_id, stale_before=stale_before))
     ctx.transaction(lambda s: _settle_jobs(s, stale_before))
     return len(ids)
 
@@ -229,12 +220,12 @@ def _give_work(session: Session, item_id: int, stale_before: datetime) -> None:
     )
     if still is None:  # it moved on meanwhile
         return
-    item = session.get(JobItem, item_id)
+    item = session.get_one(JobItem, item_id)  # locked above
     log.warning("item %s (%s) had no work left although open; recreating it", item.id, item.key)
     if item.state != ItemState.INFERRING:
         add_units(session, UnitKind.SAMPLE, [{"job_id": item.job_id, "item_id": item.id}])
         return
-    job = session.get(Job, item.job_id)
+    job = session.get_one(Job, item.job_id)
     labelled = select(Prediction.clip_id).where(Prediction.model_version_id == job.model_version_id)
     missing = list(session.scalars(item_clips(item).where(Clip.id.not_in(labelled))))
     if missing:

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from packsight.labels.metrics import Evaluation, describe_majority, results_json
 from packsight.labels.taxonomy import load_taxonomy
 from packsight.models.jobs import get_or_create_model_version
 from packsight.models.promotions import serving_version
-from packsight.models.tables import ModelVersion
 from packsight.models.training_runs import (
     RunLostError,
     RunOutcome,
@@ -30,26 +27,26 @@ from packsight.models.training_runs import (
 )
 from packsight.models.work import UnitRef, finish_unit
 from packsight.pipeline.context import Context
+from packsight.pipeline.evaluation import (
+    RunVersions,
+    evaluate,
+    incomparable,
+    results_document,
+)
 from packsight.pipeline.training_runs import fail_run
 from packsight.pipeline.training_steps import (
     RunSpec,
     TrainingRefusedError,
     fit_adapter,
-    free_memory,
     gather_dataset,
 )
 from packsight.pipeline.units import Lease
-from packsight.settings import Settings
 from packsight.training.artifacts import RunArtifacts
 from packsight.training.retraining import (
-    Dataset,
     Decision,
     RunParams,
-    baseline_scores,
     decide,
-    score,
 )
-from packsight.video.sampling import FrameSettings
 from packsight.vlm.answer import ANSWER_FORMAT
 
 log = logging.getLogger(__name__)
@@ -58,6 +55,7 @@ log = logging.getLogger(__name__)
 def train_run(ctx: Context, unit: UnitRef, lease: Lease) -> None:
     """The training stage: one delivery of a run's unit."""
     run_id = unit.training_run_id
+    assert run_id is not None, "a training unit names its run"
     try:
         run_training(ctx, run_id=run_id, lease=lease)
     except TrainingRefusedError as exc:
@@ -74,14 +72,8 @@ def train_run(ctx: Context, unit: UnitRef, lease: Lease) -> None:
 
 
 def give_up_training(session: Session, unit: UnitRef, error: str) -> None:
+    assert unit.training_run_id is not None, "a training unit names its run"
     fail_run(session, unit.training_run_id, error)
-
-
-@dataclass(frozen=True)
-class _Versions:
-    base: ModelVersion
-    candidate: ModelVersion
-    champion: ModelVersion | None  # the serving version before this run, if any
 
 
 def run_training(ctx: Context, *, run_id: str, lease: Lease) -> None:
@@ -108,8 +100,8 @@ def run_training(ctx: Context, *, run_id: str, lease: Lease) -> None:
         candidate_version_id=versions.candidate.id,
         champion_version_id=versions.champion.id if versions.champion else None,
     )
-    evaluation = _evaluate(settings, run, versions, dataset, str(adapter_dir), progress)
-    decision = _incomparable(run, versions) or decide(
+    evaluation = evaluate(settings, run, versions, dataset, str(adapter_dir), progress)
+    decision = incomparable(run, versions) or decide(
         evaluation.scores[versions.candidate.id],
         evaluation.scores[versions.champion.id] if versions.champion else None,
         evaluation.scores[versions.base.id],
@@ -118,7 +110,7 @@ def run_training(ctx: Context, *, run_id: str, lease: Lease) -> None:
         baselines=evaluation.test_baselines,
         margin=run.params.baseline_margin,
     )
-    results = _results(run, versions, evaluation, decision, dataset)
+    results = results_document(run, versions, evaluation, decision, dataset)
     outcome = RunOutcome(
         base=versions.base,
         candidate=versions.candidate,
@@ -147,65 +139,11 @@ def run_training(ctx: Context, *, run_id: str, lease: Lease) -> None:
     log.info("training run %s: %s", run_id, decision.reason)
 
 
-def _incomparable(run: RunSpec, versions: _Versions) -> Decision | None:
-    """A refusal when the serving version was trained on other frames than this run: each is
-    only fairly scored on its own frames, so their scores on one set of clips compare nothing."""
-    champion = versions.champion
-    trained = ((champion.settings or {}).get("frames") if champion is not None else None) or None
-    if trained is None or FrameSettings.from_json(trained) == run.params.frames:
-        return None
-    return Decision(
-        False,
-        f"Not promoted: the serving version {champion.name} was trained on frames "
-        f"{FrameSettings.from_json(trained).key}, this run on {run.params.frames.key}, so they "
-        "cannot be scored on the same clips. Train with its frame settings, or roll it back "
-        "to compare with the base model.",
-    )
-
-
-@dataclass(frozen=True)
-class _Evaluation:
-    scores: dict[int, Evaluation]  # on the test clips, by model version id
-    validation: Evaluation | None  # the candidate on the validation clips
-    test_baselines: dict[str, Evaluation]
-    validation_baselines: dict[str, Evaluation]
-
-
-def _evaluate(  # type: ignore[no-untyped-def]
-    settings: Settings, run: RunSpec, versions: _Versions, dataset: Dataset, adapter: str, progress
-) -> _Evaluation:
-    """Base, candidate and champion on the test clips, the candidate on the validation clips,
-    and the trivial baselines on both."""
-    local = {versions.candidate.id: adapter}
-    scores: dict[int, Evaluation] = {}
-    champion = None if _incomparable(run, versions) else versions.champion
-    for version in (versions.base, versions.candidate, champion):
-        if version is not None and version.id not in scores:
-            scores[version.id] = _score(settings, version, local, dataset.test, run.taxonomy)
-            progress()
-    # The validation subject decides nothing; its score next to the test score shows whether
-    # a candidate merely fits the test subject.
-    validation = (
-        _score(settings, versions.candidate, local, dataset.validation, run.taxonomy)
-        if dataset.validation
-        else None
-    )
-    return _Evaluation(
-        scores=scores,
-        validation=validation,
-        test_baselines=baseline_scores(dataset.train, dataset.test, run.taxonomy),
-        validation_baselines=(
-            baseline_scores(dataset.train, dataset.validation, run.taxonomy)
-            if dataset.validation
-            else {}
-        ),
-    )
-
-
 def _claim(session: Session, run_id: str) -> RunSpec | None:
     row = claim_run(session, run_id)
     if row is None:
         return None
+    assert row.claim is not None  # claim_run just gave it a token
     return RunSpec(
         id=row.id,
         claim=row.claim,
@@ -216,7 +154,7 @@ def _claim(session: Session, run_id: str) -> RunSpec | None:
     )
 
 
-def _versions(session: Session, run: RunSpec, adapter_uri: str) -> _Versions:
+def _versions(session: Session, run: RunSpec, adapter_uri: str) -> RunVersions:
     scope = {
         "base_model": run.base_model,
         "quantization": run.quantization,
@@ -225,7 +163,7 @@ def _versions(session: Session, run: RunSpec, adapter_uri: str) -> _Versions:
     candidate = get_or_create_model_version(session, adapter=adapter_uri, **scope)
     # The adapter is served as it was trained: these frames, this answer format.
     candidate.settings = {"frames": run.params.frames.to_json(), "answer": ANSWER_FORMAT}
-    versions = _Versions(
+    versions = RunVersions(
         base=get_or_create_model_version(session, adapter=None, **scope),
         candidate=candidate,
         champion=serving_version(session, **scope),
@@ -233,63 +171,3 @@ def _versions(session: Session, run: RunSpec, adapter_uri: str) -> _Versions:
     session.flush()
     session.expunge_all()  # plain snapshots from here on
     return versions
-
-
-def _results(
-    run: RunSpec, versions: _Versions, evaluation: _Evaluation, decision: Decision, dataset: Dataset
-) -> dict[str, Any]:
-    """results.json: the challenge's base_model / finetuned_model blocks, the trivial baselines
-    on the same clips, then the context."""
-    base, candidate, champion = versions.base, versions.candidate, versions.champion
-    scores = evaluation.scores
-    described = {
-        "majority": describe_majority([e.truth for e in dataset.train]),
-        "constant": describe_majority([e.truth for e in dataset.test]),
-        "chance": {},
-    }
-    return results_json(
-        scores[base.id], scores[candidate.id], base_model=base.name, finetuned_model=candidate.name
-    ) | {
-        "baselines": {
-            name: {"model": BASELINE_MODELS[name](described[name]), **score.to_dict()}
-            for name, score in evaluation.test_baselines.items()
-        },
-        "champion_model": {"model": champion.name, **scores[champion.id].to_dict()}
-        if champion is not None and champion.id in scores
-        else None,
-        "promotion": {"promoted": decision.promote, "reason": decision.reason},
-        "validation": evaluation.validation.to_dict() if evaluation.validation else None,
-        "validation_baselines": {
-            name: score.to_dict() for name, score in evaluation.validation_baselines.items()
-        },
-        "taxonomy": run.taxonomy.name,
-        "frames": run.params.frames.to_json(),
-        "training_run": run.id,
-        "test_clip_ids": [e.clip_id for e in dataset.test],
-    }
-
-
-BASELINE_MODELS = {
-    "majority": lambda m: (
-        f"always {m['operation']}, the whole clip, next {m['next_operation']} "
-        "(the training labels' majority)"
-    ),
-    "constant": lambda m: (
-        f"always {m['operation']}, the whole clip, next {m['next_operation']} "
-        "(the best single answer on these clips)"
-    ),
-    "chance": lambda _: "uniform guesses (seed 42)",
-}
-
-
-def _score(  # type: ignore[no-untyped-def]
-    settings: Settings, version: ModelVersion, local: dict[int, str], examples, taxonomy
-) -> Evaluation:
-    from packsight.pipeline.labelling import load_version
-
-    labeler = load_version(version, settings, adapter=local.get(version.id))
-    try:
-        return score(labeler, examples, taxonomy)
-    finally:
-        del labeler
-        free_memory()

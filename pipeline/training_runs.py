@@ -12,14 +12,15 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from packsight.models.tables import TrainingRunState, UnitKind
+from packsight.models.tables.training_runs import TrainingRunState
+from packsight.models.tables.work import UnitKind
 from packsight.models.training_runs import finish_run, start_run
 from packsight.models.work import add_units, discard_units
 from packsight.pipeline.context import Context
 from packsight.pipeline.dispatch import top_up
 from packsight.settings import Settings
+from packsight.training.config import TrainingConfig
 from packsight.training.retraining import RunParams, Splits
-from packsight.vlm.training_config import TrainingConfig
 
 
 def training_params(

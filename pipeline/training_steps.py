@@ -10,6 +10,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from packsight.labels.taxonomy import Taxonomy
 from packsight.models.training_runs import labelled_videos
@@ -28,6 +29,12 @@ from packsight.training.retraining import (
 log = logging.getLogger(__name__)
 
 
+class Progress(Protocol):
+    """Records a run's progress (step=, total_steps=, dataset=, ...) and that it is alive."""
+
+    def __call__(self, **fields: Any) -> None: ...
+
+
 class TrainingRefusedError(ValueError):
     """The run cannot succeed (no data); retrying will not help."""
 
@@ -44,8 +51,8 @@ class RunSpec:
     taxonomy: Taxonomy
 
 
-def gather_dataset(  # type: ignore[no-untyped-def]
-    ctx: Context, run: RunSpec, work: Path, artifacts: RunArtifacts, progress
+def gather_dataset(
+    ctx: Context, run: RunSpec, work: Path, artifacts: RunArtifacts, progress: Progress
 ) -> Dataset:
     params = run.params
     # The labelled videos are frozen with the run's first delivery: a resumed run must see the
@@ -93,15 +100,16 @@ def gather_dataset(  # type: ignore[no-untyped-def]
     return dataset
 
 
-def fit_adapter(  # type: ignore[no-untyped-def]
+def fit_adapter(
     settings: Settings,
     run: RunSpec,
     dataset: Dataset,
     work: Path,
     artifacts: RunArtifacts,
-    progress,
+    progress: Progress,
 ) -> tuple[Path, int]:
-    from packsight.vlm.training import TrainingConfig, train_adapter
+    from packsight.training.config import TrainingConfig
+    from packsight.training.qlora import train_adapter
 
     stored = run.params.config
     config = TrainingConfig(**{**stored, "train_modules": tuple(stored["train_modules"])})

@@ -18,7 +18,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from packsight.faults import TransientError
-from packsight.models.tables import UnitKind, utcnow
+from packsight.models.tables.base import utcnow
+from packsight.models.tables.work import UnitKind
 from packsight.models.work import (
     LeaseLostError,
     UnitRef,

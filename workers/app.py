@@ -11,12 +11,12 @@ from celery.schedules import crontab
 from celery.signals import beat_init, worker_init, worker_process_init
 
 from packsight.models.db import dispose_engines
-from packsight.models.tables import UnitKind
+from packsight.models.tables.work import UnitKind
 from packsight.settings import Settings, crontab_fields, get_settings
 
 log = logging.getLogger(__name__)
 
-TASK_OF = {
+TASK_OF: dict[str, str] = {
     UnitKind.LIST: "packsight.list_source",
     UnitKind.SAMPLE: "packsight.sample_video",
     UnitKind.LABEL: "packsight.label_clips",

@@ -91,12 +91,15 @@ def claim_visibility_timeout(celery: Celery, settings: Settings) -> None:
     """Refuse to start with another visibility timeout than the processes already on this
     Redis: a consumer with a shorter one would hand every queue's long tasks out again early.
     The value is held for ten minutes after the last process (re)claimed it."""
-    if not (settings.broker_url or "").startswith(("redis://", "rediss://")):
+    url = settings.broker_url
+    if url is None or not url.startswith(("redis://", "rediss://")):
         return  # only Redis has a visibility timeout
-    client = redis.Redis.from_url(settings.broker_url, socket_timeout=10)
+    client = redis.Redis.from_url(url, socket_timeout=10)
     mine = str(settings.visibility_timeout_s)
     try:
         held = client.set(VISIBILITY_KEY, mine, nx=True, ex=600, get=True)
+        # With get=True Redis answers the value already held (bytes: no decode_responses) or nil.
+        assert held is None or isinstance(held, bytes)
         if held is not None and held.decode() != mine:
             raise SystemExit(
                 f"PACKSIGHT_VISIBILITY_TIMEOUT_S is {mine} here but {held.decode()} in the "

@@ -15,8 +15,8 @@ from sqlalchemy import Engine, create_engine, text
 
 from packsight.api.deps import SettingsDep
 from packsight.models.db import session_factory
+from packsight.pipeline.storage import probe_storage
 from packsight.settings import Settings
-from packsight.storage.connect import probe_storage
 
 router = APIRouter()
 log = logging.getLogger(__name__)

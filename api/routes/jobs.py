@@ -18,10 +18,10 @@ from packsight.api.schemas import (
     ResultsPage,
 )
 from packsight.api.validation import INT32_MAX, ResourceId, canonical_uuid
-from packsight.models.jobs import job_counts
-from packsight.models.tables import ItemState, Job, JobItem, ModelVersion
+from packsight.models.tables.jobs import Job
+from packsight.models.tables.versions import ModelVersion
 from packsight.pipeline.dispatch import BrokerUnavailableError
-from packsight.pipeline.results import job_results
+from packsight.pipeline.results import job_results, job_summary
 from packsight.pipeline.submission import (
     FrameSettingsMismatchError,
     IdempotencyConflictError,
@@ -33,6 +33,7 @@ from packsight.storage.base import BucketNotFoundError, InvalidKeyError
 from packsight.storage.keys import shown
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Authorized])
+MAX_FAILED_ITEMS_SHOWN = 100
 
 
 IdempotencyKey = Annotated[
@@ -111,28 +112,21 @@ def get_job(job_id: ResourceId, session: SessionDep) -> JobStatus:
 
 
 def _status(session: SessionDep, job: Job) -> JobStatus:
-    counts = job_counts(session, job=job)
-    failed = session.scalars(
-        select(JobItem)
-        .where(JobItem.job_id == job.id, JobItem.state == ItemState.FAILED)
-        .order_by(JobItem.id)
-        .limit(100)
-    )
-    version = session.get(ModelVersion, job.model_version_id)
+    summary = job_summary(session, job, failed_only=True, limit=MAX_FAILED_ITEMS_SHOWN)
     return JobStatus(
-        id=job.id,
-        state=job.state,
-        bucket=job.bucket,
-        prefix=job.prefix,
-        model_version=version.name,
-        taxonomy=version.taxonomy,
-        created_at=job.created_at,
-        finished_at=job.finished_at,
-        listed=job.listed,
-        error=job.error,
-        items=counts.items,
-        clips=ClipCounts(**counts.clips),
-        failed_items=[FailedItem(key=item.key, error=item.error) for item in failed],
+        id=summary.id,
+        state=summary.state,
+        bucket=summary.bucket,
+        prefix=summary.prefix,
+        model_version=summary.model_version,
+        taxonomy=summary.taxonomy,
+        created_at=summary.created_at,
+        finished_at=summary.finished_at,
+        listed=summary.listed,
+        error=summary.error,
+        items=summary.counts.items,
+        clips=ClipCounts(**summary.counts.clips),
+        failed_items=[FailedItem(key=item.key, error=item.error) for item in summary.items],
     )
 
 
@@ -148,7 +142,7 @@ def get_results(
     items = [ClipResult.model_validate(record) for record in records]
     next_offset = offset + len(items) if offset + len(items) < total else None
     return ResultsPage(
-        taxonomy=session.get(ModelVersion, job.model_version_id).taxonomy,
+        taxonomy=session.get_one(ModelVersion, job.model_version_id).taxonomy,
         items=items,
         total=total,
         offset=offset,

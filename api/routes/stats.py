@@ -14,7 +14,7 @@ from packsight.labels.confusion_plot import render_confusion_png
 from packsight.labels.metrics import NONE_LABEL, confusion_matrix
 from packsight.labels.taxonomy import TaxonomyError, load_taxonomy
 from packsight.models.evaluations import confusion_for
-from packsight.models.tables import ModelVersion
+from packsight.models.tables.versions import ModelVersion
 from packsight.storage.keys import shown
 
 router = APIRouter(prefix="/v1/stats", tags=["stats"], dependencies=[Authorized])

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from packsight.api.deps import Authorized, ContextDep, SessionDep, run_here_if_embedded
 from packsight.api.schemas import TrainingRunCreate, TrainingRunOut
 from packsight.api.validation import ResourceId, canonical_uuid
-from packsight.models.tables import TrainingRun
+from packsight.models.tables.training_runs import TrainingRun
 from packsight.models.training_runs import ActiveRunError
 from packsight.pipeline.dispatch import BrokerUnavailableError
 from packsight.pipeline.training_runs import start_training

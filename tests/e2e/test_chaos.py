@@ -21,15 +21,9 @@ from harness import budget
 from sqlalchemy import func, select
 
 from packsight.models.db import session_scope
-from packsight.models.tables import (
-    Clip,
-    Job,
-    JobItem,
-    Prediction,
-    UnitKind,
-    UnitState,
-    WorkUnit,
-)
+from packsight.models.tables.clips import Clip, Prediction
+from packsight.models.tables.jobs import Job, JobItem
+from packsight.models.tables.work import UnitKind, UnitState, WorkUnit
 from packsight.pipeline.context import Context
 from packsight.pipeline.submission import JobRequest, submit_job
 

@@ -98,7 +98,7 @@ def test_train_on_the_openpack_layout_beats_the_base_model_and_every_baseline(
     labelling the archive with it gives every clip an id of the seed's form, once."""
     from dataclasses import asdict
 
-    from packsight.vlm.recipes import TINY_RECIPE
+    from packsight.training.recipes import TINY_RECIPE
 
     recipe = TINY_RECIPE
     videos = recipe.archive.write(tmp_path / "archive")

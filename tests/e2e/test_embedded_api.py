@@ -13,7 +13,7 @@ from app_fixtures import start_api
 
 from packsight.models.db import session_scope
 from packsight.models.migrate import upgrade_database
-from packsight.models.tables import Job
+from packsight.models.tables.jobs import Job
 from packsight.pipeline.context import Context
 from packsight.pipeline.submission import JobRequest, submit_job
 from packsight.settings import Settings

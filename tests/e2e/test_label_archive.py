@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 
 from packsight.labels.taxonomy import load_taxonomy
 from packsight.models.db import session_scope
-from packsight.models.tables import Clip, Job, JobItem, Prediction
+from packsight.models.tables.clips import Clip, Prediction
+from packsight.models.tables.jobs import Job, JobItem
 from packsight.video.decode import split_windows
 from packsight.video.synth import write_synthetic_archive
 

@@ -1,43 +1,30 @@
 """Retraining on the running stack: annotations imported with the CLI, a run started through
 the API and trained by the real `gpu.t4.train` worker, evaluated, stored in Postgres and S3;
 then the serving adapter switches for new jobs without restarting the GPU worker, and rolls
-back."""
+back. Runs before test_retraining_resume.py and _schedule.py: nothing is promoted for the model
+yet."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-import harness
 import pytest
-from app_fixtures import CELERY_BEAT, train_worker
 from celery import Celery
+from retraining_archive import BUCKET, wait_for
 from sqlalchemy import func, select
 
 from packsight.labels.metrics import METRIC_NAMES, Evaluation, beats_baselines, is_better
 from packsight.models.db import session_scope
 from packsight.models.promotions import promote
-from packsight.models.tables import Job, ModelVersion, Prediction, TrainingRun
-from packsight.video.synth import write_synthetic_archive
+from packsight.models.tables.clips import Prediction
+from packsight.models.tables.jobs import Job
+from packsight.models.tables.training_runs import TrainingRun
+from packsight.models.tables.versions import ModelVersion
 from packsight.workers.app import SCHEDULED_TRAINING_TASK
 
 pytestmark = pytest.mark.e2e
-BUCKET = "verified-archive"
 STEPS = 6
-
-
-def wait_for(client, path: str, final: tuple[str, ...], timeout_s: float = 600) -> dict:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        body = client.get(path).raise_for_status().json()
-        if body["state"] in final:
-            return body
-        time.sleep(1)
-    raise AssertionError(f"{path} did not finish in {timeout_s}s: {body}")
 
 
 def as_evaluation(block: dict) -> Evaluation:
@@ -49,30 +36,6 @@ def as_evaluation(block: dict) -> Evaluation:
         missing=0,
         confusion={},
     )
-
-
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    root = tmp_path_factory.mktemp("verified")
-    # 9 sessions: subjects U0101..U0108, then U0101 again; U0108 is the test subject.
-    return root, write_synthetic_archive(root, videos=9, seed=42)
-
-
-@pytest.fixture(scope="module")
-def verified(stack, s3, archive):  # type: ignore[no-untyped-def]
-    """The archive in S3 with its annotations imported (verified) by the CLI."""
-    root, videos = archive
-    client = s3.client()
-    client.create_bucket(Bucket=BUCKET)
-    for video in videos:
-        client.upload_file(str(video.path), BUCKET, video.key)
-    imported = subprocess.run(
-        [str(Path(sys.executable).parent / "packsight"), "labels", "import", str(root),
-         "--bucket", BUCKET],
-        env=os.environ | stack.env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert imported.returncode == 0, imported.stderr
-    return videos
 
 
 def test_training_run_trains_evaluates_and_serves(stack, stack_settings, s3, verified) -> None:  # type: ignore[no-untyped-def]
@@ -216,89 +179,3 @@ def predictions_of(db: str, job_id: str) -> int:
                 Prediction.model_version_id == version, Prediction.status == "ok"
             )
         )
-
-
-def test_a_lost_training_worker_is_resumed_elsewhere_from_the_stored_checkpoint(  # type: ignore[no-untyped-def]
-    stack, stack_settings, s3, verified, tmp_path
-) -> None:
-    client, steps = s3.client(), 30
-    with stack.client() as api:
-        response = api.post(
-            "/v1/training-runs",
-            json={"bucket": BUCKET, "config": {"max_steps": steps, "checkpoint_every": 3}},
-        )
-        assert response.status_code == 202, response.text
-        run_id = response.json()["id"]
-        latest = f"training-runs/{run_id}/checkpoints/latest.json"
-        bucket = stack_settings.artifact_bucket
-
-        def stored_step() -> int | None:
-            try:
-                body = client.get_object(Bucket=bucket, Key=latest)["Body"].read()
-            except client.exceptions.NoSuchKey:
-                return None
-            return json.loads(body)["step"]
-
-        deadline = time.monotonic() + 300
-        while stored_step() is None:
-            assert time.monotonic() < deadline, "no checkpoint reached object storage"
-            time.sleep(0.2)
-        # The machine is lost: the worker dies mid-run, its local disk with it.
-        stack.processes["worker-train"].kill()
-        lost_at = stored_step()
-        run = api.get(f"/v1/training-runs/{run_id}").raise_for_status().json()
-        assert run["state"] == "running" and run["step"] < steps, run
-
-        replacement = train_worker(
-            stack.env | {"PACKSIGHT_DATA_DIR": str(tmp_path / "other-machine")},
-            stack.logs / "worker-train-2.log",
-        )
-        stack.processes["worker-train"] = replacement  # stopped with the stack
-        replacement.wait_until(lambda: "ready." in replacement.log_tail(200), what="ready")
-        # Nobody sends anything: the sweeper sees the run's unit without a heartbeat and
-        # publishes it again (Redis would only redeliver after its one-hour visibility timeout).
-        run = wait_for(api, f"/v1/training-runs/{run_id}", ("succeeded", "failed"))
-    assert run["state"] == "succeeded", run["error"]
-    assert run["step"] == steps
-    summary = json.loads(
-        client.get_object(Bucket=bucket, Key=f"training-runs/{run_id}/adapter/training.json")[
-            "Body"
-        ].read()
-    )
-    # It went on from the checkpoint the lost machine stored, not from scratch.
-    assert summary["resumed_from"] == lost_at > 0
-    assert summary["steps"] == steps and len(summary["losses"]) == steps
-
-
-def test_beat_starts_the_nightly_run_on_its_own(stack, stack_settings, verified, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """A real `celery beat` with an every-minute crontab: it sends the scheduled task to the cpu
-    worker, which records a run (trigger "schedule") with the worker's own settings and queues
-    it to the training worker. Labels of videos that are not in S3 (other tests made some) are
-    skipped by name, not fatal."""
-    db = stack_settings.resolved_database_url
-    with session_scope(db) as session:
-        since = session.scalar(select(func.max(TrainingRun.created_at)))
-    beat = harness.ProcessGroup(
-        "beat",
-        [*CELERY_BEAT, "-s", str(tmp_path / "schedule"), "--max-interval", "5"],
-        log_path=stack.logs / "beat.log",
-        env=stack.env | {"PACKSIGHT_TRAINING_SCHEDULE": "* * * * *"},
-    )
-    try:
-
-        def scheduled_run() -> str | None:
-            with session_scope(db) as session:
-                return session.scalar(
-                    select(TrainingRun.id).where(
-                        TrainingRun.trigger == "schedule", TrainingRun.created_at > since
-                    )
-                )
-
-        beat.wait_until(scheduled_run, what="a scheduled training run", timeout_s=150)
-    finally:
-        beat.stop()
-    with stack.client() as api:
-        run = wait_for(api, f"/v1/training-runs/{scheduled_run()}", ("succeeded", "failed"))
-    assert run["state"] == "succeeded", run["error"]
-    assert run["params"]["bucket"] is None  # the nightly run reads every bucket's labels
-    assert run["dataset"]["train_clips"] > 0 and run["decision"] in ("promoted", "rejected")

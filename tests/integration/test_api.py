@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from packsight.models.db import session_scope
-from packsight.models.tables import Job
+from packsight.models.tables.jobs import Job
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
 
 from packsight.models.migrate import upgrade_database
-from packsight.models.tables import Base
+from packsight.models.tables.base import Base
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,8 @@ def test_jobs_in_flight_during_the_upgrade_get_their_work_back(tmp_path: Path) -
     from sqlalchemy import select, text
 
     from packsight.models.db import session_scope
-    from packsight.models.tables import UnitKind, WorkUnit, utcnow
+    from packsight.models.tables.base import utcnow
+    from packsight.models.tables.work import UnitKind, WorkUnit
     from packsight.pipeline.context import Context
     from packsight.pipeline.sweeper import recreate_missing
     from packsight.settings import Settings

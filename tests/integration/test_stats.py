@@ -20,7 +20,7 @@ from packsight.models.evaluations import (
     record_evaluation,
 )
 from packsight.models.migrate import upgrade_database
-from packsight.models.tables import ConfusionCount, ModelVersion
+from packsight.models.tables.versions import ConfusionCount, ModelVersion
 
 pytestmark = pytest.mark.integration
 OPERATIONS = list(load_taxonomy("assignment").operations)

@@ -13,7 +13,9 @@ from sqlalchemy import delete, func, select
 
 from packsight.models.db import session_scope
 from packsight.models.migrate import upgrade_database
-from packsight.models.tables import Job, JobItem, UnitKind, WorkUnit, utcnow
+from packsight.models.tables.base import utcnow
+from packsight.models.tables.jobs import Job, JobItem
+from packsight.models.tables.work import UnitKind, WorkUnit
 from packsight.pipeline import stages
 from packsight.pipeline.context import Context
 from packsight.pipeline.submission import (

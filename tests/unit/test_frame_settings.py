@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from packsight.models.tables import ModelVersion
+from packsight.models.tables.versions import ModelVersion
 from packsight.pipeline.submission import FrameSettingsMismatchError, job_frames
 from packsight.settings import Settings
 from packsight.video.sampling import FrameSettings

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from packsight.labels.prediction import ClipPrediction
 from packsight.labels.taxonomy import load_taxonomy
-from packsight.vlm.labeler import ClipInput, load_labeler
-from packsight.vlm.parsing import ClipPrediction
+from packsight.vlm.clip_input import ClipInput
+from packsight.vlm.labeler import load_labeler
 from packsight.vlm.tiny import build_tiny_model
 
 pytestmark = pytest.mark.gpu

@@ -16,8 +16,8 @@ from packsight.labels.metrics import (
     results_json,
     temporal_iou,
 )
+from packsight.labels.prediction import ClipPrediction
 from packsight.labels.taxonomy import Taxonomy, load_taxonomy
-from packsight.vlm.parsing import ClipPrediction
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,9 @@ import json
 
 import pytest
 
+from packsight.labels.prediction import ClipPrediction
 from packsight.labels.taxonomy import load_taxonomy
-from packsight.vlm.parsing import ClipPrediction, OutputParseError, parse_prediction
+from packsight.vlm.parsing import OutputParseError, parse_prediction
 
 TAXONOMY = load_taxonomy("assignment")
 GOOD = {

@@ -16,6 +16,7 @@ from packsight.labels.metrics import (
     evaluate,
     majority_predictions,
 )
+from packsight.labels.prediction import ClipPrediction
 from packsight.labels.taxonomy import load_taxonomy
 from packsight.storage.artifacts import (
     artifact_uri,
@@ -34,7 +35,6 @@ from packsight.training.retraining import (
 )
 from packsight.video.sampling import FrameSettings
 from packsight.video.synth import write_synthetic_archive
-from packsight.vlm.parsing import ClipPrediction
 
 TAXONOMY = load_taxonomy("assignment")
 SPLITS = Splits(train=("U0101", "U0102"), validation=("U0103",), test=("U0108",), test_clips=2)

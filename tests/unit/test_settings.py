@@ -84,6 +84,48 @@ def test_a_malformed_database_url_is_refused() -> None:
         settings(database_url="not a url")
 
 
+URL_WITHOUT_PASSWORD = "postgresql+psycopg2://packsight@postgres:5432/packsight"
+
+
+def test_a_separate_database_password_may_hold_any_character(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As compose passes it: PACKSIGHT_DATABASE_URL without a password, the password apart.
+    from sqlalchemy.engine import make_url
+
+    password = f"p@ss:w/rd#%{secrets.token_urlsafe(12)}%40?&="
+    monkeypatch.setenv("PACKSIGHT_DATABASE_URL", URL_WITHOUT_PASSWORD)
+    monkeypatch.setenv("PACKSIGHT_DATABASE_PASSWORD", password)
+    resolved = Settings(_env_file=None).resolved_database_url  # type: ignore[call-arg]
+    url = make_url(resolved)
+    assert url.password == password
+    assert (url.drivername, url.username, url.host, url.port, url.database) == (
+        "postgresql+psycopg2", "packsight", "postgres", 5432, "packsight",
+    )  # fmt: skip
+    assert password not in resolved  # quoted into the URL, not pasted
+
+
+def test_a_placeholder_database_password_is_refused_by_name() -> None:
+    value = "REPLACE-with-a-db-password"
+    with pytest.raises(ValidationError, match="PACKSIGHT_DATABASE_PASSWORD is not a usable") as e:
+        settings(database_url=URL_WITHOUT_PASSWORD, database_password=value)
+    assert_not_echoed(e.value, value)
+
+
+def test_a_database_password_needs_a_url_without_one() -> None:
+    password = secrets.token_urlsafe(24)
+    with pytest.raises(ValidationError, match="keep one of them"):
+        settings(
+            database_url=f"postgresql+psycopg2://packsight:{password}@db/packsight",
+            database_password=password,
+        )
+    with pytest.raises(ValidationError, match="PACKSIGHT_DATABASE_URL is not"):
+        settings(database_password=password)
+    assert settings(database_url=URL_WITHOUT_PASSWORD, database_password="").database_url == (
+        URL_WITHOUT_PASSWORD
+    )
+
+
 @pytest.mark.parametrize(
     ("value", "needle"),
     [

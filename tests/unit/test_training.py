@@ -10,22 +10,16 @@ from peft.utils import load_peft_weights
 
 from packsight.labels.metrics import Evaluation, evaluate
 from packsight.labels.taxonomy import load_taxonomy
+from packsight.training.batches import IGNORE, answer_for, clip_input, training_batch
+from packsight.training.config import TrainingConfig
 from packsight.training.examples import TrainingExample, examples_for_video
+from packsight.training.qlora import TrainingResult, train_adapter
 from packsight.training.windows import select_training_windows, split_for_subject
 from packsight.video.sampling import FrameSettings
 from packsight.video.synth import SyntheticVideo, write_synthetic_archive
 from packsight.vlm.answer import HEAD, AnswerFormat
 from packsight.vlm.labeler import load_labeler
 from packsight.vlm.tiny import build_tiny_model
-from packsight.vlm.training import (
-    IGNORE,
-    TrainingConfig,
-    TrainingResult,
-    answer_for,
-    clip_input,
-    train_adapter,
-    training_batch,
-)
 
 TAXONOMY = load_taxonomy("assignment")
 MAX_SIDE = 112  # 320x240 videos -> 112x84 frames: 48 video tokens a clip keeps steps fast

@@ -12,10 +12,11 @@ import torch
 
 from packsight.labels.metrics import ClipTruth
 from packsight.labels.taxonomy import load_taxonomy
+from packsight.training.config import TrainingConfig
 from packsight.training.examples import TrainingExample
+from packsight.training.qlora import prepare_for_training, train_adapter
 from packsight.vlm.loading import load_model_and_processor
 from packsight.vlm.tiny import build_tiny_model
-from packsight.vlm.training import TrainingConfig, prepare_for_training, train_adapter
 
 pytestmark = [
     pytest.mark.gpu,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from packsight.models.tables import UnitKind
+from packsight.models.tables.work import UnitKind
 from packsight.models.training_runs import ActiveRunError
 from packsight.pipeline import stages
 from packsight.pipeline.training_runs import start_training

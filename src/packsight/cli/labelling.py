@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import json
+import shutil
 import sys
+import textwrap
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import click
 
 from packsight.cli.context import CommandContext, pass_command_context
+from packsight.cli.exports import ClipFilter, write_records
 from packsight.cli.running import drive_here, one_line_errors
+from packsight.models.tables.jobs import Job
 from packsight.pipeline.results import JobSummary, find_job, job_results, job_summary
 from packsight.pipeline.submission import JobRequest, submit_job
 
 FOLLOW_EVERY_S = 2.0
+RESULTS_PAGE = 1000
 
 
 @click.command()
@@ -68,11 +74,16 @@ def _follow(cmd: CommandContext, job_id: str) -> None:
 
 
 def _print_summary(summary: JobSummary, elapsed: float) -> None:
+    """A line per video; a failed video's cause in full, wrapped to the terminal's width."""
     click.echo(f"\n{'video':<44} {'state':<10} {'clips':>5} {'labelled':>8}  error")
+    width = shutil.get_terminal_size().columns
     for item in summary.items:
         clips = item.clips if item.clips is not None else "-"
-        error = (item.error or "")[:100]
-        click.echo(f"{item.key[-44:]:<44} {item.state:<10} {clips:>5} {item.labelled:>8}  {error}")
+        row = f"{item.key[-44:]:<44} {item.state:<10} {clips:>5} {item.labelled:>8}  "
+        cause = textwrap.wrap(item.error or "", max(30, width - len(row))) or [""]
+        click.echo(row + cause[0])
+        for more in cause[1:]:
+            click.echo(" " * len(row) + more)
     c = summary.counts.clips
     click.echo(
         f"\njob {summary.id} {summary.state}: {summary.counts.items_total} videos, "
@@ -84,37 +95,72 @@ def _print_summary(summary: JobSummary, elapsed: float) -> None:
 
 @click.command()
 @click.option("--job", "job_id", help="Job id (default: the latest job).")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "table"]), default="jsonl")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv", "table"]),
+    default="jsonl",
+    show_default=True,
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the records to this file instead of standard output.",
+)
+@click.option("--video", "video_key", help="Only this video's clips (its key).")
+@click.option("--operation", help="Only clips whose dominant operation is this one.")
+@click.option(
+    "--below",
+    "max_confidence",
+    type=click.FloatRange(0, 1),
+    help="Only clips labelled with a confidence below this (the ones to check first).",
+)
 @pass_command_context
-def results(cmd: CommandContext, job_id: str | None, fmt: str) -> None:
-    """Print a job's per-clip predictions."""
-
-    def read(session: Any) -> tuple[JobSummary, list[dict[str, Any]]]:
-        job = find_job(session, job_id)
-        if job is None:
-            raise click.ClickException("no such job" if job_id else "no jobs yet")
-        return job_summary(session, job, limit=0), job_results(session, job)[0]
-
+def results(
+    cmd: CommandContext,
+    job_id: str | None,
+    fmt: str,
+    out_path: Path | None,
+    video_key: str | None,
+    operation: str | None,
+    max_confidence: float | None,
+) -> None:
+    """Print or export a job's per-clip predictions (clips without a label go to stderr)."""
+    cmd.ready_database()
+    wanted = ClipFilter(video_key=video_key, operation=operation, below=max_confidence)
     with one_line_errors():
-        summary, records = cmd.app.transaction(read)
-    click.echo(f"job {summary.id}: operations of the {summary.taxonomy} taxonomy", err=True)
-    failed = [r for r in records if r["error"] is not None]
-    for record in records:
-        if record["error"] is not None:
-            click.echo(f"{record['clip_id']} ({record['video_key']}): {record['error']}", err=True)
-        elif fmt == "jsonl":
-            click.echo(json.dumps(record))
-        else:
-            click.echo(_table_row(record))
-    if failed:
-        click.echo(f"{len(failed)} clips have no label (errors above)", err=True)
+        summary = cmd.app.transaction(lambda session: _job_or_fail(session, job_id))
+        click.echo(f"job {summary.id}: operations of the {summary.taxonomy} taxonomy", err=True)
+        with click.open_file(str(out_path) if out_path else "-", "w") as out:
+            written, unlabelled = write_records(
+                _pages(cmd, summary.id), out, fmt=fmt, wanted=wanted
+            )
+    if out_path is not None:
+        click.echo(f"wrote {written} records to {out_path}", err=True)
+    if unlabelled:
+        click.echo(f"{unlabelled} clips have no label (errors above)", err=True)
 
 
-def _table_row(record: dict[str, Any]) -> str:
-    seg = record["temporal_segment"]
-    return (
-        f"{record['clip_id']:<28} {record['dominant_operation']:<22} "
-        f"{seg['start_frame']:>4}-{seg['end_frame']:<4} "
-        f"{record['anticipated_next_operation']:<22} {record['confidence']:.3f}  "
-        f"{record['video_key']} {record['start_s']:.1f}-{record['end_s']:.1f}s"
-    )
+def _job_or_fail(session: Any, job_id: str | None) -> JobSummary:
+    job = find_job(session, job_id)
+    if job is None:
+        raise click.ClickException(f"no job {job_id}" if job_id else "no jobs yet")
+    return job_summary(session, job, limit=0)
+
+
+def _pages(cmd: CommandContext, job_id: str) -> Iterator[dict[str, Any]]:
+    """Every record of the job, read a page per transaction (a large job never sits in
+    memory at once)."""
+    offset = 0
+    while True:
+
+        def page(session: Any, start: int = offset) -> list[dict[str, Any]]:
+            job = session.get_one(Job, job_id)
+            return job_results(session, job, offset=start, limit=RESULTS_PAGE)[0]
+
+        records = cmd.app.transaction(page)
+        yield from records
+        if len(records) < RESULTS_PAGE:
+            return
+        offset += len(records)

@@ -6,6 +6,7 @@ import click
 
 from packsight.cli.context import CommandContext
 from packsight.cli.demo import synth, tiny_model
+from packsight.cli.errors import PacksightGroup
 from packsight.cli.labelling import label, results
 from packsight.cli.labels import labels
 from packsight.cli.services import api, beat, flower, migrate, worker
@@ -13,7 +14,7 @@ from packsight.cli.training import train
 from packsight.cli.versions import versions
 
 
-@click.group()
+@click.group(cls=PacksightGroup)
 @click.pass_context
 def main(click_ctx: click.Context) -> None:
     """packsight: label warehouse packaging video with a fine-tuned vision-language model."""

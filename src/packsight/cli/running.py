@@ -18,9 +18,16 @@ from packsight.storage.base import StorageError
 def one_line_errors(*expected: type[Exception]) -> Iterator[None]:
     """Bad input, a missing bucket, an absent broker, an outage that outlasted its retries (and
     the `expected` errors of the command): one line, exit 1."""
+    errors: tuple[type[Exception], ...] = (
+        ValueError,
+        StorageError,
+        BrokerUnavailableError,
+        TransientError,
+        *expected,
+    )
     try:
         yield
-    except (ValueError, StorageError, BrokerUnavailableError, TransientError, *expected) as exc:
+    except errors as exc:
         raise click.ClickException(str(exc)) from exc
 
 

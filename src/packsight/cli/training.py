@@ -12,7 +12,7 @@ import click
 
 from packsight.cli.context import CommandContext, pass_command_context
 from packsight.cli.running import drive_here, one_line_errors
-from packsight.models.tables import FINAL_RUN_STATES, TrainingRun, TrainingRunState
+from packsight.models.tables.training_runs import FINAL_RUN_STATES, TrainingRun, TrainingRunState
 from packsight.models.training_runs import ActiveRunError
 from packsight.pipeline.training_runs import start_training
 

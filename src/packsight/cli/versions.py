@@ -14,7 +14,7 @@ from packsight.cli.context import CommandContext, pass_command_context
 from packsight.cli.running import one_line_errors
 from packsight.models.evaluations import UnknownModelVersionError
 from packsight.models.promotions import RollbackError, rollback
-from packsight.models.tables import ModelVersion
+from packsight.models.tables.versions import ModelVersion
 
 
 @click.group("models", invoke_without_command=True)
@@ -24,6 +24,7 @@ def versions(click_ctx: click.Context) -> None:
     if click_ctx.invoked_subcommand is not None:
         return
     cmd = click_ctx.ensure_object(CommandContext)
+    cmd.ready_database()
 
     def read(session: Session) -> list[str]:
         rows = session.scalars(select(ModelVersion).order_by(ModelVersion.id))
@@ -60,6 +61,7 @@ def _scores(block: dict[str, Any]) -> str:
 @pass_command_context
 def rollback_version(cmd: CommandContext, version_id: int) -> None:
     """Stop serving VERSION_ID and serve again the version it was promoted over."""
+    cmd.ready_database()
     with one_line_errors(UnknownModelVersionError, RollbackError):
         restored = cmd.app.transaction(lambda session: _shown(rollback(session, version_id)))
     click.echo(f"serving {restored}")

@@ -11,8 +11,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from packsight.labels.prediction import ClipPrediction
 from packsight.labels.taxonomy import Taxonomy
-from packsight.vlm.parsing import ClipPrediction
 
 NONE_LABEL = "(none)"  # the confusion column of clips the model gave no usable answer for
 METRIC_NAMES = ("OCA", "tIoU@0.5", "AA@1")

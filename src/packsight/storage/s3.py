@@ -8,7 +8,13 @@ from pathlib import Path
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
+from botocore.exceptions import (
+    ClientError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from s3transfer.exceptions import RetriesExceededError
 
@@ -188,3 +194,26 @@ class S3Storage:
             chunk = [{"Key": validate_key(k)} for k in keys[first : first + 1000]]
             with _s3_errors(validate_bucket(bucket)):
                 self.client.delete_objects(Bucket=bucket, Delete={"Objects": chunk, "Quiet": True})
+
+
+# What S3 answers when it refuses the credentials themselves (not access to one object).
+_CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+CREDENTIAL_SETTINGS = "PACKSIGHT_S3_ACCESS_KEY and PACKSIGHT_S3_SECRET_KEY"
+
+
+def credentials_problem(exc: BaseException) -> str | None:
+    """A message naming the settings to fix when `exc` says packsight's S3 credentials are
+    missing or refused; None for any other error. Such errors are the deployment's to fix, so
+    they are neither outages nor facts about a video."""
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return f"no S3 credentials: set {CREDENTIAL_SETTINGS} (and PACKSIGHT_S3_ENDPOINT_URL)"
+    if isinstance(exc, ClientError):
+        code = _code(exc)
+        if code in _CREDENTIAL_CODES:
+            return f"S3 refused packsight's credentials ({code}): check {CREDENTIAL_SETTINGS}"
+        if code in ("AccessDenied", "403", "Forbidden"):
+            return (
+                f"S3 denied access ({code}): check {CREDENTIAL_SETTINGS} and the bucket's "
+                "permissions"
+            )
+    return None

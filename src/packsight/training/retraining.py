@@ -28,7 +28,7 @@ from packsight.training.examples import (
     production_examples,
     unique_ids,
 )
-from packsight.training.windows import Segment, procedure_successor, split_for_subject
+from packsight.training.windows import Segment, Split, procedure_successor, split_for_subject
 from packsight.video.decode import VideoDecodeError
 from packsight.video.identity import VideoIdentity, clip_prefix, identity_from_key
 from packsight.video.sampling import FrameSettings
@@ -173,7 +173,7 @@ def build_dataset(
     """
     dataset = Dataset()
     procedure_next = procedure_successor(taxonomy) if taxonomy.procedure else None
-    by_split: dict[str, list[LabelledVideo]] = {"train": [], "validation": [], "test": []}
+    by_split: dict[Split, list[LabelledVideo]] = {"train": [], "validation": [], "test": []}
     for video in sorted(videos, key=lambda v: (v.clip_prefix, v.bucket, v.key)):
         split = split_for_subject(
             video.subject, train=splits.train, validation=splits.validation, test=splits.test
@@ -187,19 +187,31 @@ def build_dataset(
                 break
             if on_video is not None:
                 on_video(video)
-            common = {
-                "prefix": video.clip_prefix,
-                "subject": video.subject,
-                "taxonomy": taxonomy,
-                "frames": frames,
-                "procedure_next": procedure_next,
-            }
+            prefix = video.clip_prefix
             try:
                 path = fetch(video)
                 if split == "train":
-                    examples = examples_for_video(path, video.segments, seed=seed, **common)
+                    examples = examples_for_video(
+                        path,
+                        video.segments,
+                        seed=seed,
+                        prefix=prefix,
+                        subject=video.subject,
+                        taxonomy=taxonomy,
+                        frames=frames,
+                        procedure_next=procedure_next,
+                    )
                 else:
-                    examples = production_examples(path, video.segments, limit=room, **common)
+                    examples = production_examples(
+                        path,
+                        video.segments,
+                        limit=room,
+                        prefix=prefix,
+                        subject=video.subject,
+                        taxonomy=taxonomy,
+                        frames=frames,
+                        procedure_next=procedure_next,
+                    )
             except (VideoUnavailableError, VideoDecodeError, ValueError, OSError) as exc:
                 where = f"{video.bucket}/{video.key}"
                 dataset.skipped.append((where, f"{type(exc).__name__}: {exc}"))
@@ -222,11 +234,11 @@ def _with_unique_ids(examples: list[TrainingExample]) -> list[TrainingExample]:
     ]
 
 
-def score(labeler, examples: Sequence[TrainingExample], taxonomy: Taxonomy) -> Evaluation:  # type: ignore[no-untyped-def]
+def score(labeler, examples: Sequence[TrainingExample], taxonomy: Taxonomy) -> Evaluation:
     """OCA, tIoU@0.5 and AA@1 of a loaded `Labeler` on `examples` (a clip the model gives no
     valid answer for counts as wrong)."""
-    from packsight.vlm.parsing import ClipPrediction
-    from packsight.vlm.training import clip_input
+    from packsight.labels.prediction import ClipPrediction
+    from packsight.training.batches import clip_input
 
     results = labeler.predict([clip_input(e) for e in examples])
     predictions = {

@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import decord
@@ -168,7 +169,7 @@ def decode_clips(
         wanted = [plan.start_frame + i for i in plan.frame_indices]
         frames = _decode(
             path,
-            lambda wanted=wanted: _to_numpy(reader.get_batch(wanted)),
+            partial(_read_batch, reader, wanted),
             f"frames {wanted[0]}..{wanted[-1]} of clip {plan.index}",
         )
         yield SampledClip(plan.index, plan.start_frame, plan.end_frame, plan.frame_indices, frames)
@@ -212,7 +213,7 @@ def _motion_signal(path: str | os.PathLike[str], motion_size: tuple[int, int]) -
             indices = list(range(start, min(start + MOTION_CHUNK_FRAMES, total)))
             rgb = _decode(
                 path,
-                lambda indices=indices: _to_numpy(reader.get_batch(indices)),
+                partial(_read_batch, reader, indices),
                 f"frames {indices[0]}..{indices[-1]} of {total}",
             )
             yield _to_gray(rgb)
@@ -225,6 +226,10 @@ def _to_gray(rgb: np.ndarray) -> np.ndarray:
     wide = rgb.astype(np.uint16)
     luma = wide[..., 0] * 77 + wide[..., 1] * 150 + wide[..., 2] * 29
     return (luma >> 8).astype(np.uint8)
+
+
+def _read_batch(reader: decord.VideoReader, indices: list[int]) -> np.ndarray:
+    return _to_numpy(reader.get_batch(indices))
 
 
 def _to_numpy(batch: object) -> np.ndarray:

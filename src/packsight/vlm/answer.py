@@ -61,7 +61,7 @@ class Answer:
 class AnswerFormat:
     """Token ids of the fixed pieces and the choices, for one tokenizer and taxonomy."""
 
-    def __init__(self, tokenizer, taxonomy: Taxonomy) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, tokenizer, taxonomy: Taxonomy) -> None:
         self.taxonomy = taxonomy
         self.codes = operation_codes(taxonomy)
         self.code_ids = [self._single(tokenizer, code) for code in self.codes]
@@ -74,7 +74,7 @@ class AnswerFormat:
         self.tail = encode(TAIL)
 
     @staticmethod
-    def _single(tokenizer, text: str) -> int:  # type: ignore[no-untyped-def]
+    def _single(tokenizer, text: str) -> int:
         ids = tokenizer.encode(text, add_special_tokens=False)
         if len(ids) != 1:
             raise ValueError(f"the tokenizer splits {text!r} into {len(ids)} tokens; need one")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
@@ -25,6 +25,9 @@ from packsight.vlm.tiny import (
     text_token_ids,
     vision_token_ids,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 Size = Literal["real", "tiny"]
 FAMILIES: tuple[Family, ...] = ("qwen2_vl", "qwen2_5_vl")
@@ -132,7 +135,7 @@ def real_size_config(family: Family, tokenizer=None):
 
 def meta_model(
     family: Family, tokenizer=None, dtype: torch.dtype = torch.bfloat16
-) -> torch.nn.Module:
+) -> PreTrainedModel:
     """The real-size model on the meta device: shapes only, no memory, no init cost."""
     with torch.device("meta"):
         return model_class(family)._from_config(real_size_config(family, tokenizer), dtype=dtype)

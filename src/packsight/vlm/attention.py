@@ -41,6 +41,7 @@ def packed_sdpa(
             groups.setdefault(end - start, []).append(start)
     out = torch.empty_like(q)
     for length, starts in groups.items():
+        pick: slice | torch.Tensor
         if len(groups) == 1:
             # Contiguous equal segments: a view, no copies.
             pick = slice(bounds[0], bounds[-1])
@@ -48,11 +49,11 @@ def packed_sdpa(
             offsets = torch.arange(length, device=q.device)
             pick = (torch.tensor(starts, device=q.device)[:, None] + offsets).flatten()
         # [heads, n*len, dim] -> [n, heads, len, dim]
-        stacked = [
+        q_n, k_n, v_n = (
             t[:, pick].unflatten(1, (len(starts), length)).transpose(0, 1) for t in (q, k, v)
-        ]
+        )
         attended = F.scaled_dot_product_attention(
-            *stacked, dropout_p=dropout if module.training else 0.0, scale=scaling
+            q_n, k_n, v_n, dropout_p=dropout if module.training else 0.0, scale=scaling
         )
         out[:, pick] = attended.transpose(0, 1).flatten(1, 2)
     return out.transpose(0, 1).unsqueeze(0), None
@@ -63,8 +64,9 @@ def use_packed_vision_attention(model: torch.nn.Module) -> None:
 
     Set after loading: asked for at load time, a name with "flash" in it makes transformers
     look for a flash-attention kernel. The tower reads the name at every forward."""
-    from transformers import AttentionInterface
+    from transformers import AttentionInterface, PreTrainedModel
 
     AttentionInterface.register(PACKED_SDPA, packed_sdpa)
-    visual = model.model.visual
+    visual = model.get_submodule("model.visual")
+    assert isinstance(visual, PreTrainedModel)  # the tower has a config of its own
     visual.config._attn_implementation_internal = PACKED_SDPA

@@ -9,10 +9,14 @@ probability, renormalised over the allowed tokens, is the model's confidence in 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from packsight.vlm.answer import DIGITS, Answer, AnswerFormat
+
+if TYPE_CHECKING:
+    from transformers import Cache
 
 
 @dataclass
@@ -58,7 +62,15 @@ def allowed_digit_mask(
 class LockstepDecoder:
     """Runs the answer's decisions for a batch whose prompts (ending in HEAD) are prefilled."""
 
-    def __init__(self, model, answer_format: AnswerFormat) -> None:  # type: ignore[no-untyped-def]
+    # Per-batch state, set by `decode`.
+    mask: torch.Tensor  # [batch, tokens so far] attention mask
+    deltas: torch.Tensor  # the prefill's M-RoPE position offsets
+    cache: Cache | None  # the KV cache; None between batches
+    code_ids: torch.Tensor
+    digit_ids: torch.Tensor
+    nothing: torch.Tensor
+
+    def __init__(self, model, answer_format: AnswerFormat) -> None:
         self.model = model
         self.format = answer_format
         base = model.get_base_model() if hasattr(model, "get_base_model") else model

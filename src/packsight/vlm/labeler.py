@@ -1,56 +1,32 @@
 """Label clips with a Qwen2-VL / Qwen2.5-VL model, in batches, with output that is always valid.
 
 The default path decodes the answer under constraints (see decoding.py): one prefill and seven
-single-token decisions per batch. The free-form path (`constrained=False`) is plain `generate`
-plus parsing; it is the baseline the benchmark compares against.
+single-token decisions per batch. The free-form path (`constrained=False`, free_form.py) is plain
+`generate` plus parsing; it is the baseline the benchmark compares against.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from typing import Any, cast
 
-import numpy as np
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.video_utils import VideoMetadata
 
+from packsight.labels.prediction import ClipPrediction
 from packsight.labels.taxonomy import Taxonomy
 from packsight.video.framepack import EncodedFrames
-from packsight.vlm.answer import DIGITS, HEAD, AnswerFormat
+from packsight.vlm.answer import HEAD, AnswerFormat
+from packsight.vlm.clip_input import ClipInput, check_clip, decode_clips
 from packsight.vlm.decoding import LockstepDecoder
+from packsight.vlm.free_form import generate_free_form
 from packsight.vlm.loading import Quantization, load_model_and_processor, resolve_device
-from packsight.vlm.parsing import ClipPrediction, OutputParseError, parse_prediction
+from packsight.vlm.parsing import OutputParseError, parse_prediction
 from packsight.vlm.prompts import build_messages
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ClipInput:
-    # uint8 [n, h, w, 3] (n even, 8 by default; h and w multiples of 28), or still JPEG-encoded
-    # frames, which the labeler decodes on its own device in one call per batch.
-    frames: np.ndarray | torch.Tensor | EncodedFrames
-    clip_frame_count: int  # frames in the clip window, e.g. 125 for 5 s at 25 fps
-    frame_indices: tuple[int, ...]  # positions of the sampled frames within the clip
-    # Qwen2.5-VL places frames in absolute time; the sampled frame rate is derived from this.
-    fps: float = 25.0
-
-
-class _ChosenTokenRecorder(LogitsProcessor):
-    """Unconstrained mode: the probability of each greedy choice, per row and step."""
-
-    def __init__(self, batch: int) -> None:
-        self.log_probs: list[list[float]] = [[] for _ in range(batch)]
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        best = torch.log_softmax(scores.float(), dim=-1).max(dim=-1).values.cpu().tolist()
-        for row, value in enumerate(best):
-            self.log_probs[row].append(value)
-        return scores
 
 
 class Labeler:
@@ -99,78 +75,18 @@ class Labeler:
         self.temporal_patch = video.temporal_patch_size
 
     def _check(self, clip: ClipInput) -> None:
-        frames = clip.frames
-        if isinstance(frames, EncodedFrames):
-            n, h, w = len(frames.jpegs), frames.height, frames.width
-        else:
-            uint8 = torch.uint8 if isinstance(frames, torch.Tensor) else np.uint8
-            if frames.dtype != uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-                raise ValueError(
-                    f"frames must be uint8 [n, h, w, 3], got {frames.dtype} {tuple(frames.shape)}"
-                )
-            n, h, w, _ = frames.shape
-        if n == 0 or n % self.temporal_patch:
-            raise ValueError(
-                f"the frame count must be a positive multiple of {self.temporal_patch}, got {n}"
-            )
-        if h % self.frame_multiple or w % self.frame_multiple:
-            raise ValueError(
-                f"frame size {h}x{w} is not a multiple of {self.frame_multiple} per side"
-            )
-        if len(clip.frame_indices) != n:
-            raise ValueError(f"{n} frames but {len(clip.frame_indices)} frame_indices")
-        if not 1 <= clip.clip_frame_count <= 10**DIGITS:
-            raise ValueError(
-                f"clip of {clip.clip_frame_count} frames: frame numbers must fit {DIGITS} digits"
-            )
+        check_clip(clip, frame_multiple=self.frame_multiple, temporal_patch=self.temporal_patch)
 
     def _decode(self, clips: list[ClipInput]) -> list[ClipInput | Exception]:
-        """Decode JPEG-encoded frames on the model's device (nvJPEG on a GPU), all clips in one
-        call; a clip whose JPEGs are damaged comes back as its error."""
-        from torchvision.io import ImageReadMode, decode_jpeg
+        return decode_clips(clips, self.device)
 
-        def decode(group: list[ClipInput]) -> list[ClipInput]:
-            data = [
-                torch.frombuffer(bytearray(jpeg), dtype=torch.uint8)
-                for clip in group
-                for jpeg in clip.frames.jpegs
-            ]
-            images = iter(decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device))
-            out = []
-            for clip in group:
-                frames = torch.stack([next(images) for _ in clip.frames.jpegs]).permute(0, 2, 3, 1)
-                if tuple(frames.shape[1:3]) != (clip.frames.height, clip.frames.width):
-                    raise ValueError(
-                        f"decoded frames are {tuple(frames.shape)}, pack says otherwise"
-                    )
-                out.append(replace(clip, frames=frames))
-            return out
-
-        encoded = [c for c in clips if isinstance(c.frames, EncodedFrames)]
-        if not encoded:
-            return list(clips)
-        try:
-            decoded = iter(decode(encoded))
-            return [next(decoded) if isinstance(c.frames, EncodedFrames) else c for c in clips]
-        except (RuntimeError, ValueError):
-            pass  # find the damaged clip(s): decode one by one
-        results: list[ClipInput | Exception] = []
-        for clip in clips:
-            try:
-                results.append(
-                    decode([clip])[0] if isinstance(clip.frames, EncodedFrames) else clip
-                )
-            except (RuntimeError, ValueError) as exc:
-                results.append(ValueError(f"damaged JPEG frames: {exc}"))
-        return results
-
-    def _inputs(self, clips: list[ClipInput]):
+    def _inputs(self, clips: list[ClipInput]) -> Any:
         if any(isinstance(clip.frames, EncodedFrames) for clip in clips):
             decoded = self._decode(clips)
             errors = [d for d in decoded if isinstance(d, Exception)]
             if errors:
                 raise errors[0]
-            clips = decoded  # type: ignore[assignment]
+            clips = [d for d in decoded if isinstance(d, ClipInput)]  # all of them: no errors
         texts = [
             self.processor.apply_chat_template(
                 build_messages(
@@ -236,10 +152,10 @@ class Labeler:
         unreadable, which then stands in that clip's place."""
         results: list[ClipPrediction | OutputParseError | Exception | None] = [None] * len(loaders)
 
-        def prepare(start: int, size: int):  # type: ignore[no-untyped-def]
+        def prepare(start: int, size: int) -> tuple[list[tuple[int, ClipInput]], Any]:
             with ThreadPoolExecutor(max_workers=threads) as pool:
                 loaded = list(pool.map(lambda load: load(), loaders[start : start + size]))
-            good = []
+            good: list[tuple[int, ClipInput]] = []
             for index, clip in enumerate(loaded, start):
                 if isinstance(clip, Exception):
                     results[index] = clip
@@ -254,11 +170,11 @@ class Labeler:
             for (index, _), clip in zip(list(good), decoded, strict=True):
                 if isinstance(clip, Exception):
                     results[index] = clip
-            good = [
+            usable = [
                 (i, c) for (i, _), c in zip(good, decoded, strict=True) if isinstance(c, ClipInput)
             ]
-            inputs = self._inputs([clip for _, clip in good]) if good else None
-            return good, inputs
+            inputs = self._inputs([clip for _, clip in usable]) if usable else None
+            return usable, inputs
 
         with ThreadPoolExecutor(max_workers=1) as helper:
             start, size = 0, self.batch_size
@@ -277,7 +193,8 @@ class Labeler:
                     predictions = self.predict([clip for _, clip in good])
                 for (index, _), prediction in zip(good, predictions, strict=True):
                     results[index] = prediction
-        return results  # type: ignore[return-value]
+        # Every index was filled above, by a prediction or by the error that stands in for it.
+        return cast(list[ClipPrediction | OutputParseError | Exception], results)
 
     def _shrink(self) -> None:
         if self.batch_size == 1:
@@ -295,7 +212,16 @@ class Labeler:
     def _run(self, inputs: dict, clips: list[ClipInput]) -> list[ClipPrediction | OutputParseError]:
         counts = [clip.clip_frame_count for clip in clips]
         if not self.constrained:
-            return self._generate_free_form(inputs, counts)
+            return generate_free_form(
+                self.model,
+                self.processor.tokenizer,
+                inputs,
+                counts,
+                taxonomy=self.taxonomy,
+                max_new_tokens=self.max_new_tokens,
+                stop_token_ids=self.stop_token_ids,
+                pad_token_id=self.pad_token_id,
+            )
         results: list[ClipPrediction | OutputParseError] = []
         for (answer, confidence), count in zip(
             self.decoder.decode(inputs, counts), counts, strict=True
@@ -308,44 +234,6 @@ class Labeler:
                     )
                 )
             except OutputParseError as exc:  # unreachable unless the decoder has a bug
-                results.append(exc)
-        return results
-
-    def _generate_free_form(
-        self, inputs, counts: list[int]
-    ) -> list[ClipPrediction | OutputParseError]:  # type: ignore[no-untyped-def]
-        prompt_length = inputs["input_ids"].shape[1]
-        recorder = _ChosenTokenRecorder(len(counts))
-        sequences = self.model.generate(
-            **inputs,
-            max_new_tokens=self.max_new_tokens,
-            do_sample=False,
-            # A repetition penalty (Qwen2.5-VL's config ships 1.05) would distort confidences.
-            repetition_penalty=1.0,
-            eos_token_id=self.stop_token_ids,
-            pad_token_id=self.pad_token_id,
-            logits_processor=LogitsProcessorList([recorder]),
-        )
-        results: list[ClipPrediction | OutputParseError] = []
-        for row, tokens in enumerate(sequences[:, prompt_length:].tolist()):
-            stops = [i for i, t in enumerate(tokens) if t in self.stop_token_ids]
-            if stops:
-                tokens = tokens[: stops[0] + 1]
-            text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
-            # No reliable token span for the operation here: the geometric mean of the chosen
-            # tokens' probabilities stands in for a confidence.
-            steps = recorder.log_probs[row][: len(tokens)]
-            confidence = math.exp(sum(steps) / len(steps)) if steps else 0.0
-            try:
-                results.append(
-                    parse_prediction(
-                        text,
-                        taxonomy=self.taxonomy,
-                        clip_frame_count=counts[row],
-                        confidence=confidence,
-                    )
-                )
-            except OutputParseError as exc:
                 results.append(exc)
         return results
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from packsight.vlm.attention import use_packed_vision_attention
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 Quantization = Literal["nf4", "none"]
 FAMILIES = ("qwen2_vl", "qwen2_5_vl")
@@ -56,7 +59,7 @@ def model_family(model: str) -> str:
     return config.model_type
 
 
-def model_class(family: str) -> type:
+def model_class(family: str) -> type[PreTrainedModel]:
     """The transformers class of a model family."""
     from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
 
@@ -96,7 +99,7 @@ def load_model_and_processor(
         )
         # bitsandbytes quantizes while placing weights, so the device is chosen at load time.
         kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
-    network = cls.from_pretrained(model, **kwargs)
+    network: torch.nn.Module = cls.from_pretrained(model, **kwargs)
     use_packed_vision_attention(network)
     if quantization == "none":
         network = network.to(device)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
 from typing import Any
 
+from packsight.labels.prediction import ClipPrediction
 from packsight.labels.taxonomy import Taxonomy
 from packsight.vlm.answer import operation_codes
 
@@ -26,26 +26,6 @@ class OutputParseError(ValueError):
     def __init__(self, message: str, raw_output: str = "") -> None:
         super().__init__(message)
         self.raw_output = raw_output
-
-
-@dataclass(frozen=True)
-class ClipPrediction:
-    dominant_operation: str
-    start_frame: int
-    end_frame: int
-    anticipated_next_operation: str
-    confidence: float
-    raw_output: str = ""
-
-    def to_json(self, clip_id: str) -> dict:
-        """The per-clip record of the challenge's results format."""
-        return {
-            "clip_id": clip_id,
-            "dominant_operation": self.dominant_operation,
-            "temporal_segment": {"start_frame": self.start_frame, "end_frame": self.end_frame},
-            "anticipated_next_operation": self.anticipated_next_operation,
-            "confidence": self.confidence,
-        }
 
 
 def _shorten(text: str, limit: int = 80) -> str:

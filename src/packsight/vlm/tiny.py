@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -84,7 +84,7 @@ SIZES: dict[str, TinyDims] = {
     # by only ~0.10 of its norm from clip to clip, so it learns the synthetic operations slowly.
     "default": TinyDims(),
     # The same shapes with ~1/sqrt(width) init: that spread grows to ~0.25 and fine-tuning with
-    # packsight.vlm.recipes.TINY_RECIPE beats the base model on OCA, tIoU@0.5 and AA@1.
+    # packsight.training.recipes.TINY_RECIPE beats the base model on OCA, tIoU@0.5 and AA@1.
     "learnable": TinyDims(init_std=0.125, vision_init_std=0.1),
 }
 
@@ -126,9 +126,10 @@ def _train_tokenizer(vocab_size: int = 700) -> tuple[dict[str, int], list[tuple[
     )
     tok.train_from_iterator(_corpus(), trainer=trainer)
     data = json.loads(tok.to_str())
-    merges = [
-        tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in data["model"]["merges"]
-    ]
+    merges: list[tuple[str, str]] = []
+    for merge in data["model"]["merges"]:  # "a b" (older tokenizers) or ["a", "b"]
+        first, second = merge.split(" ") if isinstance(merge, str) else merge
+        merges.append((first, second))
     return data["model"]["vocab"], merges
 
 
@@ -138,13 +139,17 @@ def _build_processor(family: Family):
         Qwen2Tokenizer,
         Qwen2VLImageProcessor,
         Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
     )
+
+    # `transformers.Qwen2VLVideoProcessor`, imported from its own module: the package's
+    # type-checking imports leave it out.
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
     vocab, merges = _train_tokenizer()
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
-        merges=merges,
+        # Pairs, as tokenizers' BPE takes them; transformers annotates only "a b" strings.
+        merges=merges,  # type: ignore[arg-type]
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         extra_special_tokens=[
@@ -175,7 +180,14 @@ def text_token_ids(ids: dict[str, int]) -> dict[str, int]:
     }
 
 
-def vision_token_ids(ids: dict[str, int]) -> dict[str, int]:
+class VisionTokenIds(TypedDict):
+    image_token_id: int
+    video_token_id: int
+    vision_start_token_id: int
+    vision_end_token_id: int
+
+
+def vision_token_ids(ids: dict[str, int]) -> VisionTokenIds:
     """The placeholder ids the model config must share with the tokenizer."""
     return {
         "image_token_id": ids["<|image_pad|>"],
@@ -206,6 +218,7 @@ def _build_config(family: Family, tokenizer, dims: TinyDims):
         **text_token_ids(ids),
     }
     special = vision_token_ids(ids)
+    vision: dict[str, object]
     if family == "qwen2_vl":
         vision = {
             "depth": dims.vision_depth,
@@ -264,7 +277,7 @@ def build_tiny_model(
     return save_checkpoint(model, processor, out_dir)
 
 
-def save_checkpoint(model, processor, out_dir: Path) -> Path:  # type: ignore[no-untyped-def]
+def save_checkpoint(model, processor, out_dir: Path) -> Path:
     """Save a model with a greedy generation config next to its processor."""
     from transformers import GenerationConfig
 

@@ -1,4 +1,5 @@
-"""Model versions: which one serves new jobs, their test metrics, and rollback."""
+"""Model versions (a base VLM + an adapter, served at /v1/models): which one serves new jobs,
+their test metrics, and rollback."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from packsight.api.schemas import ModelVersionOut
 from packsight.api.validation import INT64_MAX
 from packsight.models.evaluations import UnknownModelVersionError
 from packsight.models.promotions import RollbackError, rollback
-from packsight.models.tables import ModelVersion
+from packsight.models.tables.versions import ModelVersion
 
 router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Authorized])
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packsight.labels.taxonomy import load_taxonomy
+from packsight.training.config import TrainingConfig
 from packsight.video.synth import Layout, SyntheticVideo, write_synthetic_archive
 from packsight.vlm.tiny import Size
-from packsight.vlm.training_config import TrainingConfig
 
 
 @dataclass(frozen=True)

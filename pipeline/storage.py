@@ -12,17 +12,24 @@ from packsight.storage.s3 import S3Storage
 
 def _s3_storage(settings: Settings, *, probe_timeout_s: float | None = None) -> S3Storage:
     secret = settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None
-    connection = {
-        "endpoint_url": settings.s3_endpoint_url,
-        "access_key": settings.s3_access_key,
-        "secret_key": secret,
-        "region": settings.s3_region,
-    }
     if probe_timeout_s is None:
-        return S3Storage(**connection)
+        return S3Storage(
+            endpoint_url=settings.s3_endpoint_url,
+            access_key=settings.s3_access_key,
+            secret_key=secret,
+            region=settings.s3_region,
+        )
     # A probe: one attempt with short timeouts, so a dead server answers "down" quickly.
     timeout = probe_timeout_s
-    return S3Storage(**connection, connect_timeout=timeout, read_timeout=timeout, max_attempts=1)
+    return S3Storage(
+        endpoint_url=settings.s3_endpoint_url,
+        access_key=settings.s3_access_key,
+        secret_key=secret,
+        region=settings.s3_region,
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        max_attempts=1,
+    )
 
 
 def open_storage(settings: Settings) -> Storage:

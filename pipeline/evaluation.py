@@ -1,0 +1,155 @@
+"""Scoring a training run's models: base, candidate and champion on the test clips, the
+candidate on the validation clips, the trivial baselines beside them, and the run's
+results.json."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from packsight.labels.metrics import Evaluation, describe_majority, results_json
+from packsight.labels.taxonomy import Taxonomy
+from packsight.models.tables.versions import ModelVersion
+from packsight.pipeline.training_steps import Progress, RunSpec, free_memory
+from packsight.settings import Settings
+from packsight.training.examples import TrainingExample
+from packsight.training.retraining import Dataset, Decision, baseline_scores, score
+from packsight.video.sampling import FrameSettings
+
+
+@dataclass(frozen=True)
+class RunVersions:
+    base: ModelVersion
+    candidate: ModelVersion
+    champion: ModelVersion | None  # the serving version before this run, if any
+
+
+def incomparable(run: RunSpec, versions: RunVersions) -> Decision | None:
+    """A refusal when the serving version was trained on other frames than this run: each is
+    only fairly scored on its own frames, so their scores on one set of clips compare nothing."""
+    champion = versions.champion
+    if champion is None:
+        return None
+    trained = (champion.settings or {}).get("frames") or None
+    if trained is None or FrameSettings.from_json(trained) == run.params.frames:
+        return None
+    return Decision(
+        False,
+        f"Not promoted: the serving version {champion.name} was trained on frames "
+        f"{FrameSettings.from_json(trained).key}, this run on {run.params.frames.key}, so they "
+        "cannot be scored on the same clips. Train with its frame settings, or roll it back "
+        "to compare with the base model.",
+    )
+
+
+@dataclass(frozen=True)
+class RunEvaluation:
+    scores: dict[int, Evaluation]  # on the test clips, by model version id
+    validation: Evaluation | None  # the candidate on the validation clips
+    test_baselines: dict[str, Evaluation]
+    validation_baselines: dict[str, Evaluation]
+
+
+def evaluate(
+    settings: Settings,
+    run: RunSpec,
+    versions: RunVersions,
+    dataset: Dataset,
+    adapter: str,
+    progress: Progress,
+) -> RunEvaluation:
+    """Base, candidate and champion on the test clips, the candidate on the validation clips,
+    and the trivial baselines on both."""
+    local = {versions.candidate.id: adapter}
+    scores: dict[int, Evaluation] = {}
+    champion = None if incomparable(run, versions) else versions.champion
+    for version in (versions.base, versions.candidate, champion):
+        if version is not None and version.id not in scores:
+            scores[version.id] = score_version(settings, version, local, dataset.test, run.taxonomy)
+            progress()
+    # The validation subject decides nothing; its score next to the test score shows whether
+    # a candidate merely fits the test subject.
+    validation = (
+        score_version(settings, versions.candidate, local, dataset.validation, run.taxonomy)
+        if dataset.validation
+        else None
+    )
+    return RunEvaluation(
+        scores=scores,
+        validation=validation,
+        test_baselines=baseline_scores(dataset.train, dataset.test, run.taxonomy),
+        validation_baselines=(
+            baseline_scores(dataset.train, dataset.validation, run.taxonomy)
+            if dataset.validation
+            else {}
+        ),
+    )
+
+
+def results_document(
+    run: RunSpec,
+    versions: RunVersions,
+    evaluation: RunEvaluation,
+    decision: Decision,
+    dataset: Dataset,
+) -> dict[str, Any]:
+    """results.json: the challenge's base_model / finetuned_model blocks, the trivial baselines
+    on the same clips, then the context."""
+    base, candidate, champion = versions.base, versions.candidate, versions.champion
+    scores = evaluation.scores
+    described = {
+        "majority": describe_majority([e.truth for e in dataset.train]),
+        "constant": describe_majority([e.truth for e in dataset.test]),
+        "chance": {},
+    }
+    return results_json(
+        scores[base.id], scores[candidate.id], base_model=base.name, finetuned_model=candidate.name
+    ) | {
+        "baselines": {
+            name: {"model": BASELINE_MODELS[name](described[name]), **score.to_dict()}
+            for name, score in evaluation.test_baselines.items()
+        },
+        "champion_model": {"model": champion.name, **scores[champion.id].to_dict()}
+        if champion is not None and champion.id in scores
+        else None,
+        "promotion": {"promoted": decision.promote, "reason": decision.reason},
+        "validation": evaluation.validation.to_dict() if evaluation.validation else None,
+        "validation_baselines": {
+            name: score.to_dict() for name, score in evaluation.validation_baselines.items()
+        },
+        "taxonomy": run.taxonomy.name,
+        "frames": run.params.frames.to_json(),
+        "training_run": run.id,
+        "test_clip_ids": [e.clip_id for e in dataset.test],
+    }
+
+
+BASELINE_MODELS = {
+    "majority": lambda m: (
+        f"always {m['operation']}, the whole clip, next {m['next_operation']} "
+        "(the training labels' majority)"
+    ),
+    "constant": lambda m: (
+        f"always {m['operation']}, the whole clip, next {m['next_operation']} "
+        "(the best single answer on these clips)"
+    ),
+    "chance": lambda _: "uniform guesses (seed 42)",
+}
+
+
+def score_version(
+    settings: Settings,
+    version: ModelVersion,
+    local: dict[int, str],
+    examples: Sequence[TrainingExample],
+    taxonomy: Taxonomy,
+) -> Evaluation:
+    from packsight.pipeline.labelling import load_version
+
+    labeler = load_version(version, settings, adapter=local.get(version.id))
+    try:
+        return score(labeler, examples, taxonomy)
+    finally:
+        del labeler
+        free_memory()

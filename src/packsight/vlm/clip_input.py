@@ -1,0 +1,90 @@
+"""A clip as the labeler takes it (sampled frames, raw or still JPEG, and where they sit in the
+clip window): the shape checks it must pass and the on-device decoding of its JPEGs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import cast
+
+import numpy as np
+import torch
+
+from packsight.video.framepack import EncodedFrames
+from packsight.vlm.answer import DIGITS
+
+
+@dataclass
+class ClipInput:
+    # uint8 [n, h, w, 3] (n even, 8 by default; h and w multiples of 28), or still JPEG-encoded
+    # frames, which the labeler decodes on its own device in one call per batch.
+    frames: np.ndarray | torch.Tensor | EncodedFrames
+    clip_frame_count: int  # frames in the clip window, e.g. 125 for 5 s at 25 fps
+    frame_indices: tuple[int, ...]  # positions of the sampled frames within the clip
+    # Qwen2.5-VL places frames in absolute time; the sampled frame rate is derived from this.
+    fps: float = 25.0
+
+
+def check_clip(clip: ClipInput, *, frame_multiple: int, temporal_patch: int) -> None:
+    """Raise ValueError unless the model can take the clip's frames as they are: no resize, so
+    each side a multiple of `frame_multiple`, and a frame count of whole `temporal_patch`es."""
+    frames = clip.frames
+    if isinstance(frames, EncodedFrames):
+        n, h, w = len(frames.jpegs), frames.height, frames.width
+    else:
+        uint8 = torch.uint8 if isinstance(frames, torch.Tensor) else np.uint8
+        if frames.dtype != uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(
+                f"frames must be uint8 [n, h, w, 3], got {frames.dtype} {tuple(frames.shape)}"
+            )
+        n, h, w, _ = frames.shape
+    if n == 0 or n % temporal_patch:
+        raise ValueError(
+            f"the frame count must be a positive multiple of {temporal_patch}, got {n}"
+        )
+    if h % frame_multiple or w % frame_multiple:
+        raise ValueError(f"frame size {h}x{w} is not a multiple of {frame_multiple} per side")
+    if len(clip.frame_indices) != n:
+        raise ValueError(f"{n} frames but {len(clip.frame_indices)} frame_indices")
+    if not 1 <= clip.clip_frame_count <= 10**DIGITS:
+        raise ValueError(
+            f"clip of {clip.clip_frame_count} frames: frame numbers must fit {DIGITS} digits"
+        )
+
+
+def decode_clips(clips: list[ClipInput], device: torch.device) -> list[ClipInput | Exception]:
+    """Decode JPEG-encoded frames on `device` (nvJPEG on a GPU), all clips in one call; a clip
+    whose JPEGs are damaged comes back as its error."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    def decode(group: list[ClipInput]) -> list[ClipInput]:
+        # Only clips whose frames are still JPEG are handed in.
+        packs = [cast(EncodedFrames, clip.frames) for clip in group]
+        data = [
+            torch.frombuffer(bytearray(jpeg), dtype=torch.uint8)
+            for pack in packs
+            for jpeg in pack.jpegs
+        ]
+        images = iter(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+        out = []
+        for clip, pack in zip(group, packs, strict=True):
+            frames = torch.stack([next(images) for _ in pack.jpegs]).permute(0, 2, 3, 1)
+            if tuple(frames.shape[1:3]) != (pack.height, pack.width):
+                raise ValueError(f"decoded frames are {tuple(frames.shape)}, pack says otherwise")
+            out.append(replace(clip, frames=frames))
+        return out
+
+    encoded = [c for c in clips if isinstance(c.frames, EncodedFrames)]
+    if not encoded:
+        return list(clips)
+    try:
+        decoded = iter(decode(encoded))
+        return [next(decoded) if isinstance(c.frames, EncodedFrames) else c for c in clips]
+    except (RuntimeError, ValueError):
+        pass  # find the damaged clip(s): decode one by one
+    results: list[ClipInput | Exception] = []
+    for clip in clips:
+        try:
+            results.append(decode([clip])[0] if isinstance(clip.frames, EncodedFrames) else clip)
+        except (RuntimeError, ValueError) as exc:
+            results.append(ValueError(f"damaged JPEG frames: {exc}"))
+    return results

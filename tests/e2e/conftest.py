@@ -1,0 +1,39 @@
+"""The verified archive the retraining tests train on, uploaded to S3 and imported once for all
+of their modules (test_retraining.py, then _resume and _schedule: pytest runs them in that order,
+the first one before any other run could have promoted a version)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from retraining_archive import BUCKET
+
+from packsight.video.synth import write_synthetic_archive
+
+
+@pytest.fixture(scope="session")
+def verified_archive(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("verified")
+    # 9 sessions: subjects U0101..U0108, then U0101 again; U0108 is the test subject.
+    return root, write_synthetic_archive(root, videos=9, seed=42)
+
+
+@pytest.fixture(scope="session")
+def verified(stack, s3, verified_archive):  # type: ignore[no-untyped-def]
+    """The archive in S3 with its annotations imported (verified) by the CLI."""
+    root, videos = verified_archive
+    client = s3.client()
+    client.create_bucket(Bucket=BUCKET)
+    for video in videos:
+        client.upload_file(str(video.path), BUCKET, video.key)
+    imported = subprocess.run(
+        [str(Path(sys.executable).parent / "packsight"), "labels", "import", str(root),
+         "--bucket", BUCKET],
+        env=os.environ | stack.env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    return videos

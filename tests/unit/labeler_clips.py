@@ -1,0 +1,36 @@
+"""Clips the labeler tests feed the model (random frames of a given clip length) and what makes a
+prediction valid."""
+
+import numpy as np
+
+from packsight.labels.prediction import ClipPrediction
+from packsight.labels.taxonomy import load_taxonomy
+from packsight.vlm.clip_input import ClipInput
+from packsight.vlm.parsing import OutputParseError, parse_prediction
+
+TAXONOMY = load_taxonomy("assignment")
+
+
+def make_clip(seed: int, clip_frame_count: int, n: int = 8, size: int = 56) -> ClipInput:
+    frames = np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    indices = tuple(round(i * (clip_frame_count - 1) / (n - 1)) for i in range(n))
+    return ClipInput(frames=frames, clip_frame_count=clip_frame_count, frame_indices=indices)
+
+
+CLIPS = [make_clip(1, 125), make_clip(2, 60), make_clip(3, 125)]
+
+
+def assert_valid(prediction: ClipPrediction | OutputParseError, clip: ClipInput) -> None:
+    assert isinstance(prediction, ClipPrediction), prediction
+    assert prediction.dominant_operation in TAXONOMY.operations
+    assert prediction.anticipated_next_operation in TAXONOMY.operations
+    assert 0 <= prediction.start_frame <= prediction.end_frame < clip.clip_frame_count
+    assert isinstance(prediction.confidence, float) and 0.0 < prediction.confidence < 1.0
+    # The raw text is the answer JSON itself, valid on its own.
+    reparsed = parse_prediction(
+        prediction.raw_output,
+        taxonomy=TAXONOMY,
+        clip_frame_count=clip.clip_frame_count,
+        confidence=prediction.confidence,
+    )
+    assert reparsed == prediction
