@@ -19,10 +19,10 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,8 @@ from packsight.vlm.clip_input import ClipInput
 from packsight.vlm.labeler import Labeler, load_labeler
 from packsight.vlm.parsing import OutputParseError
 
+# --out by default: the repository's results folder, dated (docs/benchmarks.md).
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 PACK_POOL = 64  # distinct packs, cycled: content does not change the timing, packing costs time
 SERVICE_MODULES = ("celery", "sqlalchemy", "pydantic_settings", "decord", "boto3")
 
@@ -206,7 +208,7 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--frame-size", type=int, default=336)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model-dir", type=Path, help="keep models here (reused when present)")
-    default_out = Path(os.environ.get("OUT", ".")) / "gpu_inference.json"
+    default_out = RESULTS / f"gpu_inference_{datetime.now(UTC):%Y-%m-%d}.json"
     parser.add_argument("--out", type=Path, default=default_out)
     args = parser.parse_args()
     args.families = [f for f in args.families.split(",") if f]

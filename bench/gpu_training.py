@@ -2,8 +2,8 @@
 
 For each model family it saves a random-weight model with the real dimensions, then runs QLoRA
 steps (NF4 base, LoRA on the language model's linear layers, gradient checkpointing) on batches of
-random 8-frame clips, through `prepare_for_training` (`packsight.vlm.training`), `training_batch`
-and `answer_loss` (`packsight.vlm.training_batches`), what `train_adapter` runs per micro-batch.
+random 8-frame clips, through `prepare_for_training` (`packsight.training.qlora`), `training_batch`
+and `answer_loss` (`packsight.training.batches`), what `train_adapter` runs per micro-batch.
 The previous recipe (`enable_input_require_grads`, logits over the whole answer; all recipes are
 in training_recipes.py) runs in the same process as the baseline; `--recipes` picks and orders
 them.
@@ -19,11 +19,11 @@ import argparse
 import gc
 import importlib.util
 import json
-import os
 import sys
 import tempfile
 import time
 import types
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +41,17 @@ from bench.machine import sync, versions
 from bench.training_recipes import RECIPES, SETUPS
 from packsight.labels.metrics import ClipTruth
 from packsight.labels.taxonomy import load_taxonomy
+from packsight.training.batches import TrainingBatch, training_batch
+from packsight.training.config import TrainingConfig
 from packsight.training.examples import TrainingExample
+from packsight.training.loss_scaling import LossScaling
 from packsight.vlm.architectures import FAMILIES, REAL_NAMES, build_random_model
 from packsight.vlm.labeler import Labeler
 from packsight.vlm.loading import load_model_and_processor, resolve_device
-from packsight.vlm.loss_scaling import LossScaling
-from packsight.vlm.training_batches import TrainingBatch, training_batch
-from packsight.vlm.training_config import TrainingConfig
 
 TAXONOMY = load_taxonomy("assignment")
+# --out by default: the repository's results folder, dated (docs/benchmarks.md).
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
 
 def make_examples(count: int, frames: int, size: int, seed: int) -> list[TrainingExample]:
@@ -207,7 +209,7 @@ def _parse_args() -> argparse.Namespace:
         "--no-breakdown", dest="breakdown", action="store_false", help="skip the traced step"
     )
     parser.add_argument("--model-dir", type=Path, help="keep models here (reused when present)")
-    default_out = Path(os.environ.get("OUT", ".")) / "gpu_training.json"
+    default_out = RESULTS / f"gpu_training_{datetime.now(UTC):%Y-%m-%d}.json"
     parser.add_argument("--out", type=Path, default=default_out)
     args = parser.parse_args()
     args.families = [f for f in args.families.split(",") if f]

@@ -4,6 +4,7 @@
 # and print the per-clip results. Everything lands in .packsight/demo (override: DEMO_DIR).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/system-packages.sh venv  # python3-venv on a fresh Debian 12
 bash scripts/install.sh
 DEMO_DIR=${DEMO_DIR:-.packsight/demo}
 export PATH="$PWD/.venv/bin:$PATH" PACKSIGHT_DATA_DIR="$DEMO_DIR"

@@ -9,37 +9,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from packsight.secret_rules import check_secret
 from packsight.video.sampling import FrameSettings
-
-# Secrets that are shipped defaults or templates rather than secrets: refused at start-up so a
-# copied .env.example or a vendor default never guards a real deployment.
-COMMON_DEFAULT_SECRETS = {"password", "secret", "token", "minioadmin", "admin", "guest"}
-PLACEHOLDER_MARKERS = ("changeme", "change-me", "example", "placeholder", "your-")
-MIN_SECRET_CHARS = 16
-
-
-def placeholder_problem(secret: str) -> str | None:
-    """Why `secret` looks like a placeholder or a guessable default, or None if it does not."""
-    lowered = secret.lower()
-    if lowered.startswith("replace"):
-        return "it starts with REPLACE (a template value)"
-    if marker := next((m for m in PLACEHOLDER_MARKERS if m in lowered), None):
-        return f"it contains {marker!r} (a template value)"
-    if lowered in COMMON_DEFAULT_SECRETS:
-        return "it is a well-known default"
-    if len(secret) < MIN_SECRET_CHARS:
-        return f"it is shorter than {MIN_SECRET_CHARS} characters"
-    return None
-
-
-def check_secret(variable: str, secret: str) -> None:
-    """Raise ValueError naming `variable` (never the value) when `secret` is not a real one."""
-    if problem := placeholder_problem(secret):
-        raise ValueError(
-            f"{variable} is not a usable secret: {problem}; set a random value of at least "
-            f"{MIN_SECRET_CHARS} characters (e.g. python -c 'import secrets; "
-            "print(secrets.token_urlsafe(32))')"
-        )
 
 
 class Settings(BaseSettings):
@@ -56,6 +27,9 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Path(".packsight")
+    # The database password, kept out of DATABASE_URL: any characters (`@:/#%` too) work, as it
+    # is quoted into the URL here. Declared before database_url, whose validator inserts it.
+    database_password: SecretStr | None = None
     database_url: str | None = None
     broker_url: str | None = None
     # How long Redis waits before handing an unacknowledged task to another worker. Every
@@ -214,25 +188,50 @@ class Settings(BaseSettings):
             check_secret(f"the password of {user!r} in PACKSIGHT_FLOWER_BASIC_AUTH", password)
         return value
 
+    @field_validator("database_password", mode="before")
+    @classmethod
+    def _empty_password_is_none(cls, value: Any) -> Any:
+        return value or None  # compose passes an unset variable as ""
+
     @field_validator("database_url")
     @classmethod
-    def _database_password(cls, value: str | None) -> str | None:
+    def _database_password(cls, value: str | None, info: ValidationInfo) -> str | None:
         if not value:
             return None
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError
 
         try:
-            password = make_url(value).password
+            url = make_url(value)
         except (ArgumentError, ValueError) as exc:
             raise ValueError(
                 "PACKSIGHT_DATABASE_URL is not a database URL "
                 "(dialect+driver://user:password@host:port/database)"
             ) from exc
+        separate: SecretStr | None = info.data.get("database_password")
+        if separate is not None:
+            if url.password is not None:
+                raise ValueError(
+                    "PACKSIGHT_DATABASE_PASSWORD is set and PACKSIGHT_DATABASE_URL holds a "
+                    "password too: keep one of them"
+                )
+            password = separate.get_secret_value()
+            check_secret("PACKSIGHT_DATABASE_PASSWORD", password)
+            # Quoted into the URL (`@` as %40, `/` as %2F, ...); make_url gives it back as is.
+            return url.set(password=password).render_as_string(hide_password=False)
         # No password is fine: trust or peer authentication, or a SQLite file.
-        if password is not None:
-            check_secret("the password in PACKSIGHT_DATABASE_URL", password)
+        if url.password is not None:
+            check_secret("the password in PACKSIGHT_DATABASE_URL", url.password)
         return value
+
+    @model_validator(mode="after")
+    def _password_needs_a_url(self) -> Settings:
+        if self.database_password is not None and not self.database_url:
+            raise ValueError(
+                "PACKSIGHT_DATABASE_PASSWORD is set but PACKSIGHT_DATABASE_URL is not: set the "
+                "URL without a password (postgresql+psycopg2://user@host:port/database)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _stale_after_redelivery(self) -> Settings:

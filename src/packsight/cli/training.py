@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from packsight.cli.context import CommandContext, pass_command_context
+from packsight.cli.progress import Progress, Reading
 from packsight.cli.running import drive_here, one_line_errors
 from packsight.models.tables.training_runs import FINAL_RUN_STATES, TrainingRun, TrainingRunState
 from packsight.models.training_runs import ActiveRunError
@@ -50,9 +51,10 @@ def train(
     with one_line_errors(ActiveRunError):
         run_id = start_training(cmd.app, trigger="manual", config=config, bucket=bucket)
     click.echo(f"training run {run_id}: {cmd.settings.model}, {cmd.settings.taxonomy} taxonomy")
-    if cmd.app.embedded:
-        drive_here(cmd.app, training_run_id=run_id)
-    run = _follow(cmd, run_id, wait=wait)
+    with Progress(lambda: _reading(cmd, run_id), unit="steps"):
+        if cmd.app.embedded:
+            drive_here(cmd.app, training_run_id=run_id)
+        run = _follow(cmd, run_id, wait=wait)
     _print_outcome(run)
     if run.results is not None and results_path is not None:
         results_path.write_text(json.dumps(run.results, indent=2) + "\n")
@@ -71,13 +73,20 @@ def _config(config_json: str) -> dict[str, Any]:
     return config
 
 
+def _reading(cmd: CommandContext, run_id: str) -> Reading:
+    run = cmd.app.try_transaction(lambda session: session.get(TrainingRun, run_id), quiet=True)
+    if run is None:
+        return 0, None, "waiting for the database"
+    return run.step, run.total_steps, run.state
+
+
 def _follow(cmd: CommandContext, run_id: str, *, wait: bool) -> TrainingRun:
     last = None
     while True:
         with one_line_errors():
             run = cmd.app.transaction(lambda session: session.get_one(TrainingRun, run_id))
         progress = f"{run.state} step {run.step}/{run.total_steps or '?'}"
-        if progress != last:
+        if progress != last and not Progress.wanted():  # else the bar shows it
             click.echo(f"  {progress}", err=True)
             last = progress
         if run.state in FINAL_RUN_STATES or not wait:

@@ -59,6 +59,32 @@ def model_family(model: str) -> str:
     return config.model_type
 
 
+def check_model_available(model: str, *, timeout_s: float = 10.0) -> None:
+    """Raise ModelLoadError within about `timeout_s` unless `model` can be loaded here: a local
+    checkpoint folder, a hub id already in the local cache, or a hub id the hub answers for.
+    (Loading itself retries an unreachable hub for minutes per video; this asks once.)"""
+    from transformers import AutoConfig
+
+    if Path(model).exists():
+        model_family(model)
+        return
+    try:
+        AutoConfig.from_pretrained(model, local_files_only=True)
+        return
+    except OSError:
+        pass  # not cached: ask the hub once, quickly
+    import huggingface_hub
+
+    try:
+        huggingface_hub.model_info(model, timeout=timeout_s)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"model {model!r} is not a local folder, not in the Hugging Face cache, and the hub "
+            f"did not answer ({type(exc).__name__}: {exc}); set PACKSIGHT_MODEL to a local "
+            "checkpoint folder (for a try-out: `packsight tiny-model DIR`)"
+        ) from exc
+
+
 def model_class(family: str) -> type[PreTrainedModel]:
     """The transformers class of a model family."""
     from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
