@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
 
@@ -82,11 +83,17 @@ class _Source:
 
 
 def submit_job(
-    ctx: Context, request: JobRequest, *, idempotency_key: str | None = None
+    ctx: Context,
+    request: JobRequest,
+    *,
+    idempotency_key: str | None = None,
+    check_runner: Callable[[], None] | None = None,
 ) -> Submission:
     """Record a labelling job and publish its first work. Raises BucketNotFoundError,
     NothingToLabelError, InvalidKeyError, IdempotencyConflictError, and the publisher's
-    BrokerUnavailableError (then nothing was recorded)."""
+    BrokerUnavailableError (then nothing was recorded). `check_runner`, once the source is
+    known to hold videos, raises if whoever will run the work cannot (the embedded default's
+    own model, say): then nothing is recorded either."""
     settings = ctx.settings
     if idempotency_key is not None:
         earlier = ctx.transaction(lambda s: _earlier(s, idempotency_key, request.digest()))
@@ -99,6 +106,8 @@ def submit_job(
             "(PACKSIGHT_ARTIFACT_BUCKET), not a video source"
         )
     source = _first_chunk(settings, request)
+    if check_runner is not None:
+        check_runner()
     if ctx.publisher is not None:
         ctx.publisher.check()  # broker down: refuse now rather than record work nobody runs
 

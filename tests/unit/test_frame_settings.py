@@ -42,16 +42,16 @@ def test_frame_settings_name_themselves_and_survive_json() -> None:
 
 def test_a_champion_trained_on_other_frames_is_not_compared() -> None:
     from packsight.labels.taxonomy import load_taxonomy
-    from packsight.pipeline.training import _incomparable, _Versions
+    from packsight.pipeline.evaluation import RunVersions, incomparable
     from packsight.pipeline.training_steps import RunSpec
     from packsight.training.retraining import RunParams, Splits
 
     params = RunParams(config={}, splits=Splits(("U0101",), ("U0107",), ("U0108",)), max_side=112)
     run = RunSpec("run", "claim", params, "tiny", "nf4", load_taxonomy("openpack"))
     base, candidate = version(None), version(TRAINED)
-    same = _Versions(base, candidate, champion=version(TRAINED))
-    assert _incomparable(run, same) is None
-    assert _incomparable(run, _Versions(base, candidate, champion=None)) is None
-    other = _Versions(base, candidate, champion=version(FrameSettings(max_side=336)))
-    refusal = _incomparable(run, other)
+    same = RunVersions(base, candidate, champion=version(TRAINED))
+    assert incomparable(run, same) is None
+    assert incomparable(run, RunVersions(base, candidate, champion=None)) is None
+    other = RunVersions(base, candidate, champion=version(FrameSettings(max_side=336)))
+    refusal = incomparable(run, other)
     assert refusal is not None and not refusal.promote and "336px" in refusal.reason

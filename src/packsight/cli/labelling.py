@@ -34,9 +34,11 @@ def label(cmd: CommandContext, source: str, wait: bool) -> None:
     cmd.ready_database()
     if cmd.settings.embedded:
         click.echo(f"embedded mode: {cmd.shown_database}, in-process tasks")
-        _check_model(cmd)  # this process labels: fail now, not once per video
+    # On the embedded default this process labels: a model it cannot load fails the command
+    # now, before anything is queued, not each video after minutes of retries.
+    check = (lambda: _check_model(cmd)) if cmd.settings.embedded else None
     with one_line_errors():
-        submission = submit_job(cmd.app, JobRequest(bucket, prefix=prefix))
+        submission = submit_job(cmd.app, JobRequest(bucket, prefix=prefix), check_runner=check)
     listed = "" if submission.listed else " so far (listing the rest)"
     click.echo(
         f"job {submission.job_id}: {submission.items} videos{listed}, "
@@ -103,13 +105,15 @@ def _follow(cmd: CommandContext, job_id: str) -> None:
 
 
 def _print_summary(summary: JobSummary, elapsed: float) -> None:
-    """A line per video; a failed video's cause in full, wrapped to the terminal's width."""
+    """A line per video; a failed video's cause in full (on a terminal, wrapped to its width;
+    elsewhere on one line, for grep)."""
     click.echo(f"\n{'video':<44} {'state':<10} {'clips':>5} {'labelled':>8}  error")
-    width = shutil.get_terminal_size().columns
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
     for item in summary.items:
         clips = item.clips if item.clips is not None else "-"
         row = f"{item.key[-44:]:<44} {item.state:<10} {clips:>5} {item.labelled:>8}  "
-        cause = textwrap.wrap(item.error or "", max(30, width - len(row))) or [""]
+        error = item.error or ""
+        cause = (textwrap.wrap(error, max(30, width - len(row))) if width else [error]) or [""]
         click.echo(row + cause[0])
         for more in cause[1:]:
             click.echo(" " * len(row) + more)
