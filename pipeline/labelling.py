@@ -21,6 +21,7 @@ from packsight.models.tables.clips import Clip, Prediction, PredictionStatus
 from packsight.models.tables.jobs import Job, JobItem
 from packsight.models.tables.versions import ModelVersion
 from packsight.models.work import UnitRef, finish_unit
+from packsight.pipeline import metrics
 from packsight.pipeline.context import Context
 from packsight.pipeline.storage import open_artifact_storage
 from packsight.pipeline.units import Lease
@@ -100,6 +101,7 @@ def label_clips(ctx: Context, unit: UnitRef, lease: Lease) -> None:
     def record(session: Session) -> None:
         finish_unit(session, unit.id, lease.token)
         upsert_predictions(session, model_version_id=batch.version.id, outcomes=outcomes)
+        metrics.clips_recorded(session, [outcome.error is None for outcome in outcomes])
         settle_item(session, item_id=batch.item_id)
 
     ctx.transaction(record)
@@ -140,7 +142,9 @@ def _predict(ctx: Context, clips: list[Clip], labeler: Labeler) -> list[ClipOutc
 
         return load
 
-    results = labeler.predict_stream([loader(clip) for clip in clips])
+    results = labeler.predict_stream(
+        [loader(clip) for clip in clips], on_batch=metrics.gpu_batch_done
+    )
     return [_outcome(clip.id, result) for clip, result in zip(clips, results, strict=True)]
 
 
@@ -174,4 +178,5 @@ def give_up_labelling(session: Session, unit: UnitRef, error: str) -> None:
         for cid in unit.payload["clip_ids"]
     ]
     upsert_predictions(session, model_version_id=version_id, outcomes=outcomes)
+    metrics.clips_recorded(session, [False] * len(outcomes))
     settle_item(session, item_id=item.id)

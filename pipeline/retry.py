@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from packsight.faults import TransientError
+from packsight.pipeline import metrics
 from packsight.storage.base import ObjectInfo, Storage
 
 log = logging.getLogger(__name__)
@@ -100,12 +101,14 @@ class Backoff:
         ceiling = min(self.policy.max_backoff_s, self.policy.first_backoff_s * 2**self.attempt)
         pause = random.uniform(0, ceiling)
         if time.monotonic() + pause > self.deadline:
+            metrics.OUTAGES_OUTLASTED.labels(self.what).inc()
             raise OutageError(
                 self.what,
                 f"{self.what}: still unavailable after {self.policy.window_s:.0f} s ({exc})",
             ) from exc
         if self.attempt == 1 or self.attempt % 10 == 0:
             log.warning("%s unavailable (%s: %s); retrying", self.what, type(exc).__name__, exc)
+        metrics.OUTAGE_RETRIES.labels(self.what).inc()
         time.sleep(pause)
 
 

@@ -35,6 +35,7 @@ from packsight.models.work import (
     return_to_pending,
     waiting_units,
 )
+from packsight.pipeline import metrics
 from packsight.pipeline.context import Context
 from packsight.pipeline.dispatch import BrokerUnavailableError, top_up
 from packsight.pipeline.retry import is_transient
@@ -73,17 +74,24 @@ class Sweeper:
 
     def sweep(self) -> SweepReport:
         """One pass; an outage of the database or the broker ends it early (logged)."""
-        report = SweepReport()
+        report, outcome = SweepReport(), "error"
         try:
             self._sweep(report)
+            outcome = "ok"
         except BrokerUnavailableError as exc:
+            outcome = "broker_unavailable"
             log.warning("sweep cut short, broker unavailable: %s", exc)
         except Exception as exc:
             if not is_transient(exc):
                 raise
+            outcome = "database_unavailable"
             log.warning("sweep cut short, database unavailable: %s", type(exc).__name__)
             self._database_down = True
             return report
+        finally:
+            metrics.swept(
+                outcome, taken_back=report.dead, republished=report.lost, recreated=report.recreated
+            )
         if report:
             log.info("sweep: %s", report)
         return report

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from packsight.labels.taxonomy import Taxonomy
 from packsight.models.training_runs import labelled_videos
+from packsight.pipeline import metrics
 from packsight.pipeline.context import Context
 from packsight.settings import Settings
 from packsight.storage.base import StorageError
@@ -115,12 +116,14 @@ def fit_adapter(
     config = TrainingConfig(**{**stored, "train_modules": tuple(stored["train_modules"])})
     total = config.total_steps(len(dataset.train))
     progress(total_steps=total)
+    metrics.training_progress(settings.queue_train, step=0, total=total)
     resumed = artifacts.restore_checkpoint(work / "checkpoint")
     if resumed is not None:
         log.info("training run %s: continuing from stored checkpoint %d", run.id, resumed)
 
     def on_step(step: int, loss: float) -> None:
         progress(step=step)
+        metrics.training_progress(settings.queue_train, step=step, loss=loss)
         if step % config.checkpoint_every == 0 and step < total:
             artifacts.save_checkpoint(work / "checkpoint", step)
 

@@ -29,6 +29,7 @@ from packsight.models.work import (
     release_unit,
     renew_lease,
 )
+from packsight.pipeline import metrics
 from packsight.pipeline.context import Context
 from packsight.pipeline.dispatch import top_up
 
@@ -121,22 +122,29 @@ def run_unit(ctx: Context, unit_id: int, stages: Mapping[str, Stage]) -> None:
         return
     if unit.kind == UnitKind.TRAIN:
         lease.max_s = ctx.settings.max_training_s
-    stage = stages[unit.kind]
+    stage, started, outcome = stages[unit.kind], time.monotonic(), "ok"
     with lease.kept_alive():
         try:
             stage.run(ctx, unit, lease)
         except LeaseLostError as exc:
+            outcome = "lease_lost"
             log.warning("work unit %s: %s; this delivery stops", unit_id, exc)
         except TransientError as exc:
             # The outage outlasted the retry window: hand the unit back untouched (no attempt
             # counted), to run again a little later (or, if even this fails, when the sweeper
             # finds it).
+            outcome = "outage"
             log.warning("work unit %s left for later: %s", unit_id, exc)
             later = utcnow() + timedelta(seconds=ctx.settings.retry_backoff_max_s)
-            ctx.try_transaction(lambda s: release_unit(s, unit_id, lease.token, not_before=later))
+            if ctx.try_transaction(
+                lambda s: release_unit(s, unit_id, lease.token, not_before=later)
+            ):
+                metrics.handed_back(unit.kind, "outage")
         except Exception as exc:
+            outcome = "failed"
             log.exception("work unit %s (%s) failed", unit_id, unit.kind)
             record_failure(ctx, stage, unit, lease.token, f"{type(exc).__name__}: {exc}")
+    metrics.delivered(unit.kind, outcome, time.monotonic() - started)
     top_up(ctx)
 
 
@@ -172,6 +180,9 @@ def count_failure(
         elif not discard_unit(session, unit.id, None):
             return  # taken meanwhile: its new holder decides
         stage.give_up(session, unit, f"gave up after {attempts} attempts: {error}")
+        metrics.after_commit(session, metrics.UNITS_GIVEN_UP.labels(unit.kind).inc)
     else:
         not_before = utcnow() + timedelta(seconds=pause_s) if pause_s else None
-        release_unit(session, unit.id, lease, failed=True, error=error, not_before=not_before)
+        if release_unit(session, unit.id, lease, failed=True, error=error, not_before=not_before):
+            reason = "error" if lease is not None else "worker_lost"
+            metrics.after_commit(session, lambda: metrics.handed_back(unit.kind, reason))

@@ -4,6 +4,7 @@
 # Usage: bash scripts/system-packages.sh NEED...
 #   venv      python3-venv, unless .venv works (its pip runs) or python3 can already make a venv
 #   services  redis-server and postgresql (the tests start private servers of their own)
+#   browser   chromium and chromium-driver (the headless browser that tests/e2e drives)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -34,7 +35,11 @@ for need in "$@"; do
                 missing+=(postgresql)
             fi
             ;;
-        *) echo "error: unknown need '$need' (venv, services)" >&2; exit 2 ;;
+        browser)
+            [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+            [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
+            ;;
+        *) echo "error: unknown need '$need' (venv, services, browser)" >&2; exit 2 ;;
     esac
 done
 

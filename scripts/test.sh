@@ -10,7 +10,7 @@ VENV=.venv
 section() { printf '\n==> %s\n' "$*"; }
 
 section "System packages"
-bash scripts/system-packages.sh venv services
+bash scripts/system-packages.sh venv services browser
 
 section "Python environment"
 bash scripts/install.sh

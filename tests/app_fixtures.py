@@ -8,7 +8,7 @@ import os
 import secrets
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import harness
@@ -37,6 +37,8 @@ class Stack:
     # By name; a fault-injection test may restart() one in place or replace it (teardown stops
     # whatever is here then).
     processes: dict[str, harness.ProcessGroup]
+    # The loopback port each worker and beat serves its Prometheus metrics on, by name.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     def client(self) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token}"}
@@ -72,6 +74,10 @@ def stack_env(
         # never through Redis redelivery.
         "PACKSIGHT_VISIBILITY_TIMEOUT_S": "3600",
         "PACKSIGHT_TRAINING_SCHEDULE": "",
+        # No metrics servers unless a stack gives each process a port of its own (the default,
+        # 9100, would be taken by the first of them).
+        "PACKSIGHT_METRICS_PORT": "0",
+        "PACKSIGHT_METRICS_HOST": harness.LOOPBACK,
     }
 
 
@@ -147,11 +153,18 @@ def stack(
         data_dir=tmp_path_factory.mktemp("data"),
     ) | {"PACKSIGHT_API_TOKEN": token, "PYTHONUNBUFFERED": "1"}
     port = harness.free_port()
+    metrics = {
+        name: harness.free_port() for name in ("worker-cpu", "worker-gpu", "worker-train", "beat")
+    }
+
+    def own(name: str) -> dict[str, str]:
+        return env | {"PACKSIGHT_METRICS_PORT": str(metrics[name])}
+
     processes = [
-        cpu_worker(env, logs / "worker-cpu.log"),
-        gpu_worker(env, logs / "worker-gpu.log"),
-        train_worker(env, logs / "worker-train.log"),
-        beat(env, logs / "beat.log"),
+        cpu_worker(own("worker-cpu"), logs / "worker-cpu.log"),
+        gpu_worker(own("worker-gpu"), logs / "worker-gpu.log"),
+        train_worker(own("worker-train"), logs / "worker-train.log"),
+        beat(own("beat"), logs / "beat.log"),
         api_server(env, logs / "api.log", port),
     ]
     try:
@@ -159,7 +172,9 @@ def stack(
             wait_ready(process)
         url = f"http://127.0.0.1:{port}"
         by_name = {process.name: process for process in processes}
-        yield Stack(env=env, api_url=url, token=token, logs=logs, processes=by_name)
+        yield Stack(
+            env=env, api_url=url, token=token, logs=logs, processes=by_name, metrics_ports=metrics
+        )
         processes = list(by_name.values())
     finally:
         for process in processes:

@@ -1,6 +1,7 @@
 """The Celery app: queues, routes, the nightly schedule, and the hooks that start the sweeper in
-`celery beat` and check a worker's broker settings when it starts. Tasks only deliver work
-units; what they do lives in the application layer (packsight.pipeline)."""
+`celery beat`, check a worker's broker settings when it starts, and serve the Prometheus metrics
+of workers and beat. Tasks only deliver work units; what they do lives in the application layer
+(packsight.pipeline)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,18 @@ import logging
 
 from celery import Celery
 from celery.schedules import crontab
-from celery.signals import beat_init, worker_init, worker_process_init
+from celery.signals import (
+    beat_init,
+    import_modules,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
 
 from packsight.models.db import dispose_engines
 from packsight.models.tables.work import UnitKind
+from packsight.pipeline import metrics_serving
 from packsight.settings import Settings, crontab_fields, get_settings
 
 log = logging.getLogger(__name__)
@@ -82,6 +91,27 @@ app = Celery("packsight", include=["packsight.workers.tasks.units"])
 configure(app, get_settings())
 
 
+@import_modules.connect
+def _metrics_files(sender: Celery | None = None, **_: object) -> None:
+    # A worker or beat (in init_worker) imports its task modules next, which define the metrics;
+    # prefork's children fork later still. Flower and `celery report` import the task modules
+    # outside init_worker: they keep prometheus_client's default mode.
+    if sender is not None and sender.loader.worker_initialized and get_settings().metrics_port:
+        metrics_serving.prepare_multiprocess_dir()
+
+
+@worker_ready.connect
+def _serve_metrics(**_: object) -> None:
+    settings = get_settings()
+    metrics_serving.serve(settings.metrics_port, settings.metrics_host, what="worker")
+
+
+@worker_process_shutdown.connect
+def _pool_process_exits(pid: int | None = None, **_: object) -> None:
+    if pid is not None:
+        metrics_serving.process_exited(pid)
+
+
 @worker_init.connect
 def _check_broker_settings(**_: object) -> None:
     from packsight.workers.broker import claim_visibility_timeout
@@ -99,5 +129,7 @@ def _after_fork(**_: object) -> None:
 def _start_sweeper(**_: object) -> None:
     from packsight.workers.broker import claim_visibility_timeout, start_sweeper
 
-    claim_visibility_timeout(app, get_settings())
-    start_sweeper(app, get_settings())
+    settings = get_settings()
+    claim_visibility_timeout(app, settings)
+    start_sweeper(app, settings)
+    metrics_serving.serve(settings.metrics_port, settings.metrics_host, what="beat")

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1024**3)
     # Flower's basic auth, "user:password" (several comma-separated); `packsight flower` reads it.
     flower_basic_auth: SecretStr | None = None
+    # Where a worker or beat serves Prometheus metrics (port 0 or empty: off); the API: /metrics.
+    metrics_port: int = Field(default=9100, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
 
     # Retraining. The nightly run's crontab ("minute hour day-of-month month day-of-week", in
     # `timezone`); empty disables the schedule (manual runs still work).
@@ -139,6 +142,11 @@ class Settings(BaseSettings):
         # compose passes unset variables as "": that means "none", not a path named "" (an
         # empty broker URL was taken as a broker: tasks queued in memory, never run).
         return value or None
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _empty_port_is_off(cls, value: Any) -> Any:
+        return value or 0  # compose passes an unset variable as ""
 
     @field_validator("training_schedule")
     @classmethod

@@ -144,12 +144,17 @@ class Labeler:
         return results
 
     def predict_stream(
-        self, loaders: Sequence[Callable[[], ClipInput | Exception]], *, threads: int = 8
+        self,
+        loaders: Sequence[Callable[[], ClipInput | Exception]],
+        *,
+        threads: int = 8,
+        on_batch: Callable[[int], None] | None = None,
     ) -> list[ClipPrediction | OutputParseError | Exception]:
         """Predict clips that still have to be loaded (fetched, unpacked). The next batch is
         loaded and preprocessed on a helper thread while the GPU works on the current one, so
         CPU work hides behind GPU work. A loader returns its clip, or the error that made it
-        unreadable, which then stands in that clip's place."""
+        unreadable, which then stands in that clip's place. `on_batch` hears the size of each
+        batch the model ran."""
         results: list[ClipPrediction | OutputParseError | Exception | None] = [None] * len(loaders)
 
         def prepare(start: int, size: int) -> tuple[list[tuple[int, ClipInput]], Any]:
@@ -193,6 +198,8 @@ class Labeler:
                     predictions = self.predict([clip for _, clip in good])
                 for (index, _), prediction in zip(good, predictions, strict=True):
                     results[index] = prediction
+                if on_batch is not None:
+                    on_batch(min(len(good), self.batch_size))
         # Every index was filled above, by a prediction or by the error that stands in for it.
         return cast(list[ClipPrediction | OutputParseError | Exception], results)
 
