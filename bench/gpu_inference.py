@@ -6,8 +6,8 @@ first GPU measurements), and (b) the system path: what a GPU task runs, i.e. sto
 streamed through `Labeler.predict_stream` (constrained decoding in batches, JPEG decode on the
 GPU, the next batch prepared while the current one runs). Ratios are against (a) of the same run.
 
-    PYTHONPATH=. python bench/gpu_inference.py                     # H100, both families
-    PYTHONPATH=. python bench/gpu_inference.py --size tiny --device cpu --clips 8 \\
+    PYTHONPATH=src:. python bench/gpu_inference.py                     # H100, both families
+    PYTHONPATH=src:. python bench/gpu_inference.py --size tiny --device cpu --clips 8 \\
         --batch-sizes 2,4 --baseline-clips 2                       # CPU smoke run
 
 Only packsight modules free of service dependencies are imported: the GPU image lacks

@@ -8,8 +8,8 @@ The previous recipe (`enable_input_require_grads`, logits over the whole answer;
 in training_recipes.py) runs in the same process as the baseline; `--recipes` picks and orders
 them.
 
-    PYTHONPATH=. python bench/gpu_training.py                      # H100, both families
-    PYTHONPATH=. python bench/gpu_training.py --size tiny --device cpu --frame-size 56 \\
+    PYTHONPATH=src:. python bench/gpu_training.py                      # H100, both families
+    PYTHONPATH=src:. python bench/gpu_training.py --size tiny --device cpu --frame-size 56 \\
         --warmup 1 --steps 2                                       # CPU smoke run
 """
 

@@ -8,7 +8,7 @@ well as RGB statistics do (0.4-0.6 on 34 test clips; 18 clips swing by 0.3). Wha
 (c)'s clip-to-clip spread, which the trained lm_head has to read: 0.10 of its norm with the
 default size's 0.02 init, 0.25 with the "learnable" size, which fine-tunes markedly better.
 
-    PYTHONPATH=. python bench/probe_tiny_vision.py      # ~1 min on 2 CPU cores
+    PYTHONPATH=src:. python bench/probe_tiny_vision.py      # ~1 min on 2 CPU cores
 """
 
 from __future__ import annotations
