@@ -46,3 +46,9 @@ def test_no_module_is_over_300_lines() -> None:
         if (lines := len(path.read_text().splitlines())) > MAX_LINES
     }
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_test_modules_have_names_of_their_own() -> None:
+    """pytest imports test modules by their base name: two alike stop the whole collection."""
+    names = [path.name for path in (ROOT / "tests").rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)

@@ -74,6 +74,7 @@ def test_placeholder_database_passwords_are_refused(value: str) -> None:
         "sqlite:////tmp/packsight.db",
         f"postgresql+psycopg2://packsight:{secrets.token_urlsafe(24)}@db:5432/packsight",
     ],
+    ids=["trust-auth", "sqlite", "real-password"],  # stable: test processes must agree on ids
 )
 def test_database_urls_without_or_with_a_real_password_pass(url: str) -> None:
     assert settings(database_url=url).database_url == url
@@ -136,6 +137,7 @@ def test_a_database_password_needs_a_url_without_one() -> None:
         ("no-colon-at-all-but-long-enough", "user:password"),
         (f":{secrets.token_urlsafe(24)}", "user:password"),
     ],
+    ids=["replace", "default", "short", "a-second-user-default", "no-colon", "no-user"],
 )
 def test_flower_basic_auth_needs_real_passwords(value: str, needle: str) -> None:
     with pytest.raises(ValidationError, match="PACKSIGHT_FLOWER_BASIC_AUTH") as refused:
