@@ -177,8 +177,7 @@ def stack(
         )
         processes = list(by_name.values())
     finally:
-        for process in processes:
-            process.stop()
+        harness.stop_all(processes)
 
 
 @pytest.fixture

@@ -75,8 +75,7 @@ class ChaosStack:
         return Settings(**{k: v for k, v in names.items() if k in Settings.model_fields})
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            process.stop()
+        harness.stop_all(list(self.processes.values()))
         for service in (self.s3, self.redis, self.postgres):
             service.stop()
 

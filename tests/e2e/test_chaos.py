@@ -142,7 +142,9 @@ def test_redis_restarted_without_persistence(chaos: ChaosStack) -> None:
     recovered(chaos, "Redis restart, no persistence", job_id, time.monotonic())
 
 
-def test_postgres_stopped_for_30_seconds(chaos: ChaosStack) -> None:
+# Each outage outlasts STALE_AFTER_S (10 s): heartbeats lapse and the sweeper sees stale work
+# the moment it can read the database again.
+def test_postgres_stopped_for_15_seconds(chaos: ChaosStack) -> None:
     job_id = submit(chaos, "postgres-down").json()["job_id"]
     wait_until(lambda: units(chaos, job_id, UnitKind.LABEL, UnitState.PENDING) + units(
         chaos, job_id, UnitKind.LABEL, UnitState.RUNNING) + units(
@@ -150,18 +152,18 @@ def test_postgres_stopped_for_30_seconds(chaos: ChaosStack) -> None:
     chaos.postgres.pause()
     with chaos.client() as api:  # the API says "unavailable", not 500
         assert api.get(f"/v1/jobs/{job_id}").status_code == 503
-    time.sleep(30)
+    time.sleep(15)
     chaos.postgres.resume()
-    recovered(chaos, "Postgres down 30 s", job_id, time.monotonic())
+    recovered(chaos, "Postgres down 15 s", job_id, time.monotonic())
 
 
-def test_s3_stopped_for_60_seconds(chaos: ChaosStack) -> None:
+def test_s3_stopped_for_20_seconds(chaos: ChaosStack) -> None:
     job_id = submit(chaos, "s3-down").json()["job_id"]
     wait_until(lambda: units(chaos, job_id, UnitKind.SAMPLE, UnitState.RUNNING), "decoding")
     chaos.s3.pause()
-    time.sleep(60)
+    time.sleep(20)
     chaos.s3.resume()
-    recovered(chaos, "S3 down 60 s", job_id, time.monotonic())
+    recovered(chaos, "S3 down 20 s", job_id, time.monotonic())
 
 
 def test_api_killed_right_after_a_post(chaos: ChaosStack) -> None:

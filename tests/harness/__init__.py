@@ -14,6 +14,7 @@ from .process import (
     ServiceError,
     free_port,
     pid_alive,
+    stop_all,
 )
 from .redis import SHARED_REDIS_PORT, RedisServer, SharedRedisDatabase, redis_server
 from .s3 import S3Endpoint, S3Server, s3_server
@@ -41,4 +42,5 @@ __all__ = [
     "redis_server",
     "s3_server",
     "slowness",
+    "stop_all",
 ]

@@ -217,10 +217,15 @@ class ProcessGroup(_Stoppable):
         if self.process.poll() is None:
             # Only the leader gets the polite signal: celery and postgres stop their own
             # children in order, which a group-wide signal would cut short.
-            self.process.send_signal(self.stop_signal)
+            self.ask_to_stop()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout_s)
         self.kill(timeout_s)
+
+    def ask_to_stop(self) -> None:
+        """The polite half of stop(), without waiting (see stop_all)."""
+        if self.process.poll() is None:
+            self.process.send_signal(self.stop_signal)
 
     def restart(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Start the command again with the same environment, appending to the same log. Like a
@@ -230,3 +235,12 @@ class ProcessGroup(_Stoppable):
         with open(self.log_path, "ab") as log:
             log.write(f"\n--- {self.name} restarted ---\n".encode())
         self._spawn()
+
+
+def stop_all(groups: Sequence[ProcessGroup], timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """stop() for several groups at once: all are asked first, so a stack shuts down in the
+    time of its slowest process rather than the sum of them."""
+    for group in groups:
+        group.ask_to_stop()
+    for group in groups:
+        group.stop(timeout_s)
