@@ -24,5 +24,9 @@ section "ruff format --check"
 section "mypy (the installed package: every layer, through the link tree)"
 "$VENV/bin/mypy"
 
-section "pytest $*"
-exec "$VENV/bin/python" -m pytest "$@"
+# Two test sessions side by side (pytest-xdist): while one waits on an outage or a worker, the
+# other computes. Each test file runs whole in one session, in file order, so a module's
+# fixtures (the chaos stack) start once. PACKSIGHT_TEST_WORKERS=0: everything in this process.
+WORKERS=${PACKSIGHT_TEST_WORKERS:-2}
+section "pytest -n $WORKERS $*"
+exec "$VENV/bin/python" -m pytest -n "$WORKERS" --dist loadfile "$@"

@@ -3,6 +3,7 @@ the `gpu` marker's skip rule, and per-test timeouts scaled to the machine's spee
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from functools import cache
 
@@ -11,6 +12,11 @@ import pytest
 from harness import S3Endpoint
 
 pytest_plugins = ["app_fixtures", "chaos_stack"]
+
+if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # Test sessions side by side (pytest-xdist) share the cores: each takes its share of
+    # torch's threads (read when torch is imported, later), and so do the commands it starts.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(workers))))
 
 
 @pytest.fixture(scope="session")

@@ -51,12 +51,25 @@ def free_port() -> int:
     local end of some outgoing connection before our server gets to bind it.
     """
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    first, last = _session_ports(20000, low - 1)
     for _ in range(500):
-        port = random.randint(20000, low - 1) if low > 21000 else _kernel_port()
+        port = random.randint(first, last) if low > 21000 else _kernel_port()
         if port not in _handed_out_ports and _bindable(port):
             _handed_out_ports.add(port)
             return port
     raise ServiceError("no free loopback port found")
+
+
+def _session_ports(first: int, last: int) -> tuple[int, int]:
+    """This session's share of [first, last]: test sessions running side by side (pytest-xdist
+    sets PYTEST_XDIST_WORKER=gw<i>) never draw the same port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count <= 1:
+        return first, last
+    size = (last - first + 1) // count
+    start = first + int(worker[2:]) * size
+    return start, start + size - 1
 
 
 def _kernel_port() -> int:
