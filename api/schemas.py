@@ -182,6 +182,8 @@ class TrainingRunOut(BaseModel):
     params: dict[str, object]
     step: int
     total_steps: int | None
+    # The phase and its details: videos read, the latest loss, the model being evaluated.
+    progress: dict[str, object] | None
     dataset: dict[str, object] | None
     candidate_version_id: int | None
     champion_version_id: int | None

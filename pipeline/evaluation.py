@@ -4,7 +4,7 @@ results.json."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,19 +62,30 @@ def evaluate(
     """Base, candidate and champion on the test clips, the candidate on the validation clips,
     and the trivial baselines on both."""
     local = {versions.candidate.id: adapter}
-    scores: dict[int, Evaluation] = {}
     champion = None if incomparable(run, versions) else versions.champion
-    for version in (versions.base, versions.candidate, champion):
-        if version is not None and version.id not in scores:
-            scores[version.id] = score_version(settings, version, local, dataset.test, run.taxonomy)
-            progress()
     # The validation subject decides nothing; its score next to the test score shows whether
     # a candidate merely fits the test subject.
-    validation = (
-        score_version(settings, versions.candidate, local, dataset.validation, run.taxonomy)
-        if dataset.validation
-        else None
-    )
+    plan = [("base", versions.base, "test"), ("candidate", versions.candidate, "test")]
+    if champion is not None and champion.id not in (versions.base.id, versions.candidate.id):
+        plan.append(("champion", champion, "test"))
+    if dataset.validation:
+        plan.append(("candidate", versions.candidate, "validation"))
+    scores: dict[int, Evaluation] = {}
+    validation = None
+    for number, (role, version, split) in enumerate(plan, start=1):
+        examples = dataset.test if split == "test" else dataset.validation
+        where: dict[str, Any] = {"phase": "evaluating", "model": role, "split": split}
+        where |= {"clips": len(examples), "evaluation": number, "evaluations": len(plan)}
+
+        def on_clips(done: int, where: dict[str, Any] = where) -> None:
+            progress(progress=where | {"clips_done": done})
+
+        on_clips(0)
+        result = score_version(settings, version, local, examples, run.taxonomy, on_clips)
+        if split == "test":
+            scores[version.id] = result
+        else:
+            validation = result
     return RunEvaluation(
         scores=scores,
         validation=validation,
@@ -144,12 +155,13 @@ def score_version(
     local: dict[int, str],
     examples: Sequence[TrainingExample],
     taxonomy: Taxonomy,
+    on_clips: Callable[[int], None] | None = None,
 ) -> Evaluation:
     from packsight.pipeline.labelling import load_version
 
     labeler = load_version(version, settings, adapter=local.get(version.id))
     try:
-        return score(labeler, examples, taxonomy)
+        return score(labeler, examples, taxonomy, on_clips)
     finally:
         del labeler
         free_memory()

@@ -84,8 +84,13 @@ def run_training(ctx: Context, *, run_id: str, lease: Lease) -> None:
         ctx.transaction(lambda s: finish_unit(s, lease.unit_id, lease.token))
         return
 
+    shown: dict[str, Any] = {}  # the phase's details accumulate: the last loss stays in view
+
     def progress(**fields: Any) -> None:
         lease.check()
+        if "progress" in fields:
+            shown.update(fields["progress"])
+            fields["progress"] = dict(shown)
         ctx.transaction(lambda s: heartbeat(s, run_id, run.claim, **fields))
 
     work = settings.data_dir.resolve() / "training-runs" / run_id

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 
 class Progress(Protocol):
-    """Records a run's progress (step=, total_steps=, dataset=, ...) and that it is alive."""
+    """Records a run's progress (step=, total_steps=, dataset=, progress={"phase": ...}, ...)
+    and that it is alive."""
 
     def __call__(self, **fields: Any) -> None: ...
 
@@ -78,13 +79,20 @@ def gather_dataset(
             raise VideoUnavailableError(str(exc)) from exc
         return path
 
+    read = 0
+
+    def on_video(_: LabelledVideo) -> None:
+        nonlocal read
+        read += 1
+        progress(progress={"phase": "gathering", "videos_done": read, "videos": len(videos)})
+
     dataset = build_dataset(
         videos,
         fetch,
         taxonomy=run.taxonomy,
         splits=params.splits,
         frames=params.frames,
-        on_video=lambda _: progress(),
+        on_video=on_video,
     )
     shutil.rmtree(folder, ignore_errors=True)
     where = f"bucket {params.bucket!r}" if params.bucket else "any bucket"
@@ -115,14 +123,14 @@ def fit_adapter(
     stored = run.params.config
     config = TrainingConfig(**{**stored, "train_modules": tuple(stored["train_modules"])})
     total = config.total_steps(len(dataset.train))
-    progress(total_steps=total)
+    progress(total_steps=total, progress={"phase": "training"})
     metrics.training_progress(settings.queue_train, step=0, total=total)
     resumed = artifacts.restore_checkpoint(work / "checkpoint")
     if resumed is not None:
         log.info("training run %s: continuing from stored checkpoint %d", run.id, resumed)
 
     def on_step(step: int, loss: float) -> None:
-        progress(step=step)
+        progress(step=step, progress={"phase": "training", "loss": round(loss, 4)})
         metrics.training_progress(settings.queue_train, step=step, loss=loss)
         if step % config.checkpoint_every == 0 and step < total:
             artifacts.save_checkpoint(work / "checkpoint", step)

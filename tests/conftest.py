@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 
 import harness
 import pytest
@@ -17,6 +18,15 @@ if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     # Test sessions side by side (pytest-xdist) share the cores: each takes its share of
     # torch's threads (read when torch is imported, later), and so do the commands it starts.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(workers))))
+
+
+@pytest.fixture(autouse=True)
+def own_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The per-user data folder (XDG_DATA_HOME/packsight) of each test is a folder of its own:
+    commands it runs keep their state there, never in the home of whoever runs the tests."""
+    home = tmp_path_factory.mktemp("data-home")
+    monkeypatch.setenv("XDG_DATA_HOME", str(home))
+    return home / "packsight"
 
 
 @pytest.fixture(scope="session")

@@ -46,6 +46,9 @@ class TrainingRun(Base):
     step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int | None] = mapped_column(Integer)
     dataset: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # clip counts, test clip ids
+    # What the run is doing now: {"phase": "gathering" | "training" | "evaluating", ...} with
+    # videos read, the latest loss, or the model being scored and its clips done.
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     candidate_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     champion_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     decision: Mapped[str | None] = mapped_column(String(16))  # "promoted" | "rejected"

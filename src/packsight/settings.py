@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -14,11 +15,8 @@ from packsight.video.sampling import FrameSettings
 
 
 class Settings(BaseSettings):
-    """Everything a process of packsight can be configured with.
-
-    With nothing set, packsight runs on the embedded default: a SQLite file and a local
-    object folder under `data_dir`, tasks executed in-process.
-    """
+    """Everything a process of packsight can be configured with. With nothing set: the embedded
+    default, a SQLite file and a local object folder under `data_dir`, tasks in-process."""
 
     # hide_input_in_errors: a refused setting may be a secret (or a URL holding one); errors
     # name the variable, never echo its value into logs.
@@ -26,7 +24,13 @@ class Settings(BaseSettings):
         env_prefix="PACKSIGHT_", env_file=".env", extra="ignore", hide_input_in_errors=True
     )
 
-    data_dir: Path = Path(".packsight")
+    # Local state (SQLite file, objects, adapter cache, training-run folders, beat's schedule):
+    # one folder per user, whatever the working directory ($XDG_DATA_HOME or ~/.local/share).
+    data_dir: Path = Field(
+        default_factory=lambda: (
+            Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local/share") / "packsight"
+        )
+    )
     # The database password, kept out of DATABASE_URL: any characters (`@:/#%` too) work, as it
     # is quoted into the URL here. Declared before database_url, whose validator inserts it.
     database_password: SecretStr | None = None
@@ -123,9 +127,8 @@ class Settings(BaseSettings):
     # AA@1 by at least this much.
     promotion_baseline_margin: float = Field(default=0.05, ge=0, le=1)
     # A queued/running run without a heartbeat for this long is taken as dead and no longer
-    # blocks a new run (when no training worker picks it up at all). Longer than
-    # stale_after_s, so a run whose worker was lost is first redelivered by the sweeper (and
-    # resumes from its checkpoint) before anything gives up on it.
+    # blocks a new run (no training worker picks it up). Longer than stale_after_s: a run whose
+    # worker was lost is first redelivered by the sweeper (resuming from its checkpoint).
     training_stale_after_s: int = Field(default=7 * 3600, ge=60, le=60 * 24 * 3600)
 
     @field_validator("frames_per_clip")
@@ -143,10 +146,11 @@ class Settings(BaseSettings):
         # empty broker URL was taken as a broker: tasks queued in memory, never run).
         return value or None
 
-    @field_validator("metrics_port", mode="before")
+    @field_validator("metrics_port", "database_password", mode="before")
     @classmethod
-    def _empty_port_is_off(cls, value: Any) -> Any:
-        return value or 0  # compose passes an unset variable as ""
+    def _unset_is_off(cls, value: Any, info: ValidationInfo) -> Any:
+        # compose passes an unset variable as "": no metrics server, no separate password
+        return value or (0 if info.field_name == "metrics_port" else None)
 
     @field_validator("training_schedule")
     @classmethod
@@ -195,11 +199,6 @@ class Settings(BaseSettings):
                 )
             check_secret(f"the password of {user!r} in PACKSIGHT_FLOWER_BASIC_AUTH", password)
         return value
-
-    @field_validator("database_password", mode="before")
-    @classmethod
-    def _empty_password_is_none(cls, value: Any) -> Any:
-        return value or None  # compose passes an unset variable as ""
 
     @field_validator("database_url")
     @classmethod

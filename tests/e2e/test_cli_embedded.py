@@ -26,7 +26,47 @@ def run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Completed
     )
 
 
-def test_label_a_local_folder_on_the_embedded_default(tmp_path: Path, tiny_model_dir: Path) -> None:
+def run_on_a_terminal(
+    args: list[str], cwd: Path, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """run(), with stderr on a pseudo-terminal 160 columns wide (where progress bars are
+    drawn); returns the result and what the terminal showed."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    shown: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # the command exited and closed the terminal
+                return
+            if not data:
+                return
+            shown.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    with subprocess.Popen(
+        [PACKSIGHT, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=follower, text=True
+    ) as process:
+        os.close(follower)
+        stdout, _ = process.communicate(timeout=budget(600))
+    reader.join(budget(30))
+    os.close(leader)
+    terminal = b"".join(shown).decode(errors="replace")
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, ""), terminal
+
+
+def test_label_a_local_folder_on_the_embedded_default(
+    tmp_path: Path, tiny_model_dir: Path, own_data_dir: Path
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PACKSIGHT_")}
     env["PACKSIGHT_MODEL"] = str(tiny_model_dir)
 
@@ -37,11 +77,18 @@ def test_label_a_local_folder_on_the_embedded_default(tmp_path: Path, tiny_model
 
     labelled = run(["label", "archive"], tmp_path, env)
     assert labelled.returncode == 0, labelled.stdout + labelled.stderr
-    assert "embedded mode: sqlite" in labelled.stdout
+    # The state is in the per-user data folder, and the command says where.
+    database = own_data_dir / "packsight.db"
+    assert f"embedded mode: sqlite:///{database}" in labelled.stdout
     assert f"{expected} clips, {expected} labelled, 0 failed" in labelled.stdout
-    assert (tmp_path / ".packsight" / "packsight.db").is_file()
+    assert database.is_file() and not (tmp_path / ".packsight").exists()
+    shown = run(["info", "--data-dir"], tmp_path, env)
+    assert shown.returncode == 0 and shown.stdout.strip() == str(own_data_dir)
 
-    results = run(["results", "--format", "jsonl"], tmp_path, env)
+    # Whatever the directory the next command runs in, it sees the same job.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    results = run(["results", "--format", "jsonl"], elsewhere, env)
     assert results.returncode == 0, results.stderr
     records = [json.loads(line) for line in results.stdout.splitlines()]
     assert len(records) == expected
@@ -116,8 +163,13 @@ def test_train_on_the_openpack_layout_beats_the_base_model_and_every_baseline(
     assert f"imported {len(videos)} videos into bucket 'archive' as openpack" in imported.stdout
 
     config = json.dumps(asdict(recipe.training))
-    trained = run(["train", "--config", config, "--results", "results.json"], tmp_path, env)
-    assert trained.returncode == 0, trained.stdout + trained.stderr
+    args = ["train", "--config", config, "--results", "results.json"]
+    trained, terminal = run_on_a_terminal(args, tmp_path, env)
+    assert trained.returncode == 0, trained.stdout + terminal
+    # On a terminal the run's progress is drawn as it goes: the videos read, then each step
+    # with its loss, ending at the last step.
+    assert "reading videos" in terminal and "training, loss" in terminal, terminal[-2000:]
+    assert f"{recipe.training.max_steps}/{recipe.training.max_steps} [" in terminal
     assert "openpack taxonomy" in trained.stdout
     results = json.loads((tmp_path / "results.json").read_text())
     base, tuned = results["base_model"], results["finetuned_model"]

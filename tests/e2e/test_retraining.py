@@ -59,6 +59,11 @@ def test_training_run_trains_evaluates_and_serves(stack, stack_settings, s3, ver
         run = wait_for(api, f"/v1/training-runs/{run_id}", ("succeeded", "failed"))
         assert run["state"] == "succeeded", run["error"]
         assert run["trigger"] == "manual" and run["step"] == run["total_steps"] == STEPS
+        # What it did last, kept in view: every video read, the last loss, every evaluation.
+        done = run["progress"]
+        assert done["videos_done"] == done["videos"] > 0 and done["loss"] > 0
+        assert done["phase"] == "evaluating" and done["evaluation"] == done["evaluations"] >= 2
+        assert done["clips_done"] == done["clips"] > 0
         dataset = run["dataset"]
         assert dataset["train_clips"] > 0 and dataset["skipped_videos"] == []
         test_ids = dataset["test_clip_ids"]

@@ -89,3 +89,15 @@ def test_a_worker_with_a_placeholder_secret_is_a_usage_error(tmp_path: Path) -> 
     result = run(["worker", "--queue", "cpu"], tmp_path, **env)
     assert result.returncode == 2 and "PACKSIGHT_API_TOKEN" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_first_look_at_an_empty_data_folder_says_so(tmp_path: Path, own_data_dir: Path) -> None:
+    """Before anything was labelled: no traceback, the database made, and where it is."""
+    results = run(["results"], tmp_path)
+    database = own_data_dir / "packsight.db"
+    assert results.returncode == 1 and f"no jobs yet in sqlite:///{database}" in results.stderr
+    assert "Traceback" not in results.stderr and database.is_file()
+    versions = run(["models"], tmp_path)
+    assert versions.returncode == 0 and "Traceback" not in versions.stderr, versions.stderr
+    shown = run(["info"], tmp_path).stdout
+    assert f"data dir:   {own_data_dir}" in shown and "embedded default" in shown

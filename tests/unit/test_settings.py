@@ -4,6 +4,7 @@ echoing the value."""
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -202,3 +203,26 @@ def test_empty_variables_mean_unset() -> None:
     loaded = settings(broker_url="", s3_endpoint_url="", database_url="")
     assert loaded.broker_url is None and loaded.embedded
     assert loaded.s3_endpoint_url is None and loaded.database_url is None
+
+
+def test_the_readme_lists_every_setting() -> None:
+    import re
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| (`[A-Z0-9_]+`(?:, `[A-Z0-9_]+`)*) \|", section, re.M))
+    names = {name.strip("`") for row in listed for name in row.split(", ")}
+    assert {field.upper() for field in Settings.model_fields} - names == set()
+
+
+def test_the_data_folder_is_per_user_whatever_the_working_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    assert Settings().data_dir == tmp_path / "xdg" / "packsight"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert Settings().data_dir == tmp_path / "home" / ".local" / "share" / "packsight"
+    monkeypatch.setenv("PACKSIGHT_DATA_DIR", "/srv/packsight")
+    assert Settings().data_dir == Path("/srv/packsight")

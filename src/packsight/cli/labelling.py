@@ -163,7 +163,7 @@ def results(
     cmd.ready_database()
     wanted = ClipFilter(video_key=video_key, operation=operation, below=max_confidence)
     with one_line_errors():
-        summary = cmd.app.transaction(lambda session: _job_or_fail(session, job_id))
+        summary = cmd.app.transaction(lambda session: _job_or_fail(cmd, session, job_id))
         click.echo(f"job {summary.id}: operations of the {summary.taxonomy} taxonomy", err=True)
         with click.open_file(str(out_path) if out_path else "-", "w") as out:
             written, unlabelled = write_records(
@@ -175,10 +175,11 @@ def results(
         click.echo(f"{unlabelled} clips have no label (errors above)", err=True)
 
 
-def _job_or_fail(session: Any, job_id: str | None) -> JobSummary:
+def _job_or_fail(cmd: CommandContext, session: Any, job_id: str | None) -> JobSummary:
     job = find_job(session, job_id)
     if job is None:
-        raise click.ClickException(f"no job {job_id}" if job_id else "no jobs yet")
+        missing = f"no job {job_id}" if job_id else "no jobs yet"
+        raise click.ClickException(f"{missing} in {cmd.shown_database}")
     return job_summary(session, job, limit=0)
 
 

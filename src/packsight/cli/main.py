@@ -7,6 +7,7 @@ import click
 from packsight.cli.context import CommandContext
 from packsight.cli.demo import synth, tiny_model
 from packsight.cli.errors import PacksightGroup
+from packsight.cli.info import info
 from packsight.cli.labelling import label, results
 from packsight.cli.labels import labels
 from packsight.cli.services import api, beat, flower, migrate, worker
@@ -21,7 +22,8 @@ def main(click_ctx: click.Context) -> None:
     click_ctx.obj = CommandContext()
 
 
-for command in (synth, tiny_model, migrate, label, results, train, api, worker, beat, flower):
+for command in (synth, tiny_model, info, migrate, label, results, train, api, worker, beat):
     main.add_command(command)
+main.add_command(flower)
 main.add_command(labels)
 main.add_command(versions)

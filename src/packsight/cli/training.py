@@ -47,7 +47,7 @@ def train(
     config = _config(config_json)
     cmd.ready_database()
     if cmd.settings.embedded:
-        click.echo("embedded mode: training in this process")
+        click.echo(f"embedded mode: {cmd.shown_database}, training in this process")
     with one_line_errors(ActiveRunError):
         run_id = start_training(cmd.app, trigger="manual", config=config, bucket=bucket)
     click.echo(f"training run {run_id}: {cmd.settings.model}, {cmd.settings.taxonomy} taxonomy")
@@ -77,7 +77,24 @@ def _reading(cmd: CommandContext, run_id: str) -> Reading:
     run = cmd.app.try_transaction(lambda session: session.get(TrainingRun, run_id), quiet=True)
     if run is None:
         return 0, None, "waiting for the database"
-    return run.step, run.total_steps, run.state
+    return run.step, run.total_steps, _doing(run) or run.state
+
+
+def _doing(run: TrainingRun) -> str:
+    """A few words on the run's phase: videos read, the latest loss, the model being scored."""
+    now = run.progress or {}
+    phase = now.get("phase")
+    if run.state in FINAL_RUN_STATES or phase is None:
+        return ""
+    if phase == "gathering":
+        return f"reading videos {now['videos_done']}/{now['videos']}"
+    if phase == "evaluating":
+        return (
+            f"evaluating {now['model']} on {now['split']} {now['clips_done']}/{now['clips']} "
+            f"clips ({now['evaluation']} of {now['evaluations']})"
+        )
+    loss = now.get("loss")
+    return f"training, loss {loss:.4f}" if loss is not None else "training"
 
 
 def _follow(cmd: CommandContext, run_id: str, *, wait: bool) -> TrainingRun:
@@ -85,7 +102,10 @@ def _follow(cmd: CommandContext, run_id: str, *, wait: bool) -> TrainingRun:
     while True:
         with one_line_errors():
             run = cmd.app.transaction(lambda session: session.get_one(TrainingRun, run_id))
-        progress = f"{run.state} step {run.step}/{run.total_steps or '?'}"
+        doing = _doing(run)
+        progress = f"{run.state} step {run.step}/{run.total_steps or '?'}" + (
+            f": {doing}" if doing else ""
+        )
         if progress != last and not Progress.wanted():  # else the bar shows it
             click.echo(f"  {progress}", err=True)
             last = progress

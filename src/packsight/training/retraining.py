@@ -234,13 +234,25 @@ def _with_unique_ids(examples: list[TrainingExample]) -> list[TrainingExample]:
     ]
 
 
-def score(labeler, examples: Sequence[TrainingExample], taxonomy: Taxonomy) -> Evaluation:
+def score(
+    labeler,
+    examples: Sequence[TrainingExample],
+    taxonomy: Taxonomy,
+    on_clips: Callable[[int], None] | None = None,
+) -> Evaluation:
     """OCA, tIoU@0.5 and AA@1 of a loaded `Labeler` on `examples` (a clip the model gives no
-    valid answer for counts as wrong)."""
+    valid answer for counts as wrong); `on_clips(done)` follows the way through them."""
     from packsight.labels.prediction import ClipPrediction
     from packsight.training.batches import clip_input
 
-    results = labeler.predict([clip_input(e) for e in examples])
+    results: list = []
+    # A few of the labeler's batches at a time, so that progress shows between them.
+    step = labeler.batch_size * 4
+    for start in range(0, len(examples), step):
+        chunk = examples[start : start + step]
+        results += labeler.predict([clip_input(e) for e in chunk])
+        if on_clips is not None:
+            on_clips(len(results))
     predictions = {
         e.clip_id: r if isinstance(r, ClipPrediction) else None
         for e, r in zip(examples, results, strict=True)
