@@ -29,7 +29,8 @@ from packsight.models.tables.training_runs import (
 )
 from packsight.models.tables.versions import ModelVersion
 from packsight.models.work import discard_units
-from packsight.training.retraining import Decision, LabelledVideo
+from packsight.training.judging import Decision
+from packsight.training.retraining import LabelledVideo
 from packsight.video.identity import VideoIdentity, identity_from_key
 
 

@@ -14,7 +14,8 @@ from packsight.models.tables.versions import ModelVersion
 from packsight.pipeline.training_steps import Progress, RunSpec, free_memory
 from packsight.settings import Settings
 from packsight.training.examples import TrainingExample
-from packsight.training.retraining import Dataset, Decision, baseline_scores, score
+from packsight.training.judging import Decision, baseline_scores, score
+from packsight.training.retraining import Dataset
 from packsight.video.sampling import FrameSettings
 
 

@@ -42,11 +42,8 @@ from packsight.pipeline.training_steps import (
 )
 from packsight.pipeline.units import Lease
 from packsight.training.artifacts import RunArtifacts
-from packsight.training.retraining import (
-    Decision,
-    RunParams,
-    decide,
-)
+from packsight.training.judging import Decision, decide
+from packsight.training.retraining import RunParams
 from packsight.vlm.answer import ANSWER_FORMAT
 
 log = logging.getLogger(__name__)

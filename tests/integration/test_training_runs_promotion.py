@@ -88,7 +88,7 @@ def test_promotion_switches_new_jobs_and_rollback_restores(db: str) -> None:
 def _outcome(base, candidate, champion, promote_it: bool):  # type: ignore[no-untyped-def]
     from packsight.labels.metrics import Evaluation
     from packsight.models.training_runs import RunOutcome
-    from packsight.training.retraining import Decision
+    from packsight.training.judging import Decision
 
     score = Evaluation(oca=0.5, tiou_at_05=0.5, aa_at_1=0.5, count=4, missing=0, confusion={})
     ids = {v.id for v in (base, candidate, champion) if v is not None}

@@ -26,12 +26,12 @@ from packsight.storage.artifacts import (
 )
 from packsight.storage.base import InvalidKeyError, ObjectNotFoundError
 from packsight.storage.local import LocalStorage
+from packsight.training.judging import decide
 from packsight.training.retraining import (
     LabelledVideo,
     Splits,
     VideoUnavailableError,
     build_dataset,
-    decide,
 )
 from packsight.video.sampling import FrameSettings
 from packsight.video.synth import write_synthetic_archive

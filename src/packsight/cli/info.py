@@ -28,12 +28,13 @@ def info(cmd: CommandContext, data_dir_only: bool) -> None:
         if settings.broker_url
         else "none: the embedded default, tasks run in the command's process"
     )
+    model = settings.model + (f" + adapter {settings.adapter}" if settings.adapter else "")
     for name, value in (
         ("data dir", data_dir),
         ("database", cmd.shown_database),
         ("storage", storage),
         ("broker", broker),
-        ("base model", settings.model + (f" + adapter {settings.adapter}" if settings.adapter else "")),
+        ("base model", model),
         ("taxonomy", settings.taxonomy),
     ):
         click.echo(f"{name + ':':<11} {value}")
