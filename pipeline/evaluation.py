@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from packsight.labels.metrics import Evaluation, describe_majority, results_json
+from packsight.labels.prior import TransitionPrior
 from packsight.labels.taxonomy import Taxonomy
 from packsight.models.tables.versions import ModelVersion
 from packsight.pipeline.training_steps import Progress, RunSpec, free_memory
 from packsight.settings import Settings
 from packsight.training.examples import TrainingExample
-from packsight.training.judging import Decision, baseline_scores, score
+from packsight.training.judging import Decision, Scores, baseline_scores, score
 from packsight.training.retraining import Dataset
 from packsight.video.sampling import FrameSettings
 
@@ -48,6 +49,9 @@ def incomparable(run: RunSpec, versions: RunVersions) -> Decision | None:
 class RunEvaluation:
     scores: dict[int, Evaluation]  # on the test clips, by model version id
     validation: Evaluation | None  # the candidate on the validation clips
+    # The same models' answers smoothed into whole-video timelines with the run's prior.
+    smoothed: dict[int, Evaluation]
+    smoothed_validation: Evaluation | None
     test_baselines: dict[str, Evaluation]
     validation_baselines: dict[str, Evaluation]
 
@@ -59,6 +63,7 @@ def evaluate(
     dataset: Dataset,
     adapter: str,
     progress: Progress,
+    prior: TransitionPrior,
 ) -> RunEvaluation:
     """Base, candidate and champion on the test clips, the candidate on the validation clips,
     and the trivial baselines on both."""
@@ -71,7 +76,7 @@ def evaluate(
         plan.append(("champion", champion, "test"))
     if dataset.validation:
         plan.append(("candidate", versions.candidate, "validation"))
-    scores: dict[int, Evaluation] = {}
+    scores: dict[int, Scores] = {}
     validation = None
     for number, (role, version, split) in enumerate(plan, start=1):
         examples = dataset.test if split == "test" else dataset.validation
@@ -82,14 +87,16 @@ def evaluate(
             progress(progress=where | {"clips_done": done})
 
         on_clips(0)
-        result = score_version(settings, version, local, examples, run.taxonomy, on_clips)
+        result = score_version(settings, version, local, examples, run.taxonomy, on_clips, prior)
         if split == "test":
             scores[version.id] = result
         else:
             validation = result
     return RunEvaluation(
-        scores=scores,
-        validation=validation,
+        scores={version_id: s.raw for version_id, s in scores.items()},
+        validation=validation.raw if validation else None,
+        smoothed={version_id: s.smoothed for version_id, s in scores.items() if s.smoothed},
+        smoothed_validation=validation.smoothed if validation else None,
         test_baselines=baseline_scores(dataset.train, dataset.test, run.taxonomy),
         validation_baselines=(
             baseline_scores(dataset.train, dataset.validation, run.taxonomy)
@@ -105,6 +112,7 @@ def results_document(
     evaluation: RunEvaluation,
     decision: Decision,
     dataset: Dataset,
+    prior: TransitionPrior,
 ) -> dict[str, Any]:
     """results.json: the challenge's base_model / finetuned_model blocks, the trivial baselines
     on the same clips, then the context."""
@@ -130,6 +138,21 @@ def results_document(
         "validation_baselines": {
             name: score.to_dict() for name, score in evaluation.validation_baselines.items()
         },
+        # Whole-video timelines: the same answers smoothed with the procedure's prior, learned
+        # from the training videos' labels (the serving path scores its raw answers above).
+        "smoothed": {
+            role: {"model": version.name, **evaluation.smoothed[version.id].to_dict()}
+            for role, version in (
+                ("base_model", base),
+                ("finetuned_model", candidate),
+                ("champion_model", champion),
+            )
+            if version is not None and version.id in evaluation.smoothed
+        },
+        "smoothed_validation": evaluation.smoothed_validation.to_dict()
+        if evaluation.smoothed_validation
+        else None,
+        "prior": prior.to_json(),
         "taxonomy": run.taxonomy.name,
         "frames": run.params.frames.to_json(),
         "training_run": run.id,
@@ -157,12 +180,13 @@ def score_version(
     examples: Sequence[TrainingExample],
     taxonomy: Taxonomy,
     on_clips: Callable[[int], None] | None = None,
-) -> Evaluation:
+    prior: TransitionPrior | None = None,
+) -> Scores:
     from packsight.pipeline.labelling import load_version
 
     labeler = load_version(version, settings, adapter=local.get(version.id))
     try:
-        return score(labeler, examples, taxonomy, on_clips)
+        return score(labeler, examples, taxonomy, on_clips, prior)
     finally:
         del labeler
         free_memory()

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from packsight.labels.prior import learn_prior
 from packsight.labels.taxonomy import load_taxonomy
 from packsight.models.jobs import get_or_create_model_version
 from packsight.models.promotions import serving_version
@@ -102,7 +103,11 @@ def run_training(ctx: Context, *, run_id: str, lease: Lease) -> None:
         candidate_version_id=versions.candidate.id,
         champion_version_id=versions.champion.id if versions.champion else None,
     )
-    evaluation = evaluate(settings, run, versions, dataset, str(adapter_dir), progress)
+    # What the training videos' labels say of the procedure's order, for whole-video timelines.
+    prior = learn_prior(
+        dataset.window_truths, run.taxonomy, segment_seconds=dataset.segment_seconds
+    )
+    evaluation = evaluate(settings, run, versions, dataset, str(adapter_dir), progress, prior)
     decision = incomparable(run, versions) or decide(
         evaluation.scores[versions.candidate.id],
         evaluation.scores[versions.champion.id] if versions.champion else None,
@@ -112,7 +117,7 @@ def run_training(ctx: Context, *, run_id: str, lease: Lease) -> None:
         baselines=evaluation.test_baselines,
         margin=run.params.baseline_margin,
     )
-    results = results_document(run, versions, evaluation, decision, dataset)
+    results = results_document(run, versions, evaluation, decision, dataset, prior)
     outcome = RunOutcome(
         base=versions.base,
         candidate=versions.candidate,

@@ -13,6 +13,11 @@ class ClipPrediction:
     anticipated_next_operation: str
     confidence: float
     raw_output: str = ""
+    # The model's probability of every operation of the taxonomy (in its order) as the dominant
+    # and as the next one, where the decoder knows them (constrained decoding): the evidence a
+    # whole-video timeline weighs against the procedure's prior.
+    operation_probabilities: tuple[float, ...] | None = None
+    next_probabilities: tuple[float, ...] | None = None
 
     def to_json(self, clip_id: str) -> dict:
         """The per-clip record of the challenge's results format."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from packsight.video.decode import (
     decode_clips,
     plan_clips,
     probe_video,
+    split_windows,
 )
 from packsight.video.identity import clip_id
 from packsight.video.sampling import FrameSettings, boundary_sigma, sample_motion_adaptive
@@ -42,6 +43,8 @@ class TrainingExample:
     frame_indices: tuple[int, ...]  # positions of the sampled frames within the window
     truth: ClipTruth
     fps: float = 25.0  # Qwen2.5-VL places frames in time with it
+    video: str = ""  # bucket/key: which clips are one video's, for a whole-video timeline
+    start_frame: int = 0  # the window's first frame in the video
 
 
 def production_examples(
@@ -54,6 +57,7 @@ def production_examples(
     frames: FrameSettings,
     procedure_next: Callable[[str], str | None] | None = None,
     limit: int | None = None,
+    video: str = "",
 ) -> list[TrainingExample]:
     """The clips `packsight label` makes of the video (its first `limit` ones, if given; only
     those are decoded), each with its truth from `segments`."""
@@ -65,7 +69,28 @@ def production_examples(
     )
     plans = plans[:limit] if limit is not None else plans
     ids = [clip_id(prefix, plan.start_frame, info.fps) for plan in plans]
-    return _examples(path, info, plans, ids, segments, subject, taxonomy, frames, procedure_next)
+    examples = _examples(
+        path, info, plans, ids, segments, subject, taxonomy, frames, procedure_next
+    )
+    return [replace(e, video=video) for e in examples]
+
+
+def window_truths(
+    path: str | os.PathLike[str],
+    segments: Sequence[Segment],
+    *,
+    taxonomy: Taxonomy,
+    clip_seconds: float,
+    procedure_next: Callable[[str], str | None] | None = None,
+) -> tuple[list[ClipTruth], list[tuple[str, float]]]:
+    """The truth of every window labelling cuts from the video, in time order, and its segments
+    as (operation, seconds): what a transition prior learns from. Reads the header only."""
+    info = probe_video(path)
+    truths = [
+        truth_for_window(segments, window, procedure_next, taxonomy=taxonomy)
+        for window in split_windows(info.frame_count, info.fps, clip_seconds)
+    ]
+    return truths, [(op, (end - start) / info.fps) for op, start, end in segments]
 
 
 def examples_for_video(
@@ -137,6 +162,7 @@ def _examples(
                 frame_indices=clip.frame_indices,
                 truth=truth,
                 fps=info.fps,
+                start_frame=clip.start_frame,
             )
         )
     return examples

@@ -16,8 +16,22 @@ from packsight.labels.metrics import (
     is_better,
     majority_predictions,
 )
+from packsight.labels.prediction import ClipPrediction
+from packsight.labels.prior import TransitionPrior
 from packsight.labels.taxonomy import Taxonomy
+from packsight.labels.timeline import ClipAnswer, smooth
 from packsight.training.examples import TrainingExample
+
+Predictions = dict[str, ClipPrediction | None]  # by clip id; None: no valid answer
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A model's scores on some clips: its answers as they are, and smoothed into whole-video
+    timelines with a transition prior (None without one)."""
+
+    raw: Evaluation
+    smoothed: Evaluation | None = None
 
 
 def score(
@@ -25,10 +39,44 @@ def score(
     examples: Sequence[TrainingExample],
     taxonomy: Taxonomy,
     on_clips: Callable[[int], None] | None = None,
-) -> Evaluation:
+    prior: TransitionPrior | None = None,
+) -> Scores:
     """OCA, tIoU@0.5 and AA@1 of a loaded `Labeler` on `examples` (a clip the model gives no
-    valid answer for counts as wrong); `on_clips(done)` follows the way through them."""
-    from packsight.labels.prediction import ClipPrediction
+    valid answer for counts as wrong), raw and, with `prior`, smoothed over each video's clips;
+    `on_clips(done)` follows the way through them."""
+    predictions = predict(labeler, examples, on_clips)
+    truths = [e.truth for e in examples]
+    raw = evaluate(predictions, truths, taxonomy)
+    if prior is None:
+        return Scores(raw)
+    smoothed = smoothed_predictions(examples, predictions, prior)
+    return Scores(raw, evaluate(smoothed, truths, taxonomy))
+
+
+def smoothed_predictions(
+    examples: Sequence[TrainingExample], predictions: Predictions, prior: TransitionPrior
+) -> Predictions:
+    """Each video's clips (in time order) smoothed together with the prior."""
+    videos: dict[str, list[TrainingExample]] = {}
+    for example in examples:
+        videos.setdefault(example.video, []).append(example)
+    smoothed: Predictions = {}
+    for clips in videos.values():
+        clips.sort(key=lambda e: (e.start_frame, e.clip_id))
+        answers = [
+            ClipAnswer(e.clip_id, e.start_frame, e.start_frame + e.clip_frame_count,
+                       predictions[e.clip_id])
+            for e in clips
+        ]  # fmt: skip
+        for clip, answer in zip(clips, smooth(answers, prior), strict=True):
+            smoothed[clip.clip_id] = answer
+    return smoothed
+
+
+def predict(
+    labeler, examples: Sequence[TrainingExample], on_clips: Callable[[int], None] | None = None
+) -> Predictions:
+    """The labeler's answer for every example, by clip id."""
     from packsight.training.batches import clip_input
 
     results: list = []
@@ -39,11 +87,10 @@ def score(
         results += labeler.predict([clip_input(e) for e in chunk])
         if on_clips is not None:
             on_clips(len(results))
-    predictions = {
+    return {
         e.clip_id: r if isinstance(r, ClipPrediction) else None
         for e, r in zip(examples, results, strict=True)
     }
-    return evaluate(predictions, [e.truth for e in examples], taxonomy)
 
 
 def baseline_scores(

@@ -11,12 +11,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from packsight.labels.metrics import ClipTruth
 from packsight.labels.taxonomy import Taxonomy
 from packsight.training.examples import (
     TrainingExample,
     examples_for_video,
     production_examples,
     unique_ids,
+    window_truths,
 )
 from packsight.training.windows import Segment, Split, procedure_successor, split_for_subject
 from packsight.video.decode import VideoDecodeError
@@ -102,6 +104,10 @@ class Dataset:
     validation: list[TrainingExample] = field(default_factory=list)
     test: list[TrainingExample] = field(default_factory=list)  # the fixed test clips only
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (bucket/key, why)
+    # Per training video: the truths of the windows labelling cuts, in time order, and its
+    # segments in seconds; the transition prior is learned from them.
+    window_truths: list[list[ClipTruth]] = field(default_factory=list)
+    segment_seconds: list[list[tuple[str, float]]] = field(default_factory=list)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -181,6 +187,13 @@ def build_dataset(
             try:
                 path = fetch(video)
                 if split == "train":
+                    truths, seconds = window_truths(
+                        path,
+                        video.segments,
+                        taxonomy=taxonomy,
+                        clip_seconds=frames.clip_seconds,
+                        procedure_next=procedure_next,
+                    )
                     examples = examples_for_video(
                         path,
                         video.segments,
@@ -196,6 +209,7 @@ def build_dataset(
                         path,
                         video.segments,
                         limit=room,
+                        video=f"{video.bucket}/{video.key}",
                         prefix=prefix,
                         subject=video.subject,
                         taxonomy=taxonomy,
@@ -207,6 +221,9 @@ def build_dataset(
                 dataset.skipped.append((where, f"{type(exc).__name__}: {exc}"))
                 continue
             getattr(dataset, split).extend(examples)
+            if split == "train":
+                dataset.window_truths.append(truths)
+                dataset.segment_seconds.append(seconds)
             if room is not None:
                 room -= len(examples)
     # One recording labelled in two buckets gives two videos the same clip ids; a score needs

@@ -26,6 +26,18 @@ class Decision:
     tokens: torch.Tensor  # [batch] chosen token ids
     index: torch.Tensor  # [batch] chosen position within the candidates
     probability: torch.Tensor  # [batch]
+    probabilities: torch.Tensor  # [batch, candidates]: every candidate's, summing to 1
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One row's answer, the dominant operation's probability (the confidence), and the model's
+    probability for every operation of the taxonomy, as dominant and as next operation."""
+
+    answer: Answer
+    confidence: float
+    operation_probabilities: tuple[float, ...]
+    next_probabilities: tuple[float, ...]
 
 
 def choose(
@@ -47,7 +59,9 @@ def choose(
     probabilities = torch.softmax(scores, dim=-1)
     best = probabilities.argmax(dim=-1)
     chosen = probabilities.gather(1, best[:, None])[:, 0]
-    return Decision(tokens=candidates[best], index=best, probability=chosen)
+    return Decision(
+        tokens=candidates[best], index=best, probability=chosen, probabilities=probabilities
+    )
 
 
 def allowed_digit_mask(
@@ -113,8 +127,8 @@ class LockstepDecoder:
         return values, logits
 
     @torch.inference_mode()
-    def decode(self, inputs: dict, frame_counts: list[int]) -> list[tuple[Answer, float]]:
-        """The answer and the dominant operation's probability for every row."""
+    def decode(self, inputs: dict, frame_counts: list[int]) -> list[Decoded]:
+        """Every row's answer, with its operation probabilities."""
         self.mask = inputs["attention_mask"]
         device = self.mask.device
         # Host-to-device copies of small lists synchronise the stream: make every constant
@@ -139,10 +153,16 @@ class LockstepDecoder:
         # The last decision needs these logits only, not another forward.
         following = choose(logits, self.code_ids, None)
         self.cache = None  # free the KV cache before the next batch
-        # The only host sync of the answer: everything above was queued without waiting.
+        # The only host syncs of the answer: everything above was queued without waiting.
         rows = torch.stack([operation.index, starts, ends, following.index]).T.tolist()
-        probabilities = operation.probability.tolist()
+        kinds = len(self.format.code_ids)
+        evidence = torch.cat([operation.probabilities, following.probabilities], dim=1).tolist()
         return [
-            (Answer(op, start, end, nxt), p)
-            for (op, start, end, nxt), p in zip(rows, probabilities, strict=True)
+            Decoded(
+                Answer(op, start, end, nxt),
+                confidence=both[op],
+                operation_probabilities=tuple(both[:kinds]),
+                next_probabilities=tuple(both[kinds:]),
+            )
+            for (op, start, end, nxt), both in zip(rows, evidence, strict=True)
         ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, cast
 
 import torch
@@ -230,18 +231,25 @@ class Labeler:
                 pad_token_id=self.pad_token_id,
             )
         results: list[ClipPrediction | OutputParseError] = []
-        for (answer, confidence), count in zip(
-            self.decoder.decode(inputs, counts), counts, strict=True
-        ):
-            text = self.answer_format.render(answer)
+        for decoded, count in zip(self.decoder.decode(inputs, counts), counts, strict=True):
+            text = self.answer_format.render(decoded.answer)
             try:
-                results.append(
-                    parse_prediction(
-                        text, taxonomy=self.taxonomy, clip_frame_count=count, confidence=confidence
-                    )
+                parsed = parse_prediction(
+                    text,
+                    taxonomy=self.taxonomy,
+                    clip_frame_count=count,
+                    confidence=decoded.confidence,
                 )
             except OutputParseError as exc:  # unreachable unless the decoder has a bug
                 results.append(exc)
+                continue
+            results.append(
+                replace(
+                    parsed,
+                    operation_probabilities=decoded.operation_probabilities,
+                    next_probabilities=decoded.next_probabilities,
+                )
+            )
         return results
 
 

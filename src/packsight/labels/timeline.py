@@ -1,0 +1,173 @@
+"""A whole video's operations from its clips' answers and the procedure's transition prior.
+
+Each clip's answer carries the model's probability for every operation. A hidden Markov model
+whose states are the operations, with the prior's window-to-window transitions and those
+probabilities as evidence, gives the most likely sequence of operations (Viterbi): an isolated
+answer that the procedure makes implausible gives way to its neighbours, a confident one stands.
+The next operation of a clip then weighs the model's own answer against what the prior says
+follows the clip's (smoothed) operation, or, in a pause, the operation before it; it looks only
+at the clip and the ones before it, as anticipation must. Clips merge into a timeline of
+segments, their edges placed by the clips' in-clip segments.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from packsight.labels.prediction import ClipPrediction
+from packsight.labels.prior import TransitionPrior, successor_context
+
+FLOOR = 1e-6  # no probability is quite zero: one odd clip must not make a path impossible
+
+
+@dataclass(frozen=True)
+class ClipAnswer:
+    """One clip of a video, in time order: its window [start_frame, end_frame) in the video and
+    the model's answer (None when it gave none)."""
+
+    clip_id: str
+    start_frame: int
+    end_frame: int
+    prediction: ClipPrediction | None
+
+
+@dataclass(frozen=True)
+class TimelineSegment:
+    operation: str
+    start_frame: int  # in the video
+    end_frame: int  # exclusive
+    start_s: float
+    end_s: float
+    confidence: float  # the mean of its clips' probability for the operation
+    clips: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "operation": self.operation,
+            "start_frame": self.start_frame,
+            "end_frame": self.end_frame,
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "confidence": self.confidence,
+            "clips": self.clips,
+        }
+
+
+def smooth(
+    clips: Sequence[ClipAnswer], prior: TransitionPrior, *, next_weight: float = 1.0
+) -> list[ClipPrediction | None]:
+    """The clips' answers with the prior applied: the most likely operation sequence, each
+    clip's probability for its operation as confidence, and the next operation weighed against
+    the prior's successors (`next_weight` on the model's own next-operation probabilities). A
+    clip without an answer stays without one (and counts as no evidence)."""
+    if not clips:
+        return []
+    evidence = [_evidence(c.prediction, prior) for c in clips]
+    path = _viterbi(evidence, prior)
+    smoothed: list[ClipPrediction | None] = []
+    for t, (clip, probabilities) in enumerate(zip(clips, evidence, strict=True)):
+        if clip.prediction is None:
+            smoothed.append(None)
+            continue
+        operation = prior.operations[path[t]]
+        history = [prior.operations[s] for s in path[: t + 1]]
+        context = successor_context(history, prior.background)
+        following = prior.successors[context]
+        model_next = clip.prediction.next_probabilities or _one_hot(
+            prior, clip.prediction.anticipated_next_operation, clip.prediction.confidence
+        )
+        scores = [
+            math.log(max(p, FLOOR)) + next_weight * math.log(max(q, FLOOR))
+            if prior.operations[j] != operation
+            else -math.inf
+            for j, (p, q) in enumerate(zip(following, model_next, strict=True))
+        ]
+        nxt = prior.operations[max(range(len(scores)), key=scores.__getitem__)]
+        smoothed.append(
+            replace(
+                clip.prediction,
+                dominant_operation=operation,
+                anticipated_next_operation=nxt,
+                confidence=round(probabilities[path[t]], 4),
+            )
+        )
+    return smoothed
+
+
+def timeline(
+    clips: Sequence[ClipAnswer], answers: Sequence[ClipPrediction | None], fps: float
+) -> list[TimelineSegment]:
+    """Consecutive clips with the same operation as one segment; where the operation changes,
+    the edge is where the earlier clip's in-clip segment ends (or the later one's starts) when
+    it says so, else the clips' boundary. Clips without an answer leave a gap."""
+    runs: list[tuple[str, int, int, list[float]]] = []
+    previous: tuple[ClipAnswer, ClipPrediction] | None = None
+    for clip, answer in zip(clips, answers, strict=True):
+        if answer is None:
+            previous = None
+            continue
+        edge = clip.start_frame
+        if previous is not None and previous[1].dominant_operation != answer.dominant_operation:
+            before, said = previous
+            if before.start_frame + said.end_frame + 1 < before.end_frame:
+                edge = before.start_frame + said.end_frame + 1
+            elif answer.start_frame > 0:
+                edge = clip.start_frame + answer.start_frame
+        if runs and previous is not None and runs[-1][0] == answer.dominant_operation:
+            op, start, _, confidences = runs[-1]
+            runs[-1] = (op, start, clip.end_frame, [*confidences, answer.confidence])
+        else:
+            if runs and previous is not None:
+                op, start, _, confidences = runs[-1]
+                runs[-1] = (op, start, edge, confidences)
+            runs.append((answer.dominant_operation, edge, clip.end_frame, [answer.confidence]))
+        previous = (clip, answer)
+    return [
+        TimelineSegment(
+            operation=op,
+            start_frame=start,
+            end_frame=end,
+            start_s=round(start / fps, 3),
+            end_s=round(end / fps, 3),
+            confidence=round(sum(confidences) / len(confidences), 4),
+            clips=len(confidences),
+        )
+        for op, start, end, confidences in runs
+    ]
+
+
+def _evidence(prediction: ClipPrediction | None, prior: TransitionPrior) -> list[float]:
+    """The model's probability of each operation for a clip: the decoder's, else its answer's
+    confidence spread as one-hot; uniform (no evidence) when it gave no answer."""
+    n = len(prior.operations)
+    if prediction is None:
+        return [1.0 / n] * n
+    if prediction.operation_probabilities is not None:
+        return list(prediction.operation_probabilities)
+    return _one_hot(prior, prediction.dominant_operation, prediction.confidence)
+
+
+def _one_hot(prior: TransitionPrior, operation: str, confidence: float) -> list[float]:
+    n = len(prior.operations)
+    rest = (1 - confidence) / (n - 1) if n > 1 else 0.0
+    return [confidence if op == operation else rest for op in prior.operations]
+
+
+def _viterbi(evidence: Sequence[Sequence[float]], prior: TransitionPrior) -> list[int]:
+    n = len(prior.operations)
+    log = lambda p: math.log(max(p, FLOOR))  # noqa: E731
+    moves = [[log(p) for p in row] for row in prior.transitions]
+    best = [log(prior.initial[j]) + log(evidence[0][j]) for j in range(n)]
+    back: list[list[int]] = []
+    for probabilities in evidence[1:]:
+        came = [max(range(n), key=lambda i, j=j: best[i] + moves[i][j]) for j in range(n)]
+        best = [best[came[j]] + moves[came[j]][j] + log(probabilities[j]) for j in range(n)]
+        back.append(came)
+    state = max(range(n), key=best.__getitem__)
+    path = [state]
+    for came in reversed(back):
+        state = came[state]
+        path.append(state)
+    return path[::-1]
