@@ -1,7 +1,10 @@
 """Clips the labeler tests feed the model (random frames of a given clip length) and what makes a
 prediction valid."""
 
+from dataclasses import replace
+
 import numpy as np
+import pytest
 
 from packsight.labels.prediction import ClipPrediction
 from packsight.labels.taxonomy import load_taxonomy
@@ -33,4 +36,19 @@ def assert_valid(prediction: ClipPrediction | OutputParseError, clip: ClipInput)
         clip_frame_count=clip.clip_frame_count,
         confidence=prediction.confidence,
     )
-    assert reparsed == prediction
+    evidence = {"operation_probabilities": None, "next_probabilities": None}
+    assert reparsed == replace(prediction, **evidence)
+    # The evidence beside the answer: a probability per operation, the chosen one the largest.
+    for probabilities, chosen in (
+        (prediction.operation_probabilities, prediction.dominant_operation),
+        (prediction.next_probabilities, prediction.anticipated_next_operation),
+    ):
+        assert probabilities is not None and len(probabilities) == len(TAXONOMY.operations)
+        assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
+        assert max(probabilities) == probabilities[TAXONOMY.operations.index(chosen)]
+    assert (
+        prediction.confidence
+        == prediction.operation_probabilities[
+            TAXONOMY.operations.index(prediction.dominant_operation)
+        ]
+    )

@@ -85,7 +85,7 @@ def test_a_weak_odd_answer_gives_way_and_a_confident_one_stands(prior: Transitio
     assert smoothed[1] is not None and smoothed[1].confidence == 0.3  # the model's, for Fold
     # The procedure's next step wins over a model without an opinion.
     assert [s.anticipated_next_operation for s in smoothed if s] == ["Tape"] * 3 + ["Label"]
-    sure_label = [0.02, 0.02, 0.94, 0.02]
+    sure_label = [0.01, 0.01, 0.97, 0.01]
     kept = smooth(clips([answer(fold), answer(sure_label), answer(fold)]), prior)
     assert kept[1] is not None and kept[1].dominant_operation == "Label"
 

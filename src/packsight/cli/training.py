@@ -123,9 +123,11 @@ def _print_outcome(run: TrainingRun) -> None:
     blocks = [(name, results.get(name)) for name in ("base_model", "finetuned_model")]
     blocks += [(f"baseline {n}", b) for n, b in (results.get("baselines") or {}).items()]
     blocks.append(("champion_model", results.get("champion_model")))
+    # The same answers smoothed into whole-video timelines with the procedure's prior.
+    blocks += [(f"{n} +prior", b) for n, b in (results.get("smoothed") or {}).items()]
     for block, scores in blocks:
         if scores:
             metrics = "  ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float))
-            click.echo(f"{block:<18} {metrics}  ({scores['clips']} clips)  {scores['model']}")
+            click.echo(f"{block:<22} {metrics}  ({scores['clips']} clips)  {scores['model']}")
     click.echo(f"{run.decision}: {run.decision_reason}")
     click.echo(f"artifacts: {run.artifacts_uri}")

@@ -10,7 +10,9 @@ Learned from the ground truth of the windows labelling cuts (5-s clips, in time 
 - `initial[j]`: how likely a video's first window shows j;
 - `durations`: per operation, the mean and spread of its segments' length in seconds.
 
-Counts are smoothed (add `alpha`), so an operation pair never seen in training stays possible.
+Every row of counts gets one pseudo-count spread evenly over its operations (a symmetric
+Dirichlet prior of total weight one): a pair never seen in training stays possible, and a few
+hundred windows are not drowned by the pseudo-counts (one per cell would outweigh them).
 Nothing here looks at frames or models; packsight.labels.timeline uses the prior.
 """
 
@@ -95,12 +97,14 @@ def learn_prior(
     taxonomy: Taxonomy,
     *,
     segment_seconds: Sequence[Sequence[tuple[str, float]]] = (),
-    alpha: float = 0.5,
+    alpha: float | None = None,
 ) -> TransitionPrior:
     """The prior of `videos`, each the truths of its windows in time order; `segment_seconds`
-    gives, per video, its segments as (operation, length in seconds) for the durations."""
+    gives, per video, its segments as (operation, length in seconds) for the durations; `alpha`
+    is the pseudo-count per cell (default: 1 / number of operations)."""
     operations = tuple(taxonomy.operations)
     n = len(operations)
+    alpha = 1 / n if alpha is None else alpha
     position = {op: i for i, op in enumerate(operations)}
     initial = [alpha] * n
     transitions = [[alpha] * n for _ in range(n)]

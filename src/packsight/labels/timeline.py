@@ -16,6 +16,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from packsight.labels.prediction import ClipPrediction
 from packsight.labels.prior import TransitionPrior, successor_context
 
@@ -156,18 +158,19 @@ def _one_hot(prior: TransitionPrior, operation: str, confidence: float) -> list[
 
 
 def _viterbi(evidence: Sequence[Sequence[float]], prior: TransitionPrior) -> list[int]:
-    n = len(prior.operations)
-    log = lambda p: math.log(max(p, FLOOR))  # noqa: E731
-    moves = [[log(p) for p in row] for row in prior.transitions]
-    best = [log(prior.initial[j]) + log(evidence[0][j]) for j in range(n)]
-    back: list[list[int]] = []
-    for probabilities in evidence[1:]:
-        came = [max(range(n), key=lambda i, j=j: best[i] + moves[i][j]) for j in range(n)]
-        best = [best[came[j]] + moves[came[j]][j] + log(probabilities[j]) for j in range(n)]
+    """The most likely operation (index) of every clip."""
+    logs = np.log(np.maximum(np.asarray(evidence, dtype=np.float64), FLOOR))
+    moves = np.log(np.maximum(np.asarray(prior.transitions, dtype=np.float64), FLOOR))
+    best = np.log(np.maximum(np.asarray(prior.initial), FLOOR)) + logs[0]
+    back = []
+    for row in logs[1:]:
+        scores = best[:, None] + moves  # [from, to]
+        came = scores.argmax(axis=0)
+        best = scores[came, np.arange(len(came))] + row
         back.append(came)
-    state = max(range(n), key=best.__getitem__)
+    state = int(best.argmax())
     path = [state]
     for came in reversed(back):
-        state = came[state]
+        state = int(came[state])
         path.append(state)
     return path[::-1]
