@@ -88,6 +88,7 @@ class ClipResult(BaseModel):
     confidence: float | None
     bucket: str
     video_key: str
+    video_id: int  # GET /v1/videos/{video_id}/timeline
     start_frame: int
     end_frame: int
     start_s: float
@@ -196,6 +197,32 @@ class TrainingRunOut(BaseModel):
     started_at: datetime | None
     heartbeat_at: datetime | None
     finished_at: datetime | None
+
+
+class TimelineSegmentOut(BaseModel):
+    operation: str
+    start_frame: int  # in the video
+    end_frame: int  # exclusive
+    start_s: float
+    end_s: float
+    confidence: float  # the mean of its clips' probability for the operation
+    clips: int
+
+
+class TimelineOut(BaseModel):
+    video_id: int
+    bucket: str
+    key: str
+    fps: float
+    frame_count: int
+    model_version: str
+    # Whether the version has a transition prior (a trained adapter); without one the timeline
+    # is its raw answers.
+    prior: bool
+    segments: list[TimelineSegmentOut]
+    raw_segments: list[TimelineSegmentOut]
+    labels: list[dict[str, object]]  # the labelled truth, when the video has labels
+    clips: list[dict[str, object]]  # per clip: its window, the raw and the smoothed answer
 
 
 class ModelVersionOut(BaseModel):

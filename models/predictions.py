@@ -25,6 +25,8 @@ class ClipOutcome:
     confidence: float | None = None
     raw_output: str | None = None
     error: str | None = None
+    operation_probabilities: Sequence[float] | None = None
+    next_probabilities: Sequence[float] | None = None
 
 
 def upsert_video(session: Session, values: dict[str, object]) -> Video:
@@ -90,6 +92,8 @@ def upsert_predictions(
             "end_frame": o.end_frame,
             "anticipated_next_operation": o.anticipated_next_operation,
             "confidence": o.confidence,
+            "operation_probabilities": _rounded(o.operation_probabilities),
+            "next_probabilities": _rounded(o.next_probabilities),
             "raw_output": o.raw_output,
             "error": o.error,
         }
@@ -106,6 +110,11 @@ def upsert_predictions(
         ),
     )
     session.execute(stmt)
+
+
+def _rounded(probabilities: Sequence[float] | None) -> list[float] | None:
+    # Five decimals are plenty for a timeline, and keep a row of probabilities small.
+    return None if probabilities is None else [round(p, 5) for p in probabilities]
 
 
 def job_results_query(*, job_id: str, model_version_id: int) -> Select:

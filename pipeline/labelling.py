@@ -158,6 +158,8 @@ def _outcome(clip_id: int, result: ClipPrediction | Exception) -> ClipOutcome:
             anticipated_next_operation=result.anticipated_next_operation,
             confidence=result.confidence,
             raw_output=result.raw_output,
+            operation_probabilities=result.operation_probabilities,
+            next_probabilities=result.next_probabilities,
         )
     if isinstance(result, FramePackError | StorageError | ValueError) and not isinstance(
         result, OutputParseError

@@ -38,6 +38,7 @@ def clip_record(prediction: Prediction, clip: Clip, video: Video) -> dict[str, A
         "confidence": confidence,
         "bucket": video.bucket,
         "video_key": video.key,
+        "video_id": video.id,  # GET /v1/videos/{id}/timeline
         "start_frame": clip.start_frame,
         "end_frame": clip.end_frame - 1,
         "start_s": round(clip.start_frame / video.fps, 3),

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from packsight.labels.prior import learn_prior
+from packsight.labels.prior import TransitionPrior, learn_prior
 from packsight.labels.taxonomy import load_taxonomy
 from packsight.models.jobs import get_or_create_model_version
 from packsight.models.promotions import serving_version
@@ -98,14 +98,14 @@ def run_training(ctx: Context, *, run_id: str, lease: Lease) -> None:
     artifacts.put_jsonl("dataset.jsonl", dataset.records())
     adapter_dir, steps = fit_adapter(settings, run, dataset, work, artifacts, progress)
     adapter_uri = artifacts.publish_adapter(adapter_dir)
-    versions = ctx.transaction(lambda s: _versions(s, run, adapter_uri))
-    progress(
-        candidate_version_id=versions.candidate.id,
-        champion_version_id=versions.champion.id if versions.champion else None,
-    )
     # What the training videos' labels say of the procedure's order, for whole-video timelines.
     prior = learn_prior(
         dataset.window_truths, run.taxonomy, segment_seconds=dataset.segment_seconds
+    )
+    versions = ctx.transaction(lambda s: _versions(s, run, adapter_uri, prior))
+    progress(
+        candidate_version_id=versions.candidate.id,
+        champion_version_id=versions.champion.id if versions.champion else None,
     )
     evaluation = evaluate(settings, run, versions, dataset, str(adapter_dir), progress, prior)
     decision = incomparable(run, versions) or decide(
@@ -161,15 +161,22 @@ def _claim(session: Session, run_id: str) -> RunSpec | None:
     )
 
 
-def _versions(session: Session, run: RunSpec, adapter_uri: str) -> RunVersions:
+def _versions(
+    session: Session, run: RunSpec, adapter_uri: str, prior: TransitionPrior
+) -> RunVersions:
     scope = {
         "base_model": run.base_model,
         "quantization": run.quantization,
         "taxonomy": run.taxonomy.name,
     }
     candidate = get_or_create_model_version(session, adapter=adapter_uri, **scope)
-    # The adapter is served as it was trained: these frames, this answer format.
-    candidate.settings = {"frames": run.params.frames.to_json(), "answer": ANSWER_FORMAT}
+    # The adapter is served as it was trained: these frames, this answer format; its timelines
+    # use the prior learned from the same labels.
+    candidate.settings = {
+        "frames": run.params.frames.to_json(),
+        "answer": ANSWER_FORMAT,
+        "prior": prior.to_json(),
+    }
     versions = RunVersions(
         base=get_or_create_model_version(session, adapter=None, **scope),
         candidate=candidate,

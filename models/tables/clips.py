@@ -98,6 +98,9 @@ class Prediction(Base):
     end_frame: Mapped[int | None] = mapped_column(Integer)  # within the clip, inclusive
     anticipated_next_operation: Mapped[str | None] = mapped_column(String(128))
     confidence: Mapped[float | None] = mapped_column(Float)
+    # The model's probability of every operation (taxonomy order), as dominant and as next.
+    operation_probabilities: Mapped[list[float] | None] = mapped_column(JSON)
+    next_probabilities: Mapped[list[float] | None] = mapped_column(JSON)
     raw_output: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

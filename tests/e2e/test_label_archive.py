@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -69,6 +70,22 @@ def test_archive_is_labelled_end_to_end(stack, stack_settings, s3, archive) -> N
             body = page.raise_for_status().json()
             results += body["items"]
             offset = body["next_offset"]
+
+        # Each labelled video's timeline: ordered segments over its clips (the base model has
+        # no prior: they are its raw answers), as JSON and as a PNG.
+        first = results[0]
+        timeline = api.get(f"/v1/videos/{first['video_id']}/timeline")
+        assert timeline.status_code == 200, timeline.text
+        shown = timeline.json()
+        assert shown["key"] == first["video_key"] and shown["prior"] is False
+        assert shown["segments"] == shown["raw_segments"] and shown["segments"]
+        ends = [(s["start_frame"], s["end_frame"]) for s in shown["segments"]]
+        assert ends[0][0] == 0 and ends[-1][1] == shown["frame_count"]
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(ends))  # no gaps
+        assert sum(s["clips"] for s in shown["segments"]) == len(shown["clips"])
+        png = api.get(f"/v1/videos/{first['video_id']}/timeline", params={"format": "png"})
+        assert png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
+        assert api.get("/v1/videos/999999999/timeline").status_code == 404
 
     expected_clips = sum(
         len(split_windows(video.frame_count, video.fps, stack_settings.clip_seconds))

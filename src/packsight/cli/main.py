@@ -11,6 +11,7 @@ from packsight.cli.info import info
 from packsight.cli.labelling import label, results
 from packsight.cli.labels import labels
 from packsight.cli.services import api, beat, flower, migrate, worker
+from packsight.cli.timelines import timeline
 from packsight.cli.training import train
 from packsight.cli.versions import versions
 
@@ -25,5 +26,6 @@ def main(click_ctx: click.Context) -> None:
 for command in (synth, tiny_model, info, migrate, label, results, train, api, worker, beat):
     main.add_command(command)
 main.add_command(flower)
+main.add_command(timeline)
 main.add_command(labels)
 main.add_command(versions)

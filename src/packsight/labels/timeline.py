@@ -77,7 +77,7 @@ def smooth(
         history = [prior.operations[s] for s in path[: t + 1]]
         context = successor_context(history, prior.background)
         following = prior.successors[context]
-        model_next = clip.prediction.next_probabilities or _one_hot(
+        model_next = _fits(clip.prediction.next_probabilities, prior) or _one_hot(
             prior, clip.prediction.anticipated_next_operation, clip.prediction.confidence
         )
         scores = [
@@ -146,12 +146,19 @@ def _evidence(prediction: ClipPrediction | None, prior: TransitionPrior) -> list
     n = len(prior.operations)
     if prediction is None:
         return [1.0 / n] * n
-    if prediction.operation_probabilities is not None:
-        return list(prediction.operation_probabilities)
-    return _one_hot(prior, prediction.dominant_operation, prediction.confidence)
+    return list(_fits(prediction.operation_probabilities, prior)) or _one_hot(
+        prior, prediction.dominant_operation, prediction.confidence
+    )
+
+
+def _fits(probabilities: Sequence[float] | None, prior: TransitionPrior) -> Sequence[float]:
+    """The probabilities if there is one per operation of the prior's taxonomy, else none (an
+    answer stored before its taxonomy changed)."""
+    return probabilities if probabilities and len(probabilities) == len(prior.operations) else ()
 
 
 def _one_hot(prior: TransitionPrior, operation: str, confidence: float) -> list[float]:
+    """The answer's confidence for its operation, the rest spread evenly over the others."""
     n = len(prior.operations)
     rest = (1 - confidence) / (n - 1) if n > 1 else 0.0
     return [confidence if op == operation else rest for op in prior.operations]
