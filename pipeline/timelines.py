@@ -167,7 +167,8 @@ def _prediction(row: Prediction) -> ClipPrediction | None:
     if row.status != PredictionStatus.OK:
         return None
     assert row.dominant_operation and row.anticipated_next_operation, "a label names both"
-    assert row.start_frame is not None and row.end_frame is not None and row.confidence
+    assert row.start_frame is not None and row.end_frame is not None
+    assert row.confidence is not None
     return ClipPrediction(
         dominant_operation=row.dominant_operation,
         start_frame=row.start_frame,

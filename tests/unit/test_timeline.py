@@ -6,7 +6,7 @@ import pytest
 
 from packsight.labels.metrics import ClipTruth
 from packsight.labels.prediction import ClipPrediction
-from packsight.labels.prior import START, TransitionPrior, learn_prior, successor_context
+from packsight.labels.prior import START, TransitionPrior, learn_prior, successor_contexts
 from packsight.labels.taxonomy import Taxonomy
 from packsight.labels.timeline import ClipAnswer, smooth, timeline
 
@@ -70,8 +70,9 @@ def test_the_prior_learns_order_durations_and_what_follows_a_pause(prior: Transi
     assert max(range(4), key=prior.initial.__getitem__) == fold
     assert max(range(4), key=prior.successors["Tape"].__getitem__) == label
     # A pause is judged by what came before it.
-    assert successor_context(["Fold", "Tape", "Idle"], "Idle") == "Tape"
-    assert successor_context(["Idle"], "Idle") == START
+    assert successor_contexts(["Idle", "Fold", "Tape", "Idle"], "Idle") == [
+        START, "Fold", "Tape", "Tape"
+    ]  # fmt: skip
     assert prior.durations["Label"].mean_s == 12.0 and prior.durations["Fold"].segments == 5
     assert (prior.videos, prior.windows) == (5, 50)
     assert TransitionPrior.from_json(prior.to_json()) == prior

@@ -83,13 +83,16 @@ class TransitionPrior:
         )
 
 
-def successor_context(history: Sequence[str], background: str) -> str:
-    """The context a window's next operation is predicted from: its operation, or for a pause
-    the last operation before it (START when there is none)."""
-    for operation in reversed(history):
+def successor_contexts(operations: Sequence[str], background: str) -> list[str]:
+    """For each window of a video (its operations in time order), the context its next
+    operation is predicted from: its operation, or for a pause the last operation before it
+    (START when there is none). One pass, however long the video."""
+    contexts, last = [], START
+    for operation in operations:
         if operation != background:
-            return operation
-    return START
+            last = operation
+        contexts.append(last)
+    return contexts
 
 
 def learn_prior(
@@ -119,9 +122,9 @@ def learn_prior(
         initial[position[ops[0]]] += 1
         for here, after in pairwise(ops):
             transitions[position[here]][position[after]] += 1
-        for i, truth in enumerate(truths):
+        contexts = successor_contexts(ops, taxonomy.background)
+        for truth, context in zip(truths, contexts, strict=True):
             if truth.next_operation in position:
-                context = successor_context(ops[: i + 1], taxonomy.background)
                 successors[context][position[truth.next_operation]] += 1
     lengths: dict[str, list[float]] = {}
     for segments in segment_seconds:

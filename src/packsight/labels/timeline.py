@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from packsight.labels.prediction import ClipPrediction
-from packsight.labels.prior import TransitionPrior, successor_context
+from packsight.labels.prior import TransitionPrior, successor_contexts
 
 FLOOR = 1e-6  # no probability is quite zero: one odd clip must not make a path impossible
 
@@ -68,15 +68,15 @@ def smooth(
         return []
     evidence = [_evidence(c.prediction, prior) for c in clips]
     path = _viterbi(evidence, prior)
+    operations = [prior.operations[state] for state in path]
+    contexts = successor_contexts(operations, prior.background)
     smoothed: list[ClipPrediction | None] = []
     for t, (clip, probabilities) in enumerate(zip(clips, evidence, strict=True)):
         if clip.prediction is None:
             smoothed.append(None)
             continue
-        operation = prior.operations[path[t]]
-        history = [prior.operations[s] for s in path[: t + 1]]
-        context = successor_context(history, prior.background)
-        following = prior.successors[context]
+        operation = operations[t]
+        following = prior.successors[contexts[t]]
         model_next = _fits(clip.prediction.next_probabilities, prior) or _one_hot(
             prior, clip.prediction.anticipated_next_operation, clip.prediction.confidence
         )
