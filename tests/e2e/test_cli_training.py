@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,17 @@ def test_train_on_the_openpack_layout_beats_the_base_model_and_every_baseline(
     assert len(set(ids)) == len(ids)
     assert all(re.fullmatch(r"U01\d\d_S\d{4}_t\d{4}", i) for i in ids)
     assert {(r["bucket"], r["video_key"]) for r in records} == {("archive", v.key) for v in videos}
+
+    # A test-subject video's timeline with the promoted adapter, smoothed with its prior.
+    key = test_videos[0].key
+    shown = run(["timeline", key, "--png", "timeline.png"], tmp_path, env)
+    assert shown.returncode == 0 and "smoothed with its prior" in shown.stdout, shown.stderr
+    document = json.loads(run(["timeline", key, "--format", "json"], tmp_path, env).stdout)
+    frames = [(s["start_frame"], s["end_frame"]) for s in document["segments"]]
+    assert frames[0][0] == 0 and frames[-1][1] == document["frame_count"]
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in pairwise(frames))
+    assert all(c["raw"] is not None for c in document["clips"]) and document["labels"]
+    assert (tmp_path / "timeline.png").read_bytes()[:4] == b"\x89PNG"
 
     # Operators see the serving version and can roll it back from the command line too.
     listed = run(["models"], tmp_path, env).stdout.splitlines()
