@@ -5,6 +5,7 @@ clips' confidence beneath. Pure: segments in, bytes out."""
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Sequence
 
 # (operation, start second, end second)
@@ -40,12 +41,13 @@ def render_timeline_png(
             bars.broken_barh([(start, end - start)], (y - 0.4, 0.8), color=colour.get(op, "grey"))
     bars.set_yticks(range(len(rows)), [name for name, _ in reversed(rows)])
     bars.set_xlim(0, max(duration_s, 1e-3))
-    bars.set_title(title)
+    # A model version's name holds paths: wrapped to the figure's width, not cut at its edge.
+    bars.set_title("\n".join(textwrap.wrap(title, int(width * 11))), fontsize="medium")
     used = [op for op in operations if any(op == s[0] for _, spans in rows for s in spans)]
     figure.legend(
         handles=[Patch(color=colour[op], label=op) for op in used],
         loc="outside lower center",
-        ncol=min(6, max(1, len(used))),
+        ncol=min(max(1, int(width // 2.4)), max(1, len(used))),
         fontsize="small",
         frameon=False,
     )
