@@ -10,7 +10,17 @@ from fastapi import Depends, FastAPI
 
 from packsight.api.deps import get_context
 from packsight.api.errors import BodySizeLimit, install_error_handlers
-from packsight.api.routes import health, jobs, labels, metrics, stats, training, versions, videos
+from packsight.api.routes import (
+    health,
+    jobs,
+    labels,
+    metrics,
+    review,
+    stats,
+    training,
+    versions,
+    videos,
+)
 from packsight.api.validation import reject_control_characters
 from packsight.models.migrate import upgrade_database
 from packsight.pipeline.embedded import drive_in_background
@@ -42,6 +52,7 @@ def create_app() -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(labels.router)
     app.include_router(metrics.router)
+    app.include_router(review.router)
     app.include_router(stats.router)
     app.include_router(training.router)
     app.include_router(versions.router)

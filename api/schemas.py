@@ -240,3 +240,28 @@ class ModelVersionOut(BaseModel):
     # Per split: the metrics, and the trivial baselines' on the same clips ("baselines").
     metrics: dict[str, object] | None
     created_at: datetime
+
+
+class ReviewClipOut(BaseModel):
+    clip_id: str
+    bucket: str
+    video_key: str
+    video_id: int  # GET /v1/videos/{id}/timeline
+    start_frame: int  # in the video, inclusive
+    end_frame: int
+    start_s: float
+    end_s: float
+    model_version: str
+    dominant_operation: str
+    confidence: float
+    smoothed_operation: str | None  # the prior's answer, when the version has a prior
+    score: float  # higher: more worth a check
+    margin: float | None  # between the two most likely operations
+    reasons: list[str]
+
+
+class ReviewOut(BaseModel):
+    bucket: str
+    considered: int  # labelled clips looked at
+    reviewed: int  # of those, already labelled by people (left out)
+    clips: list[ReviewClipOut]  # most worth a check first

@@ -22,6 +22,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
@@ -88,7 +89,7 @@ def _load(model_dir: Path, device: str, batch_size: int, **kwargs: Any) -> tuple
     return labeler, time.perf_counter() - start
 
 
-def unpacked(pack: bytes):  # type: ignore[no-untyped-def]
+def unpacked(pack: bytes) -> Callable[[], ClipInput]:
     """A loader like the GPU task's: unpack one stored frame pack into a ClipInput."""
 
     def load() -> ClipInput:
@@ -256,10 +257,10 @@ def main() -> None:
                     "model": REAL_NAMES[family] if args.size == "real" else "tiny",
                 }
                 report["results"].append(record)
-                phases = " ".join(f"{k}={v:.3f}s" for k, v in record["phase_s_per_batch"].items())
+                timings = " ".join(f"{k}={v:.3f}s" for k, v in record["phase_s_per_batch"].items())
                 print(
                     f"{family} {path} batch {batch}: {record['clips_per_s']:.2f} clips/s, "
-                    f"peak {gib(record['peak_gib'])} GiB, load {record['load_s']:.1f} s {phases}",
+                    f"peak {gib(record['peak_gib'])} GiB, load {record['load_s']:.1f} s {timings}",
                     flush=True,
                 )
                 report["ratios"] = system_over_baseline(report["results"])

@@ -14,7 +14,9 @@ class PhaseMemory:
     """GPU memory in use and the running peak at the edges of the vision tower and the language
     model, so the phase that raises the peak shows (the peak only grows within a step)."""
 
-    def __init__(self, base: torch.nn.Module, device: torch.device) -> None:
+    # `base`: a loaded Qwen2-VL or Qwen2.5-VL, Any as in packsight.training.qlora (its class
+    # follows the checkpoint; torch.nn.Module would type `base.model.visual` as a tensor).
+    def __init__(self, base: Any, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
         self.marks: dict[str, dict[str, float]] = {}
         self.handles = []

@@ -6,6 +6,8 @@ Imported after gpu_training.py's decord stand-in: packsight.training.qlora needs
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from packsight.training.batches import TrainingBatch, answer_loss
@@ -15,7 +17,9 @@ from packsight.training.qlora import LORA_TARGETS, prepare_for_training
 RECIPES = ("previous", "production", "previous_unchecked_vision", "production_answer_logits")
 
 
-def previous_setup(base, config: TrainingConfig):  # type: ignore[no-untyped-def]
+# The models are Any, as in prepare_for_training and answer_loss: a loaded Qwen2-VL or
+# Qwen2.5-VL (its class picked by the checkpoint), then that model under peft.
+def previous_setup(base: Any, config: TrainingConfig) -> Any:
     """train_adapter's model set-up before this benchmark: input grads on every embedding."""
     from peft import LoraConfig, get_peft_model
 
@@ -29,7 +33,7 @@ def previous_setup(base, config: TrainingConfig):  # type: ignore[no-untyped-def
     return network
 
 
-def previous_setup_unchecked_vision(base, config: TrainingConfig):  # type: ignore[no-untyped-def]
+def previous_setup_unchecked_vision(base: Any, config: TrainingConfig) -> Any:
     """The previous set-up with the vision blocks not checkpointed: the tower in autograd keeps
     every block's activations (a diagnostic, to show what the frozen tower costs in a graph)."""
     network = previous_setup(base, config)
@@ -38,7 +42,7 @@ def previous_setup_unchecked_vision(base, config: TrainingConfig):  # type: igno
     return network
 
 
-def answer_span_loss(model, batch: TrainingBatch) -> torch.Tensor:  # type: ignore[no-untyped-def]
+def answer_span_loss(model: Any, batch: TrainingBatch) -> torch.Tensor:
     """The previous answer_loss: logits over every answer position (~50 a row)."""
     logits = model(**batch.inputs, logits_to_keep=batch.keep, use_cache=False).logits
     targets = batch.labels[:, -(batch.keep - 1) :]

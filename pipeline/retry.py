@@ -158,3 +158,6 @@ class RetryingStorage:
 
     def delete(self, bucket: str, keys: list[str]) -> None:
         self._call(lambda: self.inner.delete(bucket, keys))
+
+    def url(self, bucket: str, key: str, *, expires_s: int) -> str:
+        return self.inner.url(bucket, key, expires_s=expires_s)

@@ -144,7 +144,7 @@ def video_timeline(
         .order_by(Clip.start_frame, Clip.id)
     ).all()
     clips = [
-        ClipAnswer(clip.clip_key, clip.start_frame, clip.end_frame, _prediction(prediction))
+        ClipAnswer(clip.clip_key, clip.start_frame, clip.end_frame, stored_answer(prediction))
         for clip, prediction in rows
     ]
     stored = (version.settings or {}).get("prior")
@@ -163,7 +163,8 @@ def video_timeline(
     return VideoTimeline(video, version, prior, clips, smoothed, truth)
 
 
-def _prediction(row: Prediction) -> ClipPrediction | None:
+def stored_answer(row: Prediction) -> ClipPrediction | None:
+    """A prediction row as the answer it holds; None for a failed one."""
     if row.status != PredictionStatus.OK:
         return None
     assert row.dominant_operation and row.anticipated_next_operation, "a label names both"

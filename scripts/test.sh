@@ -15,13 +15,16 @@ bash scripts/system-packages.sh venv services browser
 section "Python environment"
 bash scripts/install.sh
 
+section "Label Studio (for the review round trip)"
+bash scripts/install-label-studio.sh
+
 section "ruff check"
 "$VENV/bin/ruff" check .
 
 section "ruff format --check"
 "$VENV/bin/ruff" format --check .
 
-section "mypy (the installed package: every layer, through the link tree)"
+section "mypy (the installed package through its link tree, the tests and bench/)"
 "$VENV/bin/mypy"
 
 # Two test sessions side by side (pytest-xdist): while one waits on an outage or a worker, the

@@ -10,11 +10,15 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import harness
 import httpx
 import pytest
 from harness import S3Endpoint, budget
+
+if TYPE_CHECKING:
+    from packsight.settings import Settings
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -116,7 +120,8 @@ def api_server(env: dict[str, str], log_path: Path, port: int) -> harness.Proces
 def wait_ready(process: harness.ProcessGroup) -> None:
     """Until a worker says "ready.", beat has started its sweeper, or the API answers."""
     if process.name == "api":
-        port = process.process.args[-1]
+        # ProcessGroup starts Popen with a list of str (typeshed: any command form).
+        port = cast("list[str]", process.process.args)[-1]
         url = f"http://127.0.0.1:{port}/healthz"
         process.wait_until(lambda: httpx.get(url, timeout=2).status_code < 500, what="API health")
         return
@@ -181,7 +186,7 @@ def stack(
 
 
 @pytest.fixture
-def stack_settings(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+def stack_settings(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """Settings of the running stack, for tests that read the database directly."""
     from packsight.settings import Settings, get_settings
 

@@ -8,6 +8,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import harness
 import httpx
@@ -72,7 +73,9 @@ class ChaosStack:
 
     def settings(self) -> Settings:
         names = {key.removeprefix("PACKSIGHT_").lower(): value for key, value in self.env.items()}
-        return Settings(**{k: v for k, v in names.items() if k in Settings.model_fields})
+        # Strings, as in the environment: pydantic parses each into its field's type.
+        fields: dict[str, Any] = {k: v for k, v in names.items() if k in Settings.model_fields}
+        return Settings(**fields)
 
     def stop(self) -> None:
         harness.stop_all(list(self.processes.values()))

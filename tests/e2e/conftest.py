@@ -10,20 +10,24 @@ import sys
 from pathlib import Path
 
 import pytest
+from app_fixtures import Stack
+from harness import S3Endpoint
 from retraining_archive import BUCKET
 
-from packsight.video.synth import write_synthetic_archive
+from packsight.video.synth import SyntheticVideo, write_synthetic_archive
 
 
 @pytest.fixture(scope="session")
-def verified_archive(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def verified_archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[SyntheticVideo]]:
     root = tmp_path_factory.mktemp("verified")
     # 9 sessions: subjects U0101..U0108, then U0101 again; U0108 is the test subject.
     return root, write_synthetic_archive(root, videos=9, seed=42)
 
 
 @pytest.fixture(scope="session")
-def verified(stack, s3, verified_archive):  # type: ignore[no-untyped-def]
+def verified(
+    stack: Stack, s3: S3Endpoint, verified_archive: tuple[Path, list[SyntheticVideo]]
+) -> list[SyntheticVideo]:
     """The archive in S3 with its annotations imported (verified) by the CLI."""
     root, videos = verified_archive
     client = s3.client()

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import time
 
+import httpx
+
 BUCKET = "verified-archive"
 
 
-def wait_for(client, path: str, final: tuple[str, ...], timeout_s: float = 600) -> dict:  # type: ignore[no-untyped-def]
+def wait_for(
+    client: httpx.Client, path: str, final: tuple[str, ...], timeout_s: float = 600
+) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         body = client.get(path).raise_for_status().json()

@@ -11,13 +11,13 @@ scales with a fault-free job measured first on the same machine."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from chaos_stack import ChaosStack
-from harness import budget
+from harness import RedisServer, budget
 from sqlalchemy import func, select
 
 from packsight.models.db import session_scope
@@ -40,11 +40,13 @@ def submit(chaos: ChaosStack, name: str, **headers: str) -> httpx.Response:
 
 def units(chaos: ChaosStack, job_id: str, kind: str, state: str) -> int:
     with session_scope(chaos.database_url) as session:
-        return session.scalar(
+        count = session.scalar(
             select(func.count()).where(
                 WorkUnit.job_id == job_id, WorkUnit.kind == kind, WorkUnit.state == state
             )
         )
+    assert count is not None  # COUNT(*) always has its row
+    return count
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout_s: float = budget(300)) -> None:
@@ -81,6 +83,7 @@ def assert_whole(chaos: ChaosStack, job: dict) -> None:
     assert job["items"]["succeeded"] == VIDEOS and sum(job["items"].values()) == VIDEOS
     with session_scope(chaos.database_url) as session:
         row = session.get(Job, job["id"])
+        assert row is not None
         videos = select(JobItem.video_id).where(JobItem.job_id == row.id)
         clips = session.scalar(select(func.count(Clip.id)).where(Clip.video_id.in_(videos)))
         per_clip = session.execute(
@@ -90,6 +93,7 @@ def assert_whole(chaos: ChaosStack, job: dict) -> None:
             .group_by(Prediction.clip_id)
         ).all()
         left = session.scalar(select(func.count()).where(WorkUnit.job_id == row.id))
+    assert clips is not None  # COUNT(*) always has its row
     assert clips > 0 and len(per_clip) == clips
     assert all(count == 1 for _, count in per_clip)
     assert job["clips"] == {"total": clips, "labelled": clips, "failed": 0, "pending": 0}
@@ -104,7 +108,7 @@ def recovered(chaos: ChaosStack, name: str, job_id: str, fault_ended: float) -> 
 
 
 @pytest.fixture(scope="module", autouse=True)
-def baseline(chaos: ChaosStack) -> None:
+def baseline(chaos: ChaosStack) -> Iterator[None]:
     """A fault-free job first: it proves the stack and measures this machine's pace."""
     started = time.monotonic()
     response = submit(chaos, "baseline")
@@ -138,6 +142,7 @@ def test_redis_restarted_without_persistence(chaos: ChaosStack) -> None:
         lambda: units(chaos, job_id, UnitKind.SAMPLE, UnitState.DISPATCHED) >= 3,
         "messages waiting in Redis",
     )
+    assert isinstance(chaos.redis, RedisServer)  # a private one (redis-server installed)
     chaos.redis.restart()  # every queued and unacknowledged message is gone
     recovered(chaos, "Redis restart, no persistence", job_id, time.monotonic())
 
@@ -189,6 +194,7 @@ def test_a_job_committed_but_never_published_is_run(chaos: ChaosStack) -> None:
 def test_broker_down_at_post(chaos: ChaosStack) -> None:
     with session_scope(chaos.database_url) as session:
         jobs_before = session.scalar(select(func.count(Job.id)))
+    assert isinstance(chaos.redis, RedisServer)  # a private one (redis-server installed)
     chaos.redis.pause()
     try:
         response = submit(chaos, "broker-down", **{"Idempotency-Key": "broker-down-1"})

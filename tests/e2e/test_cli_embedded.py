@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from cli_runs import run
+from openpack_round_trip import assert_openpack_round_trip
 
 from packsight.labels.taxonomy import load_taxonomy
 from packsight.video.decode import split_windows
@@ -57,6 +58,9 @@ def test_label_a_local_folder_on_the_embedded_default(
         segment = record["temporal_segment"]
         assert 0 <= segment["start_frame"] <= segment["end_frame"]
         assert 0 < record["confidence"] <= 1
+
+    # The job's timelines as OpenPack annotations, imported back as the very same segments.
+    assert_openpack_round_trip(elsewhere, env, database)
 
 
 def test_a_bad_file_fails_alone_and_sets_the_exit_code(

@@ -7,6 +7,7 @@ import os
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from app_fixtures import start_api
@@ -31,7 +32,9 @@ def test_the_next_api_runs_what_the_last_one_left(tmp_path: Path, tiny_model_dir
         "PACKSIGHT_QUANTIZATION": "none",
         "PACKSIGHT_API_TOKEN": secrets.token_urlsafe(24),
     }
-    settings = Settings(**{k.removeprefix("PACKSIGHT_").lower(): v for k, v in env.items()})
+    # Strings, as in the environment: pydantic parses each into its field's type.
+    fields: dict[str, Any] = {k.removeprefix("PACKSIGHT_").lower(): v for k, v in env.items()}
+    settings = Settings(**fields)
     upgrade_database(settings.resolved_database_url)
     # A job recorded, its work not run: as when the API process died after answering.
     job_id = submit_job(Context(settings), JobRequest("archive", prefix="U01")).job_id
@@ -42,7 +45,9 @@ def test_the_next_api_runs_what_the_last_one_left(tmp_path: Path, tiny_model_dir
         deadline = time.monotonic() + 600
         while True:
             with session_scope(settings.resolved_database_url) as session:
-                state = session.get(Job, job_id).state
+                job = session.get(Job, job_id)
+                assert job is not None
+                state = job.state
             if state not in ("queued", "running"):
                 break
             assert time.monotonic() < deadline, f"job still {state}: {api.log_tail()}"

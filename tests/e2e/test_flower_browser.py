@@ -10,13 +10,15 @@ import json
 import os
 import secrets
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal, TypeVar
 
 import harness
 import httpx
 import pytest
-from harness import budget
+from app_fixtures import Stack
+from harness import S3Endpoint, budget
 from PIL import Image
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
@@ -41,6 +43,7 @@ ARTIFACTS = Path(
 )
 # Headless, and without the background connections (updates, sync, QUIC) that the network here
 # refuses; a fresh profile per test.
+T = TypeVar("T")
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -63,7 +66,7 @@ def browser_binaries() -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def flower(stack, tmp_path: Path) -> Iterator[tuple[str, tuple[str, str]]]:  # type: ignore[no-untyped-def]
+def flower(stack: Stack, tmp_path: Path) -> Iterator[tuple[str, tuple[str, str]]]:
     """`packsight flower` on the stack's broker, watching its events before the job starts."""
     auth = ("ops", secrets.token_urlsafe(24))
     port = harness.free_port()
@@ -90,7 +93,7 @@ def flower(stack, tmp_path: Path) -> Iterator[tuple[str, tuple[str, str]]]:  # t
 
 
 @pytest.fixture
-def chromium(browser_binaries: tuple[Path, Path], tmp_path: Path):  # type: ignore[no-untyped-def]
+def chromium(browser_binaries: tuple[Path, Path], tmp_path: Path) -> Iterator[webdriver.Chrome]:
     browser, driver_path = browser_binaries
     options = webdriver.ChromeOptions()
     options.binary_location = str(browser)
@@ -106,7 +109,7 @@ def chromium(browser_binaries: tuple[Path, Path], tmp_path: Path):  # type: igno
         driver.quit()
 
 
-def document_statuses(driver) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def document_statuses(driver: webdriver.Chrome) -> dict[str, int]:
     """Status of each page the browser loaded since the last call, by URL."""
     statuses = {}
     for entry in driver.get_log("performance"):
@@ -117,7 +120,7 @@ def document_statuses(driver) -> dict[str, int]:  # type: ignore[no-untyped-def]
     return statuses
 
 
-def task_rows(driver) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
+def task_rows(driver: webdriver.Chrome) -> list[dict[str, str]]:
     """The Tasks table as shown, a dict of column -> cell text per row."""
     cells = driver.execute_script(
         "return [...document.querySelectorAll('#tasks-table tbody tr')]"
@@ -126,7 +129,7 @@ def task_rows(driver) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
     return [dict(zip(COLUMNS, row, strict=False)) for row in cells if len(row) == len(COLUMNS)]
 
 
-def shows_both_queues(driver, final: bool) -> list[dict[str, str]] | None:  # type: ignore[no-untyped-def]
+def shows_both_queues(driver: webdriver.Chrome, final: bool) -> list[dict[str, str]] | None:
     """The rows once every task kind is listed on its queue and worker (all succeeded when
     `final`); until then, asks the table for its rows again and returns None."""
     rows = task_rows(driver)
@@ -148,11 +151,17 @@ def shows_both_queues(driver, final: bool) -> list[dict[str, str]] | None:  # ty
     return None
 
 
-def wait_for(driver, condition, what: str):  # type: ignore[no-untyped-def]
+def wait_for(
+    driver: webdriver.Chrome,
+    condition: Callable[[webdriver.Chrome], T | Literal[False] | None],
+    what: str,
+) -> T:
     """Explicit wait (a budget scaled to the machine); on timeout, a screenshot of what the
     browser showed instead and the table's rows in the failure."""
     try:
-        return WebDriverWait(driver, budget(60), poll_frequency=0.5).until(condition)
+        result = WebDriverWait(driver, budget(60), poll_frequency=0.5).until(condition)
+        assert result is not None  # until() returns only a true value
+        return result
     except TimeoutException:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(ARTIFACTS / "flower-failure.png"))
@@ -162,8 +171,13 @@ def wait_for(driver, condition, what: str):  # type: ignore[no-untyped-def]
         ) from None
 
 
-def test_flower_in_chromium_shows_the_cpu_and_gpu_queues_tasks(  # type: ignore[no-untyped-def]
-    browser_binaries, stack, s3, flower, chromium, tmp_path: Path
+def test_flower_in_chromium_shows_the_cpu_and_gpu_queues_tasks(
+    browser_binaries: tuple[Path, Path],
+    stack: Stack,
+    s3: S3Endpoint,
+    flower: tuple[str, tuple[str, str]],
+    chromium: webdriver.Chrome,
+    tmp_path: Path,
 ) -> None:
     url, (user, password) = flower
     driver = chromium

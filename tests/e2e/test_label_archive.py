@@ -7,22 +7,25 @@ import itertools
 import time
 from pathlib import Path
 
+import httpx
 import pytest
-from harness import budget
+from app_fixtures import Stack
+from harness import S3Endpoint, budget
 from sqlalchemy import func, select
 
 from packsight.labels.taxonomy import load_taxonomy
 from packsight.models.db import session_scope
 from packsight.models.tables.clips import Clip, Prediction
 from packsight.models.tables.jobs import Job, JobItem
+from packsight.settings import Settings
 from packsight.video.decode import split_windows
-from packsight.video.synth import write_synthetic_archive
+from packsight.video.synth import SyntheticVideo, write_synthetic_archive
 
 pytestmark = pytest.mark.e2e
 BUCKET, PREFIX = "archive", "station-7/2026-11/"
 
 
-def wait_for_final_state(client, job_id: str, timeout_s: float = budget(600)) -> dict:  # type: ignore[no-untyped-def]
+def wait_for_final_state(client: httpx.Client, job_id: str, timeout_s: float = budget(600)) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         body = client.get(f"/v1/jobs/{job_id}").raise_for_status().json()
@@ -33,11 +36,13 @@ def wait_for_final_state(client, job_id: str, timeout_s: float = budget(600)) ->
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def archive(tmp_path_factory: pytest.TempPathFactory) -> list[SyntheticVideo]:
     return write_synthetic_archive(tmp_path_factory.mktemp("archive"), videos=5, seed=42)
 
 
-def test_archive_is_labelled_end_to_end(stack, stack_settings, s3, archive) -> None:  # type: ignore[no-untyped-def]
+def test_archive_is_labelled_end_to_end(
+    stack: Stack, stack_settings: Settings, s3: S3Endpoint, archive: list[SyntheticVideo]
+) -> None:
     client = s3.client()
     client.create_bucket(Bucket=BUCKET)
     for video in archive:

@@ -5,11 +5,14 @@ what the job did, and the prefork pool's children are added up by the worker's s
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
 import pytest
-from harness import budget
+from app_fixtures import Stack
+from harness import S3Endpoint, budget
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -38,7 +41,9 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def test_metrics_follow_a_job_through_every_process(stack, s3, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_metrics_follow_a_job_through_every_process(
+    stack: Stack, s3: S3Endpoint, tmp_path: Path
+) -> None:
     videos = write_synthetic_archive(
         tmp_path / "archive", videos=VIDEOS, seed=23, min_seconds=6, max_seconds=11
     )
@@ -148,7 +153,7 @@ def test_metrics_follow_a_job_through_every_process(stack, s3, tmp_path: Path) -
     )
 
 
-def parse_metrics(metrics) -> Samples:  # type: ignore[no-untyped-def]
+def parse_metrics(metrics: Iterable[Metric]) -> Samples:
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
         for metric in metrics

@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import time
 
+import httpx
 import pytest
+from app_fixtures import Stack
 from celery import Celery
+from harness import S3Endpoint
 from retraining_archive import BUCKET, wait_for
 from sqlalchemy import func, select
 
@@ -21,6 +24,8 @@ from packsight.models.tables.clips import Prediction
 from packsight.models.tables.jobs import Job
 from packsight.models.tables.training_runs import TrainingRun
 from packsight.models.tables.versions import ModelVersion
+from packsight.settings import Settings
+from packsight.video.synth import SyntheticVideo
 from packsight.workers.app import SCHEDULED_TRAINING_TASK
 
 pytestmark = pytest.mark.e2e
@@ -38,7 +43,9 @@ def as_evaluation(block: dict) -> Evaluation:
     )
 
 
-def test_training_run_trains_evaluates_and_serves(stack, stack_settings, s3, verified) -> None:  # type: ignore[no-untyped-def]
+def test_training_run_trains_evaluates_and_serves(
+    stack: Stack, stack_settings: Settings, s3: S3Endpoint, verified: list[SyntheticVideo]
+) -> None:
     videos, client = verified, s3.client()
     db = stack_settings.resolved_database_url
 
@@ -131,7 +138,9 @@ def test_training_run_trains_evaluates_and_serves(stack, stack_settings, s3, ver
             assert time.monotonic() < deadline, "the scheduled task was not processed"
             time.sleep(0.5)
         with session_scope(db) as session:
-            started = session.get(TrainingRun, run_id).created_at
+            training_run = session.get(TrainingRun, run_id)
+            assert training_run is not None
+            started = training_run.created_at
             later = select(func.count(TrainingRun.id)).where(TrainingRun.created_at > started)
             assert session.scalar(later) == 0
 
@@ -163,7 +172,7 @@ def test_training_run_trains_evaluates_and_serves(stack, stack_settings, s3, ver
         assert api.post("/v1/models/999999/rollback").status_code == 404
 
 
-def label(api, key: str) -> dict:  # type: ignore[no-untyped-def]
+def label(api: httpx.Client, key: str) -> dict:
     response = api.post("/v1/jobs", json={"bucket": BUCKET, "keys": [key]})
     assert response.status_code == 202, response.text
     return wait_for(
@@ -173,14 +182,19 @@ def label(api, key: str) -> dict:  # type: ignore[no-untyped-def]
 
 def job_version(db: str, job_id: str) -> int:
     with session_scope(db) as session:
-        return session.get(Job, job_id).model_version_id
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job.model_version_id
 
 
 def predictions_of(db: str, job_id: str) -> int:
     with session_scope(db) as session:
-        version = session.get(Job, job_id).model_version_id
-        return session.scalar(
+        job = session.get(Job, job_id)
+        assert job is not None
+        count = session.scalar(
             select(func.count(Prediction.id)).where(
-                Prediction.model_version_id == version, Prediction.status == "ok"
+                Prediction.model_version_id == job.model_version_id, Prediction.status == "ok"
             )
         )
+    assert count is not None  # COUNT always has its row
+    return count

@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
-from app_fixtures import train_worker
+from app_fixtures import Stack, train_worker
+from harness import S3Endpoint
 from retraining_archive import BUCKET, wait_for
+
+from packsight.settings import Settings
+from packsight.video.synth import SyntheticVideo
 
 pytestmark = pytest.mark.e2e
 
 
-def test_a_lost_training_worker_is_resumed_elsewhere_from_the_stored_checkpoint(  # type: ignore[no-untyped-def]
-    stack, stack_settings, s3, verified, tmp_path
+def test_a_lost_training_worker_is_resumed_elsewhere_from_the_stored_checkpoint(
+    stack: Stack,
+    stack_settings: Settings,
+    s3: S3Endpoint,
+    verified: list[SyntheticVideo],
+    tmp_path: Path,
 ) -> None:
     client, steps = s3.client(), 30
     with stack.client() as api:
@@ -41,6 +50,7 @@ def test_a_lost_training_worker_is_resumed_elsewhere_from_the_stored_checkpoint(
         # The machine is lost: the worker dies mid-run, its local disk with it.
         stack.processes["worker-train"].kill()
         lost_at = stored_step()
+        assert lost_at is not None  # stored above; checkpoints stay until the run ends
         run = api.get(f"/v1/training-runs/{run_id}").raise_for_status().json()
         assert run["state"] == "running" and run["step"] < steps, run
 

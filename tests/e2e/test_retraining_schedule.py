@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import harness
 import pytest
-from app_fixtures import CELERY_BEAT
+from app_fixtures import CELERY_BEAT, Stack
 from retraining_archive import wait_for
 from sqlalchemy import func, select
 
 from packsight.models.db import session_scope
 from packsight.models.tables.training_runs import TrainingRun
+from packsight.settings import Settings
+from packsight.video.synth import SyntheticVideo
 
 pytestmark = pytest.mark.e2e
 
 
-def test_beat_starts_the_nightly_run_on_its_own(stack, stack_settings, verified, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_beat_starts_the_nightly_run_on_its_own(
+    stack: Stack, stack_settings: Settings, verified: list[SyntheticVideo], tmp_path: Path
+) -> None:
     """A real `celery beat` with an every-minute crontab: it sends the scheduled task to the cpu
     worker, which records a run (trigger "schedule") with the worker's own settings and queues
     it to the training worker. Labels of videos that are not in S3 (other tests made some) are

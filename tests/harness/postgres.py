@@ -90,10 +90,10 @@ class PostgresCluster(_TempService):
         except BaseException:
             self.stop()
             raise
+        cmd: list[str | os.PathLike[str]] = [bin_dir / "postgres", "-D", data, "-p", str(self.port)]
         self._start(
             "postgres",
-            [bin_dir / "postgres", "-D", data, "-p", str(self.port)]
-            + [f"--{setting}" for setting in _PG_SETTINGS],
+            cmd + [f"--{setting}" for setting in _PG_SETTINGS],
             ready=lambda: _pg_connect(self.port, self.user).close() or True,
             user=os_user,
             # SIGINT is Postgres's "fast" shutdown; SIGTERM waits for every client to leave.

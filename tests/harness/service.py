@@ -41,13 +41,14 @@ class _TempService(_Stoppable):
         argv: Sequence[str | os.PathLike[str]],
         *,
         ready: Callable[[], object],
+        timeout_s: float = START_TIMEOUT_S,
         **options: Any,
     ) -> None:
         log_path = self.root / f"{name.split()[0]}.log"
         self._ready = ready
         try:
             self.process = ProcessGroup(name, argv, log_path=log_path, cwd=self.root, **options)
-            self.process.wait_until(ready, what="ready")
+            self.process.wait_until(ready, what="ready", timeout_s=timeout_s)
         except BaseException:
             self.stop()
             raise

@@ -40,8 +40,12 @@ def pipeline_db(postgres_url: str) -> str:
 
 @pytest.fixture
 def settings(
-    pipeline_db: str, tiny_model_dir: Path, archive_root: Path, tmp_path: Path, monkeypatch
-) -> Iterator[Settings]:  # type: ignore[no-untyped-def]
+    pipeline_db: str,
+    tiny_model_dir: Path,
+    archive_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Settings]:
     env = {
         "PACKSIGHT_DATABASE_URL": pipeline_db,
         "PACKSIGHT_STORAGE": "local",
@@ -72,7 +76,7 @@ def ctx(settings: Settings) -> Iterator[Context]:
 
 
 @pytest.fixture
-def db(postgres_url: str) -> str:
+def db(postgres_url: str) -> Iterator[str]:
     upgrade_database(postgres_url)
     _finish_active(postgres_url)
     yield postgres_url

@@ -34,6 +34,7 @@ def prediction_rows(ctx: Context, job_id: str) -> list[tuple[int, str]]:
     """(clip, status) of the job's clips (its items' videos, under its frame settings)."""
     with session_scope(ctx.settings.resolved_database_url) as session:
         job = session.get(Job, job_id)
+        assert job is not None
         return list(
             session.execute(
                 select(Prediction.clip_id, Prediction.status)
@@ -49,12 +50,16 @@ def prediction_rows(ctx: Context, job_id: str) -> list[tuple[int, str]]:
 def job_state(ctx: Context, job_id: str) -> tuple[str, dict[str, tuple[str, str | None]]]:
     with session_scope(ctx.settings.resolved_database_url) as session:
         items = session.scalars(select(JobItem).where(JobItem.job_id == job_id)).all()
-        return session.get(Job, job_id).state, {i.key: (i.state, i.error) for i in items}
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job.state, {i.key: (i.state, i.error) for i in items}
 
 
 def clip_count(ctx: Context, job_id: str) -> int:
     with session_scope(ctx.settings.resolved_database_url) as session:
-        return session.scalar(select(func.count()).select_from(job_clips(job_id).subquery()))
+        count = session.scalar(select(func.count()).select_from(job_clips(job_id).subquery()))
+    assert count is not None  # COUNT(*) always has its row
+    return count
 
 
 def take(ctx: Context, unit_id: int, lease: str, *, seconds_ago: float = 0) -> None:
@@ -71,4 +76,6 @@ def take(ctx: Context, unit_id: int, lease: str, *, seconds_ago: float = 0) -> N
 
 def unit_key(ctx: Context, unit: WorkUnit) -> str:
     with session_scope(ctx.settings.resolved_database_url) as session:
-        return session.get(JobItem, unit.item_id).key
+        item = session.get(JobItem, unit.item_id)
+        assert item is not None
+        return item.key

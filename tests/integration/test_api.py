@@ -3,30 +3,36 @@ S3). None of these requests may create a job."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import httpx
 import pytest
+from app_fixtures import Stack
+from harness import S3Endpoint
 from sqlalchemy import func, select
 
 from packsight.models.db import session_scope
 from packsight.models.tables.jobs import Job
+from packsight.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def bucket(stack, s3) -> str:  # type: ignore[no-untyped-def]
+def bucket(stack: Stack, s3: S3Endpoint) -> str:
     client = s3.client()
     client.create_bucket(Bucket="api-tests")
     client.put_object(Bucket="api-tests", Key="docs/readme.txt", Body=b"no videos here")
     return "api-tests"
 
 
-def job_count(settings) -> int:  # type: ignore[no-untyped-def]
+def job_count(settings: Settings) -> int:
     with session_scope(settings.resolved_database_url) as session:
         return session.scalar(select(func.count(Job.id))) or 0
 
 
-def test_health_checks_every_service_and_needs_no_token(stack) -> None:  # type: ignore[no-untyped-def]
+def test_health_checks_every_service_and_needs_no_token(stack: Stack) -> None:
     response = httpx.get(f"{stack.api_url}/healthz")
     assert response.status_code == 200
     assert response.json() == {
@@ -49,9 +55,10 @@ def test_health_checks_every_service_and_needs_no_token(stack) -> None:  # type:
         "Bearer a\x01b",
     ],
 )
-def test_jobs_need_the_bearer_token(stack, header) -> None:  # type: ignore[no-untyped-def]
+def test_jobs_need_the_bearer_token(stack: Stack, header: str | None) -> None:
     # Latin-1 bytes: what a client can put in a header beyond ASCII.
-    headers = {"Authorization": header.encode("latin-1")} if header else {}
+    # Bytes for the name too: httpx takes str -> str or bytes -> bytes headers.
+    headers = {b"Authorization": header.encode("latin-1")} if header else {}
     response = httpx.post(
         f"{stack.api_url}/v1/jobs", json={"bucket": "abc", "prefix": "y/"}, headers=headers
     )
@@ -62,7 +69,7 @@ def test_jobs_need_the_bearer_token(stack, header) -> None:  # type: ignore[no-u
     assert response.status_code in (400, 401)
 
 
-def test_the_token_with_its_own_bytes_still_works(stack) -> None:  # type: ignore[no-untyped-def]
+def test_the_token_with_its_own_bytes_still_works(stack: Stack) -> None:
     with stack.client() as api:
         assert api.get("/v1/models").status_code == 200
         almost = stack.token[:-1] + ("A" if stack.token[-1] != "A" else "B")
@@ -110,7 +117,14 @@ def test_the_token_with_its_own_bytes_still_works(stack) -> None:  # type: ignor
         ({"bucket": "api-tests", "prefix": "site\x1b[31m/"}, 422, "U+001B"),
     ],
 )
-def test_bad_job_requests_get_a_clear_4xx(stack, stack_settings, bucket, body, status, needle):  # type: ignore[no-untyped-def]
+def test_bad_job_requests_get_a_clear_4xx(
+    stack: Stack,
+    stack_settings: Settings,
+    bucket: str,
+    body: dict[str, Any],
+    status: int,
+    needle: str,
+) -> None:
     before = job_count(stack_settings)
     with stack.client() as api:
         response = api.post("/v1/jobs", json=body)
@@ -119,7 +133,7 @@ def test_bad_job_requests_get_a_clear_4xx(stack, stack_settings, bucket, body, s
     assert job_count(stack_settings) == before
 
 
-def test_a_refused_key_is_echoed_shortened(stack) -> None:  # type: ignore[no-untyped-def]
+def test_a_refused_key_is_echoed_shortened(stack: Stack) -> None:
     key = "site-a/" + "x" * 3000 + ".mp4"
     with stack.client() as api:
         response = api.post("/v1/jobs", json={"bucket": "api-tests", "keys": [key]})
@@ -128,7 +142,7 @@ def test_a_refused_key_is_echoed_shortened(stack) -> None:  # type: ignore[no-un
     assert len(response.text) < 1000
 
 
-def test_the_artifact_bucket_is_not_a_job_source(stack, stack_settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_artifact_bucket_is_not_a_job_source(stack: Stack, stack_settings: Settings) -> None:
     before = job_count(stack_settings)
     artifacts = stack_settings.artifact_bucket
     with stack.client() as api:
@@ -142,7 +156,9 @@ def test_the_artifact_bucket_is_not_a_job_source(stack, stack_settings) -> None:
     assert job_count(stack_settings) == before
 
 
-def test_a_job_holds_at_most_100000_keys_and_they_fit_in_a_request(stack, stack_settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_job_holds_at_most_100000_keys_and_they_fit_in_a_request(
+    stack: Stack, stack_settings: Settings
+) -> None:
     before = job_count(stack_settings)
     keys = [f"site-a/2026-11-29/U0101_S0100_{i:08d}.mp4" for i in range(100_000)]
     with stack.client() as api:
@@ -159,11 +175,11 @@ def test_a_job_holds_at_most_100000_keys_and_they_fit_in_a_request(stack, stack_
     assert job_count(stack_settings) == before
 
 
-def test_bodies_over_the_limit_get_413_naming_the_setting(stack) -> None:  # type: ignore[no-untyped-def]
+def test_bodies_over_the_limit_get_413_naming_the_setting(stack: Stack) -> None:
     limit = 8 * 1024 * 1024  # the default of PACKSIGHT_MAX_REQUEST_BYTES
     body = b'{"bucket": "api-tests", "keys": ["' + b"k" * limit + b'.mp4"]}'
 
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks() -> Iterator[bytes]:
         # No Content-Length: chunked transfer, counted while it is read.
         for first in range(0, len(body), 256 * 1024):
             yield body[first : first + 256 * 1024]
@@ -182,7 +198,7 @@ def test_bodies_over_the_limit_get_413_naming_the_setting(stack) -> None:  # typ
         assert api.get("/v1/models").status_code == 200
 
 
-def test_malformed_json_is_rejected(stack) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_json_is_rejected(stack: Stack) -> None:
     with stack.client() as api:
         response = api.post(
             "/v1/jobs", content=b"{not json", headers={"Content-Type": "application/json"}
@@ -190,7 +206,7 @@ def test_malformed_json_is_rejected(stack) -> None:  # type: ignore[no-untyped-d
     assert response.status_code == 422
 
 
-def test_unknown_job_is_404(stack) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_job_is_404(stack: Stack) -> None:
     with stack.client() as api:
         assert api.get("/v1/jobs/00000000-0000-0000-0000-000000000000").status_code == 404
         assert api.get("/v1/jobs/nope/results").status_code == 404

@@ -5,6 +5,8 @@ turned into a 500."""
 from __future__ import annotations
 
 import pytest
+from app_fixtures import Stack
+from harness import S3Endpoint
 
 pytestmark = pytest.mark.integration
 
@@ -13,7 +15,7 @@ NO_JOB = "00000000-0000-0000-0000-000000000000"
 
 
 @pytest.fixture(scope="module")
-def job_id(stack, s3) -> str:  # type: ignore[no-untyped-def]
+def job_id(stack: Stack, s3: S3Endpoint) -> str:
     """A real job (its one video is missing, so its item fails: nothing to label)."""
     s3.client().create_bucket(Bucket="api-bounds")
     with stack.client() as api:
@@ -22,7 +24,7 @@ def job_id(stack, s3) -> str:  # type: ignore[no-untyped-def]
     return response.json()["job_id"]
 
 
-def test_results_offsets_stop_at_the_column_range(stack, job_id) -> None:  # type: ignore[no-untyped-def]
+def test_results_offsets_stop_at_the_column_range(stack: Stack, job_id: str) -> None:
     with stack.client() as api:
         page = api.get(f"/v1/jobs/{job_id}/results", params={"offset": INT32_MAX})
         assert page.status_code == 200, page.text
@@ -37,7 +39,7 @@ def test_results_offsets_stop_at_the_column_range(stack, job_id) -> None:  # typ
 LABEL = {"bucket": "api-bounds", "video_key": "bounds/a.mp4", "operation": "Tape"}
 
 
-def test_label_frames_stop_at_the_column_range(stack) -> None:  # type: ignore[no-untyped-def]
+def test_label_frames_stop_at_the_column_range(stack: Stack) -> None:
     with stack.client() as api:
         stored = api.post(
             "/v1/labels", json=LABEL | {"start_frame": INT32_MAX - 1, "end_frame": INT32_MAX}
@@ -65,7 +67,9 @@ def test_label_frames_stop_at_the_column_range(stack) -> None:  # type: ignore[n
         ({"bucket": "API-Bounds"}, "S3 bucket names are"),
     ],
 )
-def test_label_text_is_printable_and_bounded(stack, change, needle) -> None:  # type: ignore[no-untyped-def]
+def test_label_text_is_printable_and_bounded(
+    stack: Stack, change: dict[str, str], needle: str
+) -> None:
     body = LABEL | {"start_frame": 0, "end_frame": 10} | change
     with stack.client() as api:
         response = api.post("/v1/labels", json=body)
@@ -85,7 +89,9 @@ def test_label_text_is_printable_and_bounded(stack, change, needle) -> None:  # 
         (f"/v1/jobs/{NO_JOB}/results", {"offset": "0", "junk": "x\x01"}),
     ],
 )
-def test_control_characters_in_query_parameters_are_422(stack, path, params) -> None:  # type: ignore[no-untyped-def]
+def test_control_characters_in_query_parameters_are_422(
+    stack: Stack, path: str, params: dict[str, str]
+) -> None:
     with stack.client() as api:
         response = api.get(path, params=params)
     assert response.status_code == 422, response.text
@@ -101,7 +107,7 @@ def test_control_characters_in_query_parameters_are_422(stack, path, params) -> 
         "/v1/jobs/%C2%85",  # C1 control (NEL), percent-encoded UTF-8
     ],
 )
-def test_control_characters_in_path_parameters_are_422(stack, path) -> None:  # type: ignore[no-untyped-def]
+def test_control_characters_in_path_parameters_are_422(stack: Stack, path: str) -> None:
     with stack.client() as api:
         response = api.get(path)
     assert response.status_code == 422, response.text
@@ -118,14 +124,14 @@ def test_control_characters_in_path_parameters_are_422(stack, path) -> None:  # 
         f"/v1/training-runs/{NO_JOB}",
     ],
 )
-def test_ids_that_name_nothing_are_404(stack, path) -> None:  # type: ignore[no-untyped-def]
+def test_ids_that_name_nothing_are_404(stack: Stack, path: str) -> None:
     with stack.client() as api:
         response = api.get(path)
     assert response.status_code == 404, response.text
     assert len(response.text) < 400  # a 500-character id is echoed shortened
 
 
-def test_an_upper_case_job_id_finds_the_job(stack, job_id) -> None:  # type: ignore[no-untyped-def]
+def test_an_upper_case_job_id_finds_the_job(stack: Stack, job_id: str) -> None:
     with stack.client() as api:
         assert api.get(f"/v1/jobs/{job_id.upper()}").json()["id"] == job_id
 
@@ -139,21 +145,21 @@ def test_an_upper_case_job_id_finds_the_job(stack, job_id) -> None:  # type: ign
         ("x" * 513, 422),
     ],
 )
-def test_model_version_references_are_bounded(stack, reference, status) -> None:  # type: ignore[no-untyped-def]
+def test_model_version_references_are_bounded(stack: Stack, reference: str, status: int) -> None:
     with stack.client() as api:
         response = api.get("/v1/stats/confusion", params={"model_version": reference})
     assert response.status_code == status, response.text
 
 
 @pytest.mark.parametrize(("version_id", "status"), [(2**63, 422), (0, 422), (2**63 - 1, 404)])
-def test_rollback_ids_stop_at_the_bigint_range(stack, version_id, status) -> None:  # type: ignore[no-untyped-def]
+def test_rollback_ids_stop_at_the_bigint_range(stack: Stack, version_id: int, status: int) -> None:
     with stack.client() as api:
         response = api.post(f"/v1/models/{version_id}/rollback")
     assert response.status_code == status, response.text
 
 
 @pytest.mark.parametrize("limit", [0, 201, 2**31, 2**64])
-def test_training_run_listing_limits_are_bounded(stack, limit) -> None:  # type: ignore[no-untyped-def]
+def test_training_run_listing_limits_are_bounded(stack: Stack, limit: int) -> None:
     with stack.client() as api:
         assert api.get("/v1/training-runs", params={"limit": limit}).status_code == 422
 
@@ -170,7 +176,9 @@ def test_training_run_listing_limits_are_bounded(stack, limit) -> None:  # type:
         ({"batch_size": 10**6}, "batch_size"),
     ],
 )
-def test_training_settings_out_of_range_are_422(stack, config, needle) -> None:  # type: ignore[no-untyped-def]
+def test_training_settings_out_of_range_are_422(
+    stack: Stack, config: dict[str, float], needle: str
+) -> None:
     # Refused before a run is recorded: nothing reaches the stack's training worker.
     with stack.client() as api:
         response = api.post("/v1/training-runs", json={"config": config})

@@ -62,7 +62,9 @@ def fuzz_api(s3: S3Endpoint, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             process.stop()
 
 
-def test_no_generated_request_gets_a_server_error(fuzz_api, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_no_generated_request_gets_a_server_error(
+    fuzz_api: tuple[str, str], tmp_path: Path
+) -> None:
     url, token = fuzz_api
     report = tmp_path / "report.json"
     argv = [

@@ -56,8 +56,8 @@ class Api:
 
 
 @pytest.fixture(scope="module")
-def no_database(  # type: ignore[no-untyped-def]
-    s3, redis_url, tmp_path_factory
+def no_database(
+    s3: S3Endpoint, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Api, list[int]]]:
     """An API whose database and S3 endpoint are ports where nothing listens; Redis is real."""
     db_port, s3_port = dead_port(), dead_port()
@@ -76,9 +76,10 @@ def no_database(  # type: ignore[no-untyped-def]
         process.stop()
 
 
-def test_a_dead_database_is_503_without_its_address(no_database) -> None:  # type: ignore[no-untyped-def]
+def test_a_dead_database_is_503_without_its_address(no_database: tuple[Api, list[int]]) -> None:
     api, ports = no_database
     with api.client() as client:
+        body: dict[str, object] | None
         for method, path, body in [
             ("GET", f"/v1/jobs/{NO_JOB}", None),
             ("GET", f"/v1/jobs/{NO_JOB}/results", None),
@@ -93,7 +94,7 @@ def test_a_dead_database_is_503_without_its_address(no_database) -> None:  # typ
             assert_no_addresses(response, *ports)
 
 
-def test_a_dead_object_store_is_503(no_database) -> None:  # type: ignore[no-untyped-def]
+def test_a_dead_object_store_is_503(no_database: tuple[Api, list[int]]) -> None:
     api, ports = no_database
     with api.client() as client:
         response = client.post("/v1/jobs", json={"bucket": "archive", "prefix": "site-a/"})
@@ -102,7 +103,7 @@ def test_a_dead_object_store_is_503(no_database) -> None:  # type: ignore[no-unt
     assert_no_addresses(response, *ports)
 
 
-def test_health_names_what_is_down_and_answers_quickly(no_database) -> None:  # type: ignore[no-untyped-def]
+def test_health_names_what_is_down_and_answers_quickly(no_database: tuple[Api, list[int]]) -> None:
     api, ports = no_database
     started = time.monotonic()
     response = httpx.get(f"{api.url}/healthz", timeout=budget(30))
@@ -116,7 +117,9 @@ def test_health_names_what_is_down_and_answers_quickly(no_database) -> None:  # 
 
 
 @pytest.fixture(scope="module")
-def no_broker(s3, tmp_path_factory) -> Iterator[tuple[Api, int]]:  # type: ignore[no-untyped-def]
+def no_broker(
+    s3: S3Endpoint, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Api, int]]:
     """An API with its own fresh database and the real S3, whose broker is a dead port: the
     jobs it records are never queued, so they touch no other test."""
     from packsight.models.migrate import upgrade_database
@@ -138,7 +141,7 @@ def no_broker(s3, tmp_path_factory) -> Iterator[tuple[Api, int]]:  # type: ignor
             process.stop()
 
 
-def test_a_dead_broker_is_503(no_broker, s3) -> None:  # type: ignore[no-untyped-def]
+def test_a_dead_broker_is_503(no_broker: tuple[Api, int], s3: S3Endpoint) -> None:
     api, port = no_broker
     s3.client().create_bucket(Bucket="api-no-broker")
     with api.client() as client:

@@ -14,7 +14,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_flower_asks_for_the_configured_basic_auth(redis_url, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_flower_asks_for_the_configured_basic_auth(redis_url: str, tmp_path: Path) -> None:
     password = secrets.token_urlsafe(24)
     port = harness.free_port()
     flower = harness.ProcessGroup(

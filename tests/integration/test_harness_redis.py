@@ -16,7 +16,9 @@ pytestmark = pytest.mark.integration
 def test_redis_answers_on_a_private_port(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     assert client.ping()
-    port = int(client.config_get("port")["port"])
+    setting = client.config_get("port")["port"]
+    assert setting is not None
+    port = int(setting)
     assert port != harness.SHARED_REDIS_PORT
     assert redis_url == f"redis://127.0.0.1:{port}/0"
     assert client.config_get("save")["save"] == ""  # nothing persisted between sessions

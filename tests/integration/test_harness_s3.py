@@ -38,7 +38,7 @@ def test_s3_put_get_and_paged_listing(s3: S3Endpoint, bucket: str) -> None:
 
     pages, token = [], None
     while True:
-        extra = {"ContinuationToken": token} if token else {}
+        extra: dict[str, str] = {"ContinuationToken": token} if token else {}
         page = client.list_objects_v2(Bucket=bucket, Prefix="clips/", MaxKeys=2, **extra)
         pages.append([item["Key"] for item in page.get("Contents", [])])
         if not page["IsTruncated"]:

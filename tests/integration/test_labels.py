@@ -9,9 +9,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TypedDict
 
 import httpx
 import pytest
+from app_fixtures import Stack
 from harness import budget
 
 from packsight.labels.annotations import LabelInterval
@@ -24,7 +26,15 @@ from packsight.video.synth import write_synthetic_archive
 
 pytestmark = pytest.mark.integration
 PACKSIGHT = str(Path(sys.executable).parent / "packsight")
-SMALL = {"size": (64, 48), "min_seconds": 6, "max_seconds": 10}
+
+
+class Sizes(TypedDict):  # write_synthetic_archive's frame size and video lengths
+    size: tuple[int, int]
+    min_seconds: float
+    max_seconds: float
+
+
+SMALL: Sizes = {"size": (64, 48), "min_seconds": 6, "max_seconds": 10}
 TAPE_VIDEO = [LabelInterval("Idle", 0, 50), LabelInterval("Tape", 50, 150)]
 
 
@@ -192,7 +202,7 @@ def test_cli_maps_openpack_annotations_with_a_sessions_csv(db: str, tmp_path: Pa
 
 
 @pytest.fixture(scope="module")
-def labelled_video(stack) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+def labelled_video(stack: Stack) -> tuple[str, str]:
     # Into the stack's own database, where its API reads.
     import_labels(
         stack.env["PACKSIGHT_DATABASE_URL"], "api-labels", "U0101/video/a.mp4", TAPE_VIDEO
@@ -200,7 +210,9 @@ def labelled_video(stack) -> tuple[str, str]:  # type: ignore[no-untyped-def]
     return "api-labels", "U0101/video/a.mp4"
 
 
-def test_api_stores_a_correction_and_returns_the_split_intervals(stack, labelled_video) -> None:  # type: ignore[no-untyped-def]
+def test_api_stores_a_correction_and_returns_the_split_intervals(
+    stack: Stack, labelled_video: tuple[str, str]
+) -> None:
     bucket, key = labelled_video
     body = {
         "bucket": bucket,
@@ -237,7 +249,9 @@ def test_api_stores_a_correction_and_returns_the_split_intervals(stack, labelled
         ({"colour": "red"}, "colour"),
     ],
 )
-def test_bad_corrections_get_422(stack, labelled_video, change, needle) -> None:  # type: ignore[no-untyped-def]
+def test_bad_corrections_get_422(
+    stack: Stack, labelled_video: tuple[str, str], change: dict[str, object], needle: str
+) -> None:
     bucket, key = labelled_video
     body = {
         "bucket": bucket,
@@ -256,7 +270,7 @@ def test_bad_corrections_get_422(stack, labelled_video, change, needle) -> None:
 
 
 @pytest.mark.parametrize("header", [None, "Bearer wrong-token"])
-def test_labels_need_the_bearer_token(stack, header) -> None:  # type: ignore[no-untyped-def]
+def test_labels_need_the_bearer_token(stack: Stack, header: str | None) -> None:
     headers = {"Authorization": header} if header else {}
     body = {"bucket": "b", "video_key": "k", "operation": "Tape", "start_frame": 0, "end_frame": 1}
     url = f"{stack.api_url}/v1/labels"

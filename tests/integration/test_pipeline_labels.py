@@ -27,7 +27,9 @@ def test_a_label_is_never_replaced_by_an_error(ctx: Context) -> None:
     drive(ctx, job_id=job_id)
     clip_id, _ = prediction_rows(ctx, job_id)[0]
     with session_scope(ctx.settings.resolved_database_url) as session:
-        version = session.get(Job, job_id).model_version_id
+        job = session.get(Job, job_id)
+        assert job is not None
+        version = job.model_version_id
         upsert_predictions(
             session,
             model_version_id=version,
@@ -61,6 +63,7 @@ def test_videos_whose_clip_ids_would_collide_fail_alone(ctx: Context) -> None:
     assert state == "partially_failed"
     assert items["site-a/U0201/kinect/S0100.mp4"] == ("succeeded", None)
     failed, error = items["site-b/U0201/kinect/S0100.mp4"]
+    assert error is not None
     assert failed == "failed" and "U0201_S0100_t" in error and "site-a/U0201" in error
 
     # The first one is moved away: the second takes its ids over.
@@ -70,7 +73,9 @@ def test_videos_whose_clip_ids_would_collide_fail_alone(ctx: Context) -> None:
     assert job_state(ctx, moved.job_id)[0] == "succeeded"
 
 
-def test_labels_are_reused_only_for_the_same_frame_settings(ctx: Context, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_labels_are_reused_only_for_the_same_frame_settings(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = submit(ctx)
     drive(ctx, job_id=first)
     again = submit(ctx)  # same model version, same frames: nothing to label
@@ -92,5 +97,7 @@ def test_labels_are_reused_only_for_the_same_frame_settings(ctx: Context, monkey
     assert clip_count(smaller, other) == clip_count(ctx, first)
     assert len(prediction_rows(smaller, other)) == clip_count(smaller, other)
     with session_scope(ctx.settings.resolved_database_url) as session:
-        counts = job_counts(session, job=session.get(Job, other)).clips
+        job = session.get(Job, other)
+        assert job is not None
+        counts = job_counts(session, job=job).clips
     assert counts["total"] == counts["labelled"] == clip_count(smaller, other)

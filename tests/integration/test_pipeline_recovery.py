@@ -32,6 +32,7 @@ def test_the_sweeper_takes_back_the_work_of_a_dead_worker(ctx: Context) -> None:
     assert report.dead == 1
     (back,) = [u for u in units(ctx, job_id) if u.id == unit.id]
     assert back.state == "pending" and back.lease is None and back.failures == 1
+    assert back.last_error is not None
     assert "worker was lost while decoding this video" in back.last_error
     drive(ctx, job_id=job_id)
     assert job_state(ctx, job_id)[0] == "succeeded"
@@ -51,12 +52,13 @@ def test_a_unit_that_keeps_killing_its_worker_fails_its_item_after_the_cap(
     assert state == "partially_failed"
     item_state, error = items[key]
     assert item_state == "failed"
+    assert error is not None
     assert "gave up after 2 attempts" in error and "worker was lost" in error
 
 
 def test_unexpected_errors_are_retried_then_recorded_against_the_clips(
-    ctx: Context, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The model version names an adapter that is not there: every delivery of a label unit
     # raises while loading the model, an error no clip is to blame for but no retry cures.
     monkeypatch.setenv("PACKSIGHT_ADAPTER", str(ctx.settings.data_dir / "no-such-adapter"))
@@ -66,14 +68,21 @@ def test_unexpected_errors_are_retried_then_recorded_against_the_clips(
     drive(ctx, job_id=job_id)
     state, items = job_state(ctx, job_id)
     assert state == "failed"
-    assert all("clips could not be labelled" in error for _, error in items.values())
+    assert all(
+        error is not None and "clips could not be labelled" in error for _, error in items.values()
+    )
     with session_scope(ctx.settings.resolved_database_url) as session:
-        version = session.get(Job, job_id).model_version_id
+        job = session.get(Job, job_id)
+        assert job is not None
+        version = job.model_version_id
         errors = session.scalars(
             select(Prediction.error).where(Prediction.model_version_id == version)
         ).all()
     assert len(errors) == clip_count(ctx, job_id)
-    assert all("gave up after 2 attempts" in e and "adapter_config.json" in e for e in errors)
+    assert all(
+        e is not None and "gave up after 2 attempts" in e and "adapter_config.json" in e
+        for e in errors
+    )
 
 
 def test_lost_labelling_work_is_recreated_by_the_sweeper(ctx: Context) -> None:

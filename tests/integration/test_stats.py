@@ -8,6 +8,7 @@ import uuid
 
 import httpx
 import pytest
+from app_fixtures import Stack
 from PIL import Image
 from sqlalchemy import select
 
@@ -92,7 +93,9 @@ def test_splits_are_merged_not_overwritten(db: str) -> None:
     record(db, version_id, "test", TEST_EVAL)
     record(db, version_id, "val", VAL_EVAL)
     with session_scope(db) as session:
-        metrics = session.get(ModelVersion, version_id).metrics
+        version = session.get(ModelVersion, version_id)
+        assert version is not None
+        metrics = version.metrics
         val_cells = confusion_for(session, model_version_id=version_id, split="val")
         test_cells = confusion_for(session, model_version_id=version_id, split="test")
     assert metrics == {"test": TEST_EVAL.to_dict(), "val": VAL_EVAL.to_dict()}
@@ -107,7 +110,7 @@ def test_an_unknown_version_is_refused(db: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def evaluated(stack) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+def evaluated(stack: Stack) -> tuple[int, str]:
     url = stack.env["PACKSIGHT_DATABASE_URL"]
     upgrade_database(url)
     version_id, name = new_version(url)
@@ -119,7 +122,7 @@ def expected_matrix(confusion: dict[tuple[str, str], int], columns: list[str]) -
     return [[confusion.get((row, col), 0) for col in columns] for row in OPERATIONS]
 
 
-def test_confusion_as_json_by_name_and_id(stack, evaluated) -> None:  # type: ignore[no-untyped-def]
+def test_confusion_as_json_by_name_and_id(stack: Stack, evaluated: tuple[int, str]) -> None:
     version_id, name = evaluated
     with stack.client() as api:
         by_name = api.get("/v1/stats/confusion", params={"model_version": name})
@@ -143,7 +146,7 @@ def test_confusion_as_json_by_name_and_id(stack, evaluated) -> None:  # type: ig
     assert sum(map(sum, body["matrix"])) == TEST_EVAL.count
 
 
-def test_confusion_as_png(stack, evaluated) -> None:  # type: ignore[no-untyped-def]
+def test_confusion_as_png(stack: Stack, evaluated: tuple[int, str]) -> None:
     _, name = evaluated
     with stack.client() as api:
         response = api.get("/v1/stats/confusion", params={"model_version": name, "format": "png"})
@@ -164,7 +167,9 @@ def test_confusion_as_png(stack, evaluated) -> None:  # type: ignore[no-untyped-
         ({"model_version": ""}, 422, "model_version"),
     ],
 )
-def test_bad_confusion_requests(stack, evaluated, params, code, needle) -> None:  # type: ignore[no-untyped-def]
+def test_bad_confusion_requests(
+    stack: Stack, evaluated: tuple[int, str], params: dict[str, str], code: int, needle: str
+) -> None:
     query = {"model_version": evaluated[1]} | params
     with stack.client() as api:
         response = api.get("/v1/stats/confusion", params=query)
@@ -173,7 +178,9 @@ def test_bad_confusion_requests(stack, evaluated, params, code, needle) -> None:
 
 
 @pytest.mark.parametrize("header", [None, "Bearer wrong-token"])
-def test_stats_need_the_bearer_token(stack, evaluated, header) -> None:  # type: ignore[no-untyped-def]
+def test_stats_need_the_bearer_token(
+    stack: Stack, evaluated: tuple[int, str], header: str | None
+) -> None:
     headers = {"Authorization": header} if header else {}
     response = httpx.get(
         f"{stack.api_url}/v1/stats/confusion",

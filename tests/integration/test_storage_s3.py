@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from harness import S3Endpoint
 
 from packsight.storage.base import BucketNotFoundError, ObjectNotFoundError
 from packsight.storage.s3 import S3Storage
@@ -13,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def storage(s3) -> S3Storage:  # type: ignore[no-untyped-def]
+def storage(s3: S3Endpoint) -> S3Storage:
     return S3Storage(
         endpoint_url=s3.endpoint_url,
         access_key=s3.access_key,
@@ -48,7 +49,7 @@ def test_round_trip_and_errors(storage: S3Storage, tmp_path: Path) -> None:
         list(storage.list_objects("never-created"))
 
 
-def test_wrong_credentials_are_refused(s3) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_credentials_are_refused(s3: S3Endpoint) -> None:
     from botocore.exceptions import ClientError
 
     bad = S3Storage(endpoint_url=s3.endpoint_url, access_key=s3.access_key, secret_key="wrong")

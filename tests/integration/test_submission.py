@@ -59,14 +59,17 @@ def counts(ctx: Context, job_id: str) -> tuple[int, int, dict[str, int]]:
                 .group_by(WorkUnit.kind)
             ).all()
         )
+    assert items is not None and keys is not None  # COUNT always has its row
     return items, keys, kinds
 
 
 def list_unit(ctx: Context, job_id: str) -> int:
     with session_scope(ctx.settings.resolved_database_url) as session:
-        return session.scalar(
+        unit_id = session.scalar(
             select(WorkUnit.id).where(WorkUnit.job_id == job_id, WorkUnit.kind == UnitKind.LIST)
         )
+    assert unit_id is not None
+    return unit_id
 
 
 def test_a_long_key_list_is_recorded_in_chunks_after_the_request(ctx: Context) -> None:
@@ -79,7 +82,8 @@ def test_a_long_key_list_is_recorded_in_chunks_after_the_request(ctx: Context) -
     total = len(keys)
     assert counts(ctx, submission.job_id) == (total, total, {"sample": total})
     with session_scope(ctx.settings.resolved_database_url) as session:
-        assert session.get(Job, submission.job_id).listed
+        job = session.get(Job, submission.job_id)
+        assert job is not None and job.listed
 
 
 def test_a_prefix_listing_resumes_from_its_cursor(ctx: Context) -> None:
@@ -96,7 +100,9 @@ def test_a_prefix_listing_resumes_from_its_cursor(ctx: Context) -> None:
     # The request listed one chunk; the listing unit goes on from the cursor it left.
     unit_id = list_unit(ctx, submission.job_id)
     with session_scope(ctx.settings.resolved_database_url) as session:
-        first_cursor = session.get(WorkUnit, unit_id).cursor
+        unit = session.get(WorkUnit, unit_id)
+        assert unit is not None
+        first_cursor = unit.cursor
     assert first_cursor and first_cursor.startswith("site/")
     stages.run(ctx, unit_id)
     assert counts(ctx, submission.job_id) == (len(videos), len(videos), {"sample": len(videos)})

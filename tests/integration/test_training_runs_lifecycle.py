@@ -35,7 +35,8 @@ def test_one_active_run_until_it_finishes(db: str) -> None:
         _start(db)
     assert refused.value.run_id == first
     with session_scope(db) as session:
-        assert claim_run(session, first).state == TrainingRunState.RUNNING
+        claimed = claim_run(session, first)
+        assert claimed is not None and claimed.state == TrainingRunState.RUNNING
         assert finish_run(session, first, state=TrainingRunState.SUCCEEDED, decision="rejected")
         # A second finish (a redelivered task) changes nothing.
         assert not finish_run(session, first, state=TrainingRunState.FAILED, error="late")
@@ -43,8 +44,10 @@ def test_one_active_run_until_it_finishes(db: str) -> None:
     second = _start(db)
     with session_scope(db) as session:
         done = session.get(TrainingRun, first)
+        assert done is not None
         assert (done.state, done.active, done.decision) == ("succeeded", None, "rejected")
-        assert session.get(TrainingRun, second).active is True
+        new = session.get(TrainingRun, second)
+        assert new is not None and new.active is True
 
 
 def test_racing_starts_admit_exactly_one(db: str) -> None:
@@ -69,7 +72,8 @@ def test_racing_starts_admit_exactly_one(db: str) -> None:
     assert sorted(outcomes).count("refused") == 3, outcomes
     winner = next(o for o in outcomes if o != "refused")
     with session_scope(db) as session:
-        assert active_run(session).id == winner
+        active = active_run(session)
+        assert active is not None and active.id == winner
 
 
 def test_only_the_latest_delivery_may_report_or_finish(db: str) -> None:
@@ -77,9 +81,13 @@ def test_only_the_latest_delivery_may_report_or_finish(db: str) -> None:
     # learns so at its next heartbeat and can no longer finish (or promote) the run.
     run_id = _start(db)
     with session_scope(db) as session:
-        first = claim_run(session, run_id).claim
+        first_run = claim_run(session, run_id)
+        assert first_run is not None and first_run.claim is not None
+        first = first_run.claim
     with session_scope(db) as session:
-        second = claim_run(session, run_id).claim
+        second_run = claim_run(session, run_id)
+        assert second_run is not None and second_run.claim is not None
+        second = second_run.claim
     assert first != second
     with session_scope(db) as session:
         heartbeat(session, run_id, second, step=3)
@@ -87,7 +95,8 @@ def test_only_the_latest_delivery_may_report_or_finish(db: str) -> None:
             heartbeat(session, run_id, first, step=2)
         assert not finish_run(session, run_id, state=TrainingRunState.SUCCEEDED, claim=first)
         assert finish_run(session, run_id, state=TrainingRunState.SUCCEEDED, claim=second)
-        assert session.get(TrainingRun, run_id).step == 3
+        run = session.get(TrainingRun, run_id)
+        assert run is not None and run.step == 3
 
 
 def test_a_run_without_heartbeat_gives_way(db: str) -> None:
@@ -102,9 +111,11 @@ def test_a_run_without_heartbeat_gives_way(db: str) -> None:
     fresh = _start(db, stale_after_s=HOUR)
     with session_scope(db) as session:
         old = session.get(TrainingRun, lost)
+        assert old is not None
         assert old.state == TrainingRunState.FAILED and old.active is None
-        assert "abandoned" in old.error
-        assert active_run(session).id == fresh
+        assert old.error is not None and "abandoned" in old.error
+        active = active_run(session)
+        assert active is not None and active.id == fresh
 
 
 def test_only_fully_verified_videos_with_a_subject_are_trained_on(db: str) -> None:

@@ -15,7 +15,7 @@ from packsight.models.jobs import get_or_create_model_version
 from packsight.models.promotions import RollbackError, promote, rollback, serving_version
 from packsight.models.tables.training_runs import TrainingRun
 from packsight.models.tables.versions import ModelVersion
-from packsight.models.training_runs import RunLostError, claim_run
+from packsight.models.training_runs import RunLostError, RunOutcome, claim_run
 from packsight.pipeline.submission import job_model_version
 from packsight.settings import Settings
 
@@ -35,7 +35,9 @@ def test_two_serving_versions_in_one_scope_are_impossible(db: str) -> None:
         ids = a.id, b.id
     # Whatever path tries it (a race between promote and rollback), the database refuses.
     with pytest.raises(IntegrityError), session_scope(db) as session:
-        session.get(ModelVersion, ids[1]).is_serving = True
+        version = session.get(ModelVersion, ids[1])
+        assert version is not None
+        version.is_serving = True
 
 
 def _settings(model: str) -> Settings:
@@ -74,10 +76,10 @@ def test_promotion_switches_new_jobs_and_rollback_restores(db: str) -> None:
         assert job_model_version(session, pinned).adapter_uri == "/adapters/pinned"
         assert rollback(session, second_id).id == first_id
     with session_scope(db) as session:
-        assert (
-            serving_version(session, base_model=model, quantization="nf4", taxonomy="assignment").id
-            == first_id
+        serving = serving_version(
+            session, base_model=model, quantization="nf4", taxonomy="assignment"
         )
+        assert serving is not None and serving.id == first_id
         assert rollback(session, first_id).id == base_id
         assert job_model_version(session, _settings(model)).id == base_id
         # The base was never promoted over anything: nothing further back.
@@ -85,9 +87,13 @@ def test_promotion_switches_new_jobs_and_rollback_restores(db: str) -> None:
             rollback(session, base_id)
 
 
-def _outcome(base, candidate, champion, promote_it: bool):  # type: ignore[no-untyped-def]
+def _outcome(
+    base: ModelVersion,
+    candidate: ModelVersion,
+    champion: ModelVersion | None,
+    promote_it: bool,
+) -> RunOutcome:
     from packsight.labels.metrics import Evaluation
-    from packsight.models.training_runs import RunOutcome
     from packsight.training.judging import Decision
 
     score = Evaluation(oca=0.5, tiou_at_05=0.5, aa_at_1=0.5, count=4, missing=0, confusion={})
@@ -121,34 +127,45 @@ def test_completing_a_run_promotes_only_over_the_version_it_was_compared_with(db
 
     run_id = _start(db)
     with session_scope(db) as session:
-        claim = claim_run(session, run_id).claim
+        claimed = claim_run(session, run_id)
+        assert claimed is not None and claimed.claim is not None
+        claim = claimed.claim
         # Compared with the champion, which still serves: promoted, evaluations stored.
         decision = complete_run(session, run_id, claim, _outcome(base, first, champion, True))
     assert decision.promote
     with session_scope(db) as session:
-        assert session.get(ModelVersion, first.id).is_serving
-        assert session.get(ModelVersion, first.id).metrics["test"]["clips"] == 4
+        promoted = session.get(ModelVersion, first.id)
+        assert promoted is not None and promoted.is_serving
+        assert promoted.metrics is not None and promoted.metrics["test"]["clips"] == 4
         run = session.get(TrainingRun, run_id)
+        assert run is not None
         assert (run.decision, run.step, run.active) == ("promoted", 7, None)
         rollback(session, first.id)  # the operator puts the champion back
 
     run_id = _start(db)
     with session_scope(db) as session:
-        claim = claim_run(session, run_id).claim
+        claimed = claim_run(session, run_id)
+        assert claimed is not None and claimed.claim is not None
+        claim = claimed.claim
         rollback(session, champion.id)  # ... and, while this run evaluates, the base
         session.commit()
         decision = complete_run(session, run_id, claim, _outcome(base, second, champion, True))
     assert not decision.promote and "serving version changed" in decision.reason
     with session_scope(db) as session:
-        assert session.get(ModelVersion, base.id).is_serving
-        assert not session.get(ModelVersion, second.id).is_serving
+        base_row = session.get(ModelVersion, base.id)
+        assert base_row is not None and base_row.is_serving
+        second_row = session.get(ModelVersion, second.id)
+        assert second_row is not None and not second_row.is_serving
         run = session.get(TrainingRun, run_id)
+        assert run is not None and run.results is not None
         assert run.decision == "rejected" and run.results["promotion"]["promoted"] is False
 
     # A delivery that lost its claim records nothing.
     run_id = _start(db)
     with session_scope(db) as session:
-        stale = claim_run(session, run_id).claim
+        claimed = claim_run(session, run_id)
+        assert claimed is not None and claimed.claim is not None
+        stale = claimed.claim
         claim_run(session, run_id)
         with pytest.raises(RunLostError):
             complete_run(session, run_id, stale, _outcome(base, second, None, True))

@@ -23,6 +23,18 @@ def make_clip(seed: int, clip_frame_count: int, n: int = 8, size: int = 56) -> C
 CLIPS = [make_clip(1, 125), make_clip(2, 60), make_clip(3, 125)]
 
 
+def frames_of(clip: ClipInput) -> np.ndarray:
+    """make_clip's frames (decoded: not a frame pack, nor a tensor)."""
+    assert isinstance(clip.frames, np.ndarray)
+    return clip.frames
+
+
+def predicted(outcome: ClipPrediction | Exception) -> ClipPrediction:
+    """The clip's prediction, where a test expects one (a parse or load error fails it)."""
+    assert isinstance(outcome, ClipPrediction), outcome
+    return outcome
+
+
 def assert_valid(prediction: ClipPrediction | OutputParseError, clip: ClipInput) -> None:
     assert isinstance(prediction, ClipPrediction), prediction
     assert prediction.dominant_operation in TAXONOMY.operations
@@ -36,8 +48,7 @@ def assert_valid(prediction: ClipPrediction | OutputParseError, clip: ClipInput)
         clip_frame_count=clip.clip_frame_count,
         confidence=prediction.confidence,
     )
-    evidence = {"operation_probabilities": None, "next_probabilities": None}
-    assert reparsed == replace(prediction, **evidence)
+    assert reparsed == replace(prediction, operation_probabilities=None, next_probabilities=None)
     # The evidence beside the answer: a probability per operation, the chosen one the largest.
     for probabilities, chosen in (
         (prediction.operation_probabilities, prediction.dominant_operation),
@@ -46,6 +57,7 @@ def assert_valid(prediction: ClipPrediction | OutputParseError, clip: ClipInput)
         assert probabilities is not None and len(probabilities) == len(TAXONOMY.operations)
         assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
         assert max(probabilities) == probabilities[TAXONOMY.operations.index(chosen)]
+    assert prediction.operation_probabilities is not None  # checked in the loop above
     assert (
         prediction.confidence
         == prediction.operation_probabilities[

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
@@ -25,6 +26,12 @@ OPENPACK = load_taxonomy("openpack")
 HEADER = "uuid,user,session,box,id,operation,start,end,actions\n"
 START = datetime(2021, 10, 14, 11, 25, 35, 437000, tzinfo=timezone(timedelta(hours=9)))
 VIDEO = VideoSession("U0102", "S0500", "U0102/video/S0500.mp4", START, 25.0, 250)  # 10 s
+
+
+class Sizes(TypedDict):  # write_synthetic_archive's frame size and video lengths
+    size: tuple[int, int]
+    min_seconds: float
+    max_seconds: float
 
 
 def at(seconds: float, tz_hours: int = 9) -> str:
@@ -162,7 +169,7 @@ def test_sessions_csv_is_read(tmp_path: Path) -> None:
 
 
 def test_the_synthetic_archive_reads_back_exactly(tmp_path: Path) -> None:
-    small = {"size": (64, 48), "min_seconds": 8, "max_seconds": 14}
+    small: Sizes = {"size": (64, 48), "min_seconds": 8, "max_seconds": 14}
     written = write_synthetic_archive(tmp_path, videos=4, seed=5, **small)
     table = load_sessions(tmp_path / "manifest.json")
     report = read_archive(tmp_path, table, taxonomy=load_taxonomy(table.taxonomy or ""))

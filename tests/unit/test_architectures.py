@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from packsight.vlm.architectures import QWEN_SPECIAL_IDS, meta_model, real_size_config
-from packsight.vlm.tiny import _build_processor
+from packsight.vlm.tiny import Family, _build_processor
 
 # Published totals: Qwen2-VL-2B 2.21B, Qwen2.5-VL-3B 3.75B (tied embeddings counted once).
 EXPECTED_PARAMS = {"qwen2_vl": (2.20e9, 2.22e9), "qwen2_5_vl": (3.74e9, 3.76e9)}
@@ -42,7 +42,7 @@ def test_qwen2_5_vl_3b_dimensions() -> None:
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
-def test_parameter_counts_match_the_published_models(family: str) -> None:
+def test_parameter_counts_match_the_published_models(family: Family) -> None:
     model = meta_model(family)
     total = sum(p.numel() for p in model.parameters())
     vision = sum(p.numel() for p in model.model.visual.parameters())

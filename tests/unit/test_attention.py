@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from packsight.vlm.attention import PACKED_SDPA, packed_sdpa
-from packsight.vlm.tiny import build_tiny_model
+from packsight.vlm.tiny import Family, build_tiny_model
 
 
 def test_equal_and_unequal_segments_match_a_loop() -> None:
@@ -34,7 +35,7 @@ def test_equal_and_unequal_segments_match_a_loop() -> None:
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
-def test_vision_tower_output_is_unchanged(tmp_path: Path, family: str) -> None:
+def test_vision_tower_output_is_unchanged(tmp_path: Path, family: Family) -> None:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from packsight.vlm.attention import use_packed_vision_attention
@@ -49,7 +50,7 @@ def test_vision_tower_output_is_unchanged(tmp_path: Path, family: str) -> None:
 
     calls: list[int] = []
 
-    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def counting(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
         calls.append(1)
         return packed_sdpa(*args, **kwargs)
 

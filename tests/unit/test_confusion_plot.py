@@ -50,6 +50,8 @@ def test_a_big_taxonomy_gets_a_bigger_image() -> None:
         ([], [], []),
     ],
 )
-def test_mismatched_shapes_are_refused(matrix, rows, columns) -> None:  # type: ignore[no-untyped-def]
+def test_mismatched_shapes_are_refused(
+    matrix: list[list[int]], rows: list[str], columns: list[str]
+) -> None:
     with pytest.raises(ValueError, match=r"matrix|at least one"):
         render_confusion_png(matrix, rows, columns, title="bad")

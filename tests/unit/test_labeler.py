@@ -4,7 +4,7 @@ batched predictions, their confidences and validity, and the inputs it refuses."
 from pathlib import Path
 
 import pytest
-from labeler_clips import CLIPS, assert_valid, make_clip
+from labeler_clips import CLIPS, assert_valid, make_clip, predicted
 
 from packsight.labels.prediction import ClipPrediction
 from packsight.labels.taxonomy import load_taxonomy
@@ -20,7 +20,7 @@ def test_batch_of_clips_with_different_lengths_gives_valid_predictions(labeler: 
 
 
 def test_confidence_comes_from_the_model(labeler: Labeler) -> None:
-    confidences = [p.confidence for p in labeler.predict(CLIPS)]
+    confidences = [predicted(p).confidence for p in labeler.predict(CLIPS)]
     assert len(set(confidences)) == len(confidences)  # different frames, different probabilities
 
 
@@ -28,6 +28,7 @@ def test_batched_predictions_equal_one_by_one(labeler: Labeler) -> None:
     batched = labeler.predict(CLIPS)
     for prediction, clip in zip(batched, CLIPS, strict=True):
         alone = labeler.predict([clip])[0]
+        assert isinstance(alone, ClipPrediction) and isinstance(prediction, ClipPrediction)
         assert (alone.dominant_operation, alone.start_frame, alone.end_frame) == (
             prediction.dominant_operation,
             prediction.start_frame,

@@ -2,13 +2,16 @@
 without losing a clip, streamed loads keep their errors in place, and JPEG frames decode on the
 device with damage confined to its clip."""
 
+from collections.abc import Callable
+
 import pytest
 import torch
-from labeler_clips import TAXONOMY, make_clip
+from labeler_clips import TAXONOMY, frames_of, make_clip
 
 from packsight.labels.prediction import ClipPrediction
 from packsight.vlm.clip_input import ClipInput
 from packsight.vlm.labeler import Labeler
+from packsight.vlm.parsing import OutputParseError
 
 
 class TightMemoryLabeler(Labeler):
@@ -18,7 +21,7 @@ class TightMemoryLabeler(Labeler):
     fits = 2
     batches: list[int]
 
-    def _run(self, inputs, clips):  # type: ignore[no-untyped-def]
+    def _run(self, inputs: dict, clips: list[ClipInput]) -> list[ClipPrediction | OutputParseError]:
         self.batches.append(len(clips))
         if len(clips) > self.fits:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated device limit)")
@@ -48,6 +51,7 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(labeler: Labeler) -> N
     assert tight.batches == [7, 4, 2, 2, 2, 1]  # 8 -> 4 -> 2: pairs, then the last clip
     assert len(results) == len(clips)
     for got, want in zip(results, expected, strict=True):
+        assert isinstance(got, ClipPrediction) and isinstance(want, ClipPrediction)
         assert (got.dominant_operation, got.start_frame, got.end_frame) == (
             want.dominant_operation,
             want.start_frame,
@@ -64,7 +68,11 @@ def test_stream_matches_predict_and_keeps_load_errors_in_place(labeler: Labeler)
 
     clips = [make_clip(seed, 125 if seed % 2 else 60) for seed in range(7)]
     expected = labeler.predict(clips)
-    loaders = [lambda clip=clip: clip for clip in clips]
+    # mypy cannot type a lambda whose extra, defaulted parameter binds the loop's clip.
+    loaders: list[Callable[[], ClipInput | Exception]] = [
+        lambda clip=clip: clip  # type: ignore[misc]
+        for clip in clips
+    ]
     loaders.insert(3, lambda: FramePackError("pack 3 is corrupt"))
     loaders.append(lambda: make_clip(99, 125, size=50))  # unusable frame size
     tight = tight_labeler(labeler, batch_size=4)
@@ -75,6 +83,7 @@ def test_stream_matches_predict_and_keeps_load_errors_in_place(labeler: Labeler)
     assert isinstance(results[-1], ValueError) and "multiple of 28" in str(results[-1])
     got = [r for i, r in enumerate(results) if i not in (3, len(loaders) - 1)]
     for prediction, want in zip(got, expected, strict=True):
+        assert isinstance(prediction, ClipPrediction) and isinstance(want, ClipPrediction)
         assert (prediction.dominant_operation, prediction.start_frame, prediction.end_frame) == (
             want.dominant_operation,
             want.start_frame,
@@ -90,7 +99,7 @@ def test_jpeg_encoded_frames_decode_on_the_device_and_damage_stays_local(labeler
     from packsight.video.framepack import pack_frames, read_frame_pack
 
     clips = [make_clip(seed, 125) for seed in range(3)]
-    packs = [read_frame_pack(pack_frames(c.frames, meta={})) for c in clips]
+    packs = [read_frame_pack(pack_frames(frames_of(c), meta={})) for c in clips]
     encoded = [
         ClipInput(p, c.clip_frame_count, c.frame_indices) for p, c in zip(packs, clips, strict=True)
     ]
@@ -100,11 +109,14 @@ def test_jpeg_encoded_frames_decode_on_the_device_and_damage_stays_local(labeler
 
     pillow = [
         ClipInput(
-            unpack_frames(pack_frames(c.frames, meta={}))[0], c.clip_frame_count, c.frame_indices
+            unpack_frames(pack_frames(frames_of(c), meta={}))[0],
+            c.clip_frame_count,
+            c.frame_indices,
         )
         for c in clips
     ]
     for a, b in zip(from_jpeg, labeler.predict(pillow), strict=True):
+        assert isinstance(a, ClipPrediction) and isinstance(b, ClipPrediction)
         assert a.dominant_operation == b.dominant_operation
         assert a.confidence == pytest.approx(b.confidence, abs=1e-3)
 

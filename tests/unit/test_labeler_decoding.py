@@ -45,6 +45,7 @@ def test_cached_decoding_matches_a_full_forward(tiny_models: dict[str, Path], fa
     predictions = labeler.predict(clips)
     fmt = labeler.answer_format
     for clip, prediction in zip(clips, predictions, strict=True):
+        assert isinstance(prediction, ClipPrediction), prediction
         answer = Answer(
             TAXONOMY.index(prediction.dominant_operation),
             prediction.start_frame,
@@ -89,7 +90,8 @@ def test_cached_decoding_matches_a_full_forward(tiny_models: dict[str, Path], fa
                 allowed = [t for t, ok in zip(fmt.digit_ids, mask, strict=True) if ok]
                 number = number * 10 + fmt.digit_ids.index(token)
             row = logits[position]
-            best = max(allowed, key=lambda t, row=row: row[t].item())
+            # mypy cannot type a lambda whose extra, defaulted parameter binds the loop's row.
+            best = max(allowed, key=lambda t, row=row: row[t].item())  # type: ignore[misc]
             assert token in allowed
             assert best == token or row[best] == row[token]
         first = torch.softmax(logits[prompt - 1, fmt.code_ids], dim=-1).max().item()

@@ -12,6 +12,7 @@ from packsight.labels.prediction import ClipPrediction
 from packsight.labels.taxonomy import load_taxonomy
 from packsight.vlm.clip_input import ClipInput
 from packsight.vlm.labeler import load_labeler
+from packsight.vlm.loading import Quantization
 from packsight.vlm.tiny import build_tiny_model
 
 pytestmark = pytest.mark.gpu
@@ -37,7 +38,7 @@ def clips() -> list[ClipInput]:
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("quantization", ["nf4", "none"])
 def test_cuda_predictions_are_valid_and_batch_independent(
-    tiny: Path, dtype: torch.dtype, quantization: str
+    tiny: Path, dtype: torch.dtype, quantization: Quantization
 ) -> None:
     labeler = load_labeler(
         model=str(tiny),
@@ -58,4 +59,5 @@ def test_cuda_predictions_are_valid_and_batch_independent(
         # Padding must not change a clip's answer beyond 16-bit rounding: random tiny weights
         # give near-uniform class scores, so compare probabilities rather than the argmax.
         alone = labeler.predict([clip])[0]
+        assert isinstance(alone, ClipPrediction), alone
         assert alone.confidence == pytest.approx(prediction.confidence, abs=2e-2)

@@ -4,14 +4,17 @@ local folder, and the tiny test checkpoints themselves."""
 from pathlib import Path
 
 import pytest
-from labeler_clips import CLIPS, TAXONOMY, assert_valid
+from labeler_clips import CLIPS, TAXONOMY, assert_valid, predicted
 
 from packsight.vlm.labeler import Labeler, load_labeler
+from packsight.vlm.loading import Quantization
 from packsight.vlm.tiny import build_tiny_model
 
 
 @pytest.mark.parametrize("quantization", ["none", "nf4"])
-def test_qwen2_5_vl_loads_and_predicts(tiny_models: dict[str, Path], quantization: str) -> None:
+def test_qwen2_5_vl_loads_and_predicts(
+    tiny_models: dict[str, Path], quantization: Quantization
+) -> None:
     labeler = load_labeler(
         model=str(tiny_models["qwen2_5_vl"]),
         adapter=None,
@@ -49,7 +52,7 @@ def test_lora_adapter_loads_from_a_local_path(
         target_modules=r".*language_model.*\.(q_proj|v_proj)",
         init_lora_weights=False,  # random B, so the adapter visibly changes the outputs
     )
-    get_peft_model(base, config).save_pretrained(tmp_path / "adapter")
+    get_peft_model(base, config).save_pretrained(str(tmp_path / "adapter"))
 
     adapted = load_labeler(
         model=str(tiny_models["qwen2_vl"]),
@@ -62,8 +65,8 @@ def test_lora_adapter_loads_from_a_local_path(
     predictions = adapted.predict(CLIPS)
     for prediction, clip in zip(predictions, CLIPS, strict=True):
         assert_valid(prediction, clip)
-    base_confidences = [p.confidence for p in labeler.predict(CLIPS)]
-    assert [p.confidence for p in predictions] != base_confidences
+    base_confidences = [predicted(p).confidence for p in labeler.predict(CLIPS)]
+    assert [predicted(p).confidence for p in predictions] != base_confidences
 
 
 def test_tiny_model_is_deterministic(tmp_path: Path, tiny_models: dict[str, Path]) -> None:

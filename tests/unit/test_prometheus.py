@@ -9,12 +9,16 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from prometheus_client import REGISTRY, values
 
 from packsight.pipeline import metrics, metrics_serving
 from packsight.settings import Settings
+
+if TYPE_CHECKING:
+    from packsight.vlm.labeler import Labeler
 
 
 @pytest.mark.parametrize(("given", "port"), [(None, 9100), ("", 0), ("0", 0), ("9250", 9250)])
@@ -172,14 +176,16 @@ def test_an_unreachable_database_gives_no_counts_and_no_secret() -> None:
     assert "hunter2" not in text and "127.0.0.1" not in text
 
 
-def test_the_labeler_reports_each_batch_it_runs(labeler) -> None:  # type: ignore[no-untyped-def]
+def test_the_labeler_reports_each_batch_it_runs(labeler: Labeler) -> None:
     from labeler_clips import make_clip
 
     clips = [make_clip(seed, 60) for seed in range(5)]
     sizes: list[int] = []
     batch_size, labeler.batch_size = labeler.batch_size, 2
     try:
-        labeler.predict_stream([lambda clip=clip: clip for clip in clips], on_batch=sizes.append)
+        # Named first: mypy cannot infer a defaulted lambda against predict_stream's type.
+        loaders = [lambda clip=clip: clip for clip in clips]
+        labeler.predict_stream(loaders, on_batch=sizes.append)
     finally:
         labeler.batch_size = batch_size
     assert sizes == [2, 2, 1]

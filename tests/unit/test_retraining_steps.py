@@ -4,6 +4,7 @@ test clips, unreadable videos skipped by name), the promotion decision, and arti
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, TypedDict
 
 import pytest
 
@@ -34,25 +35,27 @@ from packsight.training.retraining import (
     build_dataset,
 )
 from packsight.video.sampling import FrameSettings
-from packsight.video.synth import write_synthetic_archive
+from packsight.video.synth import SyntheticVideo, write_synthetic_archive
 
 TAXONOMY = load_taxonomy("assignment")
 SPLITS = Splits(train=("U0101", "U0102"), validation=("U0103",), test=("U0108",), test_clips=2)
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
+def archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[SyntheticVideo]]:
     root = tmp_path_factory.mktemp("archive")
     # Videos 0, 1, 2 and 7 are subjects U0101, U0102, U0103 and U0108.
     videos = write_synthetic_archive(root, videos=8, seed=7, min_seconds=12, max_seconds=16)
     return root, videos
 
 
-def labelled(videos: list) -> list[LabelledVideo]:  # type: ignore[type-arg]
+def labelled(videos: list[SyntheticVideo]) -> list[LabelledVideo]:
     return [LabelledVideo("archive", v.key, v.user, v.segments) for v in videos]
 
 
-def test_dataset_follows_the_subject_splits_and_keeps_the_first_test_clips(archive) -> None:  # type: ignore[no-untyped-def]
+def test_dataset_follows_the_subject_splits_and_keeps_the_first_test_clips(
+    archive: tuple[Path, list[SyntheticVideo]],
+) -> None:
     root, videos = archive
     seen: list[str] = []
     broken = LabelledVideo("archive", "U0101/video/broken.mp4", "U0101", [("Tape", 0, 300)])
@@ -96,7 +99,13 @@ def evaluation(oca: float, tiou: float, aa: float, count: int = 30) -> Evaluatio
     return Evaluation(oca=oca, tiou_at_05=tiou, aa_at_1=aa, count=count, missing=0, confusion={})
 
 
-RULE = {"primary": "AA@1", "tolerance": 0.02, "margin": 0.05}
+class Rule(TypedDict):  # decide()'s promotion rule
+    primary: str
+    tolerance: float
+    margin: float
+
+
+RULE: Rule = {"primary": "AA@1", "tolerance": 0.02, "margin": 0.05}
 
 
 def test_decision_compares_with_the_champion_or_else_the_base() -> None:
@@ -256,7 +265,9 @@ def test_run_artifacts_restore_the_furthest_checkpoint_and_frozen_videos(tmp_pat
     assert artifacts.get_videos() == videos
 
 
-def test_evaluation_clips_are_what_labelling_makes_whatever_the_labels(archive) -> None:  # type: ignore[no-untyped-def]
+def test_evaluation_clips_are_what_labelling_makes_whatever_the_labels(
+    archive: tuple[Path, list[SyntheticVideo]],
+) -> None:
     """Test and validation clips: the fixed windows and frames of `packsight label`; the labels
     decide each clip's truth and nothing else (no boundary steers the sampling)."""
     import numpy as np
@@ -267,7 +278,12 @@ def test_evaluation_clips_are_what_labelling_makes_whatever_the_labels(archive) 
     root, videos = archive
     video = videos[7]  # subject U0108
     path, frames = root / video.key, FrameSettings(max_side=56)
-    common = {"prefix": "U0108_S0107", "subject": "U0108", "taxonomy": TAXONOMY, "frames": frames}
+    common: dict[str, Any] = {
+        "prefix": "U0108_S0107",
+        "subject": "U0108",
+        "taxonomy": TAXONOMY,
+        "frames": frames,
+    }
     labelled = production_examples(path, video.segments, **common)
     relabelled = production_examples(path, [("Tape", 0, video.frame_count)], **common)
     _, plans = plan_clips(path)  # as the sampling stage calls it, with the same settings

@@ -14,7 +14,7 @@ from packsight.storage.s3 import _s3_errors
 
 def client_error(code: str, status: int) -> ClientError:
     response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
-    return ClientError(response, "GetObject")  # type: ignore[arg-type]
+    return ClientError(response, "GetObject")
 
 
 def translated(exc: Exception, key: str | None = "a.mp4") -> Exception:

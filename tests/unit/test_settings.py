@@ -22,7 +22,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def settings(**env: str) -> Settings:
-    return Settings(_env_file=None, **env)  # type: ignore[arg-type]
+    return Settings(_env_file=None, **env)  # type: ignore[arg-type, call-arg]
 
 
 def assert_not_echoed(error: ValidationError, value: str) -> None:

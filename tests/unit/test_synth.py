@@ -7,6 +7,7 @@ import json
 from datetime import datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
+from typing import TypedDict
 
 import decord
 import numpy as np
@@ -16,7 +17,14 @@ from packsight.labels.taxonomy import load_taxonomy
 from packsight.video.sampling import motion_magnitude
 from packsight.video.synth import CSV_COLUMNS, SyntheticVideo, write_synthetic_archive
 
-SMALL = {"size": (160, 120), "min_seconds": 6, "max_seconds": 10}
+
+class Sizes(TypedDict):  # write_synthetic_archive's frame size and video lengths
+    size: tuple[int, int]
+    min_seconds: float
+    max_seconds: float
+
+
+SMALL: Sizes = {"size": (160, 120), "min_seconds": 6, "max_seconds": 10}
 
 
 @pytest.fixture(scope="module")

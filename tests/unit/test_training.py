@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from labeler_clips import predicted
 from peft.utils import load_peft_weights
 
 from packsight.labels.metrics import Evaluation, evaluate
@@ -65,7 +66,7 @@ def score(model: str, adapter: str | None, clips: list[TrainingExample]) -> Eval
     labeler = load_labeler(model=model, adapter=adapter, quantization="nf4", taxonomy=TAXONOMY)
     predictions = labeler.predict([clip_input(e) for e in clips])
     return evaluate(
-        {e.clip_id: p for e, p in zip(clips, predictions, strict=True)},
+        {e.clip_id: predicted(p) for e, p in zip(clips, predictions, strict=True)},
         [e.truth for e in clips],
         TAXONOMY,
     )

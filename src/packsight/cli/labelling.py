@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from packsight.cli.context import CommandContext, pass_command_context
-from packsight.cli.exports import ClipFilter, write_records
+from packsight.cli.exports import ClipFilter, check_out, export_openpack_here, write_records
 from packsight.cli.progress import Progress, Reading
 from packsight.cli.running import drive_here, one_line_errors
 from packsight.models.tables.jobs import Job
@@ -131,15 +131,22 @@ def _print_summary(summary: JobSummary, elapsed: float) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["jsonl", "csv", "table"]),
+    type=click.Choice(["jsonl", "csv", "table", "openpack"]),
     default="jsonl",
     show_default=True,
+    help="openpack: each video's timeline as OpenPack operation annotations (with --out).",
 )
 @click.option(
     "--out",
     "out_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the records to this file instead of standard output.",
+    type=click.Path(path_type=Path),
+    help="Write the records to this file instead of standard output (openpack: into this "
+    "new or empty folder).",
+)
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="openpack: the clips' raw answers, not the timeline smoothed with the prior.",
 )
 @click.option("--video", "video_key", help="Only this video's clips (its key).")
 @click.option("--operation", help="Only clips whose dominant operation is this one.")
@@ -158,9 +165,18 @@ def results(
     video_key: str | None,
     operation: str | None,
     max_confidence: float | None,
+    raw: bool,
 ) -> None:
-    """Print or export a job's per-clip predictions (clips without a label go to stderr)."""
+    """Print or export a job's per-clip predictions (clips without a label go to stderr), or
+    its videos' timelines as OpenPack annotations (--format openpack --out DIR)."""
+    check_out(fmt, out_path, raw=raw, clip_filters=(operation, max_confidence))
     cmd.ready_database()
+    if fmt == "openpack":
+        assert out_path is not None  # check_out
+        with one_line_errors():
+            summary = cmd.app.transaction(lambda session: _job_or_fail(cmd, session, job_id))
+        export_openpack_here(cmd.app, summary, out_path, raw=raw, video_key=video_key)
+        return
     wanted = ClipFilter(video_key=video_key, operation=operation, below=max_confidence)
     with one_line_errors():
         summary = cmd.app.transaction(lambda session: _job_or_fail(cmd, session, job_id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from packsight.labels.annotations import (
 from packsight.labels.mappings import load_mapping, map_archive
 from packsight.labels.taxonomy import TaxonomyError, load_taxonomy
 from packsight.pipeline.label_import import import_annotations
+from packsight.pipeline.label_studio import import_label_studio
 from packsight.video.decode import VideoDecodeError, probe_video
 
 
@@ -28,7 +30,17 @@ def labels() -> None:
 
 
 @labels.command("import")
-@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("root", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["openpack", "label-studio"]),
+    default="openpack",
+    show_default=True,
+    help="openpack: ROOT is an archive folder of operation CSVs; label-studio: ROOT is a Label "
+    "Studio JSON export of tasks from `packsight review export --format label-studio`, whose "
+    "annotations become verified corrections.",
+)
 @click.option(
     "--bucket",
     help="Bucket the videos are (to be) labelled in; default: ROOT itself, as a local folder "
@@ -43,7 +55,10 @@ def labels() -> None:
     "without a sidecar <stem>.json; default ROOT/manifest.json when there is one.",
 )
 @click.option("--map", "mapping_name", help="Map to another taxonomy, e.g. openpack-to-assignment.")
-@click.option("--taxonomy", help="Taxonomy of the CSVs (default: the manifest's, else openpack).")
+@click.option(
+    "--taxonomy",
+    help="Taxonomy of the CSVs (default: the manifest's or sessions table's, else openpack).",
+)
 @click.option(
     "--verified/--unverified",
     default=True,
@@ -55,6 +70,7 @@ def labels() -> None:
 def import_labels(
     cmd: CommandContext,
     root: Path,
+    fmt: str,
     bucket: str | None,
     prefix: str,
     sessions_path: Path | None,
@@ -62,7 +78,15 @@ def import_labels(
     taxonomy: str | None,
     verified: bool,
 ) -> None:
-    """Import OpenPack operation annotations under ROOT as labels; exits 1 if a file is rejected."""
+    """Import OpenPack operation annotations under ROOT (or a Label Studio export) as labels;
+    exits 1 if a file or video is rejected."""
+    if fmt == "label-studio":
+        if root.is_dir():
+            raise click.BadParameter("a Label Studio export is a JSON file", param_hint="ROOT")
+        _import_label_studio(cmd, root)
+        return
+    if not root.is_dir():
+        raise click.BadParameter("an OpenPack archive is a folder", param_hint="ROOT")
     annotations = _read(root, sessions_path, mapping_name, taxonomy)
     bucket = bucket or cmd.local_bucket(root, hint="ROOT")
     cmd.ready_database()
@@ -78,6 +102,24 @@ def import_labels(
     )
     for session in outcome.unannotated:
         click.echo(f"no annotations for {session}", err=True)
+    for reason in outcome.rejected:
+        click.echo(f"rejected: {reason}", err=True)
+    if outcome.rejected:
+        sys.exit(1)
+
+
+def _import_label_studio(cmd: CommandContext, path: Path) -> None:
+    """The bucket, video and taxonomy of each span come from the task it was drawn on."""
+    cmd.ready_database()
+    with one_line_errors():
+        try:
+            export = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise click.ClickException(f"{path}: not a readable JSON file ({exc})") from exc
+        outcome = import_label_studio(cmd.app, export)
+    for video, spans in outcome.videos.items():
+        click.echo(f"{video}\t{spans} reviewed spans")
+    click.echo(f"imported {len(outcome.videos)} videos' reviews as verified corrections")
     for reason in outcome.rejected:
         click.echo(f"rejected: {reason}", err=True)
     if outcome.rejected:

@@ -10,6 +10,8 @@ from packsight.cli.errors import PacksightGroup
 from packsight.cli.info import info
 from packsight.cli.labelling import label, results
 from packsight.cli.labels import labels
+from packsight.cli.prior import prior
+from packsight.cli.review import review
 from packsight.cli.services import api, beat, flower, migrate, worker
 from packsight.cli.timelines import timeline
 from packsight.cli.training import train
@@ -29,3 +31,5 @@ main.add_command(flower)
 main.add_command(timeline)
 main.add_command(labels)
 main.add_command(versions)
+main.add_command(review)
+main.add_command(prior)

@@ -7,7 +7,8 @@ CSV times only become frames against the video's start time and fps, found in th
   - a sidecar `<video stem>.json` beside the video (`{"start": ISO-8601, "fps": 25}`), the video
     found by the archive's layout (`<user>/.../<session>.mp4`, see packsight.video.identity);
   - a `sessions.csv` with columns `user,session,video_key,video_start,fps,frame_count`
-    (video_start ISO-8601 with a time zone, e.g. `2021-10-14 11:25:35.437000+09:00`);
+    (video_start ISO-8601 with a time zone, e.g. `2021-10-14 11:25:35.437000+09:00`) and
+    optionally `taxonomy`, the CSVs' taxonomy (one for the whole table);
   - the synthetic generator's `manifest.json` (`videos[]`: key, user, session, video_start, fps,
     frame_count).
 Where a sidecar gives no frame count, the video itself does.
@@ -170,6 +171,10 @@ def load_sessions(path: Path) -> SessionTable:
             if missing:
                 raise AnnotationError(f"{path}: missing column(s) {', '.join(missing)}")
             records = [(f"{path} row {reader.line_num}", row) for row in reader]
+        named = sorted({str(row.get("taxonomy") or "") for _, row in records} - {""})
+        if len(named) > 1:
+            raise AnnotationError(f"{path}: one taxonomy per table, not {', '.join(named)}")
+        taxonomy = named[0] if named else None
     videos: dict[tuple[str, str], VideoSession] = {}
     for where, record in records:
         video = _video_session(record, where=where)

@@ -8,7 +8,9 @@ Learned from the ground truth of the windows labelling cuts (5-s clips, in time 
   `next_operation`) given the context c: the window's operation, or for a background window
   (a pause) the last operation before it, or "start" when nothing came before;
 - `initial[j]`: how likely a video's first window shows j;
-- `durations`: per operation, the mean and spread of its segments' length in seconds.
+- `durations`: per operation, the mean and spread of its segments' length in seconds;
+- `transitions_seen[i]` and `successors_seen[c]`: how many windows the row was learned from (a
+  row seen never is the pseudo-counts alone; priors stored before these counts have none).
 
 Every row of counts gets one pseudo-count spread evenly over its operations (a symmetric
 Dirichlet prior of total weight one): a pair never seen in training stays possible, and a few
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
@@ -48,6 +50,8 @@ class TransitionPrior:
     durations: dict[str, Duration]
     videos: int
     windows: int
+    transitions_seen: tuple[int, ...] = ()  # window pairs seen out of each operation
+    successors_seen: dict[str, int] = field(default_factory=dict)  # windows seen per context
 
     def index(self, operation: str) -> int:
         return self.operations.index(operation)
@@ -66,6 +70,8 @@ class TransitionPrior:
             },
             "videos": self.videos,
             "windows": self.windows,
+            "transitions_seen": list(self.transitions_seen),
+            "successors_seen": dict(self.successors_seen),
         }
 
     @classmethod
@@ -80,6 +86,8 @@ class TransitionPrior:
             durations={op: Duration(**d) for op, d in data["durations"].items()},
             videos=data["videos"],
             windows=data["windows"],
+            transitions_seen=tuple(data.get("transitions_seen", ())),
+            successors_seen=dict(data.get("successors_seen", {})),
         )
 
 
@@ -113,6 +121,8 @@ def learn_prior(
     transitions = [[alpha] * n for _ in range(n)]
     contexts = [*operations, START]
     successors = {context: [alpha] * n for context in contexts}
+    transitions_seen = [0] * n
+    successors_seen = dict.fromkeys(contexts, 0)
     windows = 0
     for truths in videos:
         ops = [t.dominant_operation for t in truths]
@@ -122,10 +132,12 @@ def learn_prior(
         initial[position[ops[0]]] += 1
         for here, after in pairwise(ops):
             transitions[position[here]][position[after]] += 1
+            transitions_seen[position[here]] += 1
         contexts = successor_contexts(ops, taxonomy.background)
         for truth, context in zip(truths, contexts, strict=True):
             if truth.next_operation in position:
                 successors[context][position[truth.next_operation]] += 1
+                successors_seen[context] += 1
     lengths: dict[str, list[float]] = {}
     for segments in segment_seconds:
         for op, seconds in segments:
@@ -140,6 +152,8 @@ def learn_prior(
         durations={op: _duration(values) for op, values in sorted(lengths.items())},
         videos=sum(1 for truths in videos if truths),
         windows=windows,
+        transitions_seen=tuple(transitions_seen),
+        successors_seen=successors_seen,
     )
 
 

@@ -112,3 +112,6 @@ class LocalStorage:
     def delete(self, bucket: str, keys: list[str]) -> None:
         for key in keys:
             self._path(bucket, key).unlink(missing_ok=True)
+
+    def url(self, bucket: str, key: str, *, expires_s: int) -> str:
+        return self._path(bucket, key).as_uri()

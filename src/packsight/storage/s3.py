@@ -195,6 +195,14 @@ class S3Storage:
             with _s3_errors(validate_bucket(bucket)):
                 self.client.delete_objects(Bucket=bucket, Delete={"Objects": chunk, "Quiet": True})
 
+    def url(self, bucket: str, key: str, *, expires_s: int) -> str:
+        # Signing is local (no request), so there is no outage to wait out here.
+        return self.client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": validate_bucket(bucket), "Key": validate_key(key)},
+            ExpiresIn=expires_s,
+        )
+
 
 # What S3 answers when it refuses the credentials themselves (not access to one object).
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}

@@ -86,11 +86,31 @@ def window_truths(
     """The truth of every window labelling cuts from the video, in time order, and its segments
     as (operation, seconds): what a transition prior learns from. Reads the header only."""
     info = probe_video(path)
+    return truths_of_windows(
+        segments,
+        frame_count=info.frame_count,
+        fps=info.fps,
+        taxonomy=taxonomy,
+        clip_seconds=clip_seconds,
+        procedure_next=procedure_next,
+    )
+
+
+def truths_of_windows(
+    segments: Sequence[Segment],
+    *,
+    frame_count: int,
+    fps: float,
+    taxonomy: Taxonomy,
+    clip_seconds: float,
+    procedure_next: Callable[[str], str | None] | None = None,
+) -> tuple[list[ClipTruth], list[tuple[str, float]]]:
+    """`window_truths` of a video of `frame_count` frames at `fps` (known without its file)."""
     truths = [
         truth_for_window(segments, window, procedure_next, taxonomy=taxonomy)
-        for window in split_windows(info.frame_count, info.fps, clip_seconds)
+        for window in split_windows(frame_count, fps, clip_seconds)
     ]
-    return truths, [(op, (end - start) / info.fps) for op, start, end in segments]
+    return truths, [(op, (end - start) / fps) for op, start, end in segments]
 
 
 def examples_for_video(
