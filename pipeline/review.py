@@ -1,7 +1,9 @@
 """The review queue: a bucket's (or one job's) labelled clips ranked by how much a person's
 check is worth (packsight.labels.review), leaving out clips people have labelled already. Each
 video is read as its timeline (the serving answers, smoothed with their version's prior), and
-beside it the newest answer of any other version for the same clips."""
+beside it the newest answer of any other version for the same clips (a candidate's, when the
+bucket was labelled with it too). The answers reviewed are the serving version's where it
+labelled the video, else those of the version that labelled it last."""
 
 from __future__ import annotations
 
@@ -72,7 +74,9 @@ def review_queue(
     for video in _videos(session, bucket, job):
         try:
             found = video_timeline(
-                session, video, model_version_id=job.model_version_id if job else None
+                session,
+                video,
+                model_version_id=job.model_version_id if job else _serving(session, video),
             )
         except NoTimelineError:
             continue
@@ -124,6 +128,21 @@ def _videos(session: Session, bucket: str, job: Job | None) -> list[Video]:
     for video in session.scalars(query.order_by(Video.created_at, Video.id)):
         latest[video.key] = video
     return sorted(latest.values(), key=lambda v: v.key)
+
+
+def _serving(session: Session, video: Video) -> int | None:
+    """The serving version, where it labelled the video (else None: the latest that did)."""
+    return session.scalar(
+        select(ModelVersion.id)
+        .join(Prediction, Prediction.model_version_id == ModelVersion.id)
+        .join(Clip, Clip.id == Prediction.clip_id)
+        .where(
+            Clip.video_id == video.id,
+            ModelVersion.is_serving.is_(True),
+            Prediction.status == PredictionStatus.OK,
+        )
+        .limit(1)
+    )
 
 
 def _other_answers(

@@ -48,14 +48,17 @@ def test_the_queue_ranks_doubt_and_leaves_out_what_people_checked(pipeline_db: s
     with session_scope(pipeline_db) as session:
         serving = ModelVersion(
             name=f"{bucket}-tuned",
-            base_model="tiny",
+            base_model=f"{bucket}-tiny",
             adapter_uri="artifact://a",
             quantization="none",
             taxonomy=TAXONOMY.name,
             settings={"prior": sticky_prior()},
         )
         other = ModelVersion(
-            name=f"{bucket}-base", base_model="tiny", quantization="none", taxonomy=TAXONOMY.name
+            name=f"{bucket}-base",
+            base_model=f"{bucket}-tiny",
+            quantization="none",
+            taxonomy=TAXONOMY.name,
         )
         video = Video(
             bucket=bucket, key="cam/a.mp4", etag="e", size=1, fps=25.0,
@@ -107,3 +110,11 @@ def test_the_queue_ranks_doubt_and_leaves_out_what_people_checked(pipeline_db: s
     # The segments travel with the clip, for Label Studio's prediction.
     assert all(s.operation == box for s in doubtful.segments)
     assert doubtful.to_json()["end_frame"] == 3 * WINDOW - 1
+
+    # The serving version's answers are the ones reviewed, the other's stand beside them.
+    with session_scope(pipeline_db) as session:
+        session.get_one(ModelVersion, other.id).is_serving = True
+    with session_scope(pipeline_db) as session:
+        served = review_queue(session, bucket=bucket, limit=None)
+    assert {c.version for c in served.clips} == {f"{bucket}-base"}
+    assert any(f"{bucket}-tuned says {box}" in c.doubt.reasons for c in served.clips)
