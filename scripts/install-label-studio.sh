@@ -19,6 +19,8 @@ rm -rf "$VENV"
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q -c constraints-label-studio.txt label-studio
 # The migrations, once: `version` applies them to the data folder and exits.
-LATEST_VERSION_CHECK=false "$VENV/bin/label-studio" version --data-dir "$VENV/template" >/dev/null
+# (Its base data folder is set too: it would otherwise make one in the user's home.)
+LATEST_VERSION_CHECK=false LABEL_STUDIO_BASE_DATA_DIR="$VENV/template" \
+    "$VENV/bin/label-studio" version --data-dir "$VENV/template" >/dev/null
 echo "$wanted" >"$STAMP"
 echo "$VENV installed"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.responses import JSONResponse
 
 from packsight.api.deps import Authorized, ContextDep, SessionDep
 from packsight.api.schemas import ReviewClipOut, ReviewOut
@@ -17,7 +18,11 @@ from packsight.storage.keys import shown
 router = APIRouter(prefix="/v1/review", tags=["review"], dependencies=[Authorized])
 
 
-@router.get("", response_model=ReviewOut)
+@router.get(
+    "",
+    response_model=ReviewOut,
+    responses={200: {"description": "ReviewOut, or with format=label-studio a list of tasks"}},
+)
 def get_review(
     session: SessionDep,
     ctx: ContextDep,
@@ -30,7 +35,7 @@ def get_review(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     fmt: Annotated[Literal["json", "label-studio"], Query(alias="format")] = "json",
-) -> ReviewOut | list[dict[str, Any]]:
+) -> ReviewOut | JSONResponse:
     """Labelled clips ranked by how much a check is worth: low confidence, a small margin
     between the two likeliest operations, the prior or another model version disagreeing.
     Clips people have labelled are left out."""
@@ -49,8 +54,8 @@ def get_review(
     if bucket is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give bucket or job_id")
     queue = review_queue(session, bucket=bucket, job=job, limit=limit)
-    if fmt == "label-studio":
-        return label_studio_tasks(ctx, queue.clips)
+    if fmt == "label-studio":  # a list of tasks, not the ReviewOut the route declares
+        return JSONResponse(label_studio_tasks(ctx, queue.clips))
     return ReviewOut(
         bucket=queue.bucket,
         considered=queue.considered,

@@ -59,6 +59,12 @@ def test_a_correction_made_in_label_studio_becomes_a_verified_label(
         tasks = json.loads((tmp_path / "tasks.json").read_text())
         assert [t["data"]["clip_id"] for t in tasks] == [c["clip_id"] for c in ranked[:3]]
         assert all(t["data"]["video"].startswith("file://") for t in tasks)
+        served = httpx.get(
+            f"{url}/v1/review",
+            params={"bucket": "archive", "limit": 3, "format": "label-studio"},
+            headers=auth,
+        )
+        assert served.status_code == 200 and served.json() == tasks
 
         first = ranked[0]
         predicted = first["dominant_operation"]

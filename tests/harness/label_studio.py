@@ -46,6 +46,7 @@ class LabelStudio(_TempService):
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
             "LATEST_VERSION_CHECK": "false",  # no internet here: no call to PyPI
             "DJANGO_DB": "sqlite",
+            "LABEL_STUDIO_BASE_DATA_DIR": str(data),  # never the home of whoever runs the tests
         }
         argv: list[str | os.PathLike[str]] = [binary, "start", "--no-browser", "--data-dir", data]
         argv += ["--internal-host", LOOPBACK, "--port", str(self.port), "--host", self.url]
