@@ -38,10 +38,18 @@ class JobCounts:
         return sum(self.items.values())
 
 
+def model_version_name(
+    *, base_model: str, adapter: str | None, quantization: str, taxonomy: str
+) -> str:
+    return f"{base_model}@{adapter or 'base'}:{quantization}:{taxonomy}"
+
+
 def get_or_create_model_version(
     session: Session, *, base_model: str, adapter: str | None, quantization: str, taxonomy: str
 ) -> ModelVersion:
-    name = f"{base_model}@{adapter or 'base'}:{quantization}:{taxonomy}"
+    name = model_version_name(
+        base_model=base_model, adapter=adapter, quantization=quantization, taxonomy=taxonomy
+    )
     version = session.scalar(select(ModelVersion).where(ModelVersion.name == name))
     if version is None:
         # Two first jobs of a new model may race here: the unique name lets one insert win and

@@ -22,12 +22,12 @@ from sqlalchemy.orm import Session
 from packsight.labels.prior import TransitionPrior, learn_prior
 from packsight.labels.taxonomy import Taxonomy, load_taxonomy
 from packsight.models.evaluations import UnknownModelVersionError
-from packsight.models.promotions import serving_version
 from packsight.models.tables.clips import Video
 from packsight.models.tables.training_runs import TrainingRun
 from packsight.models.tables.versions import ModelVersion
 from packsight.models.training_runs import labelled_videos
 from packsight.pipeline.context import Context
+from packsight.pipeline.submission import configured_version
 from packsight.settings import Settings
 from packsight.storage.base import StorageError
 from packsight.training.examples import truths_of_windows
@@ -77,22 +77,7 @@ def find_version(session: Session, settings: Settings, name: str | None) -> Mode
                 f"no model version {name!r} (`packsight models` lists them)"
             )
         return found
-    scope = {
-        "base_model": settings.model,
-        "quantization": settings.quantization,
-        "taxonomy": settings.taxonomy,
-    }
-    if settings.adapter is None and (serving := serving_version(session, **scope)) is not None:
-        return serving
-    adapter = ModelVersion.adapter_uri
-    found = session.scalar(
-        select(ModelVersion).where(
-            ModelVersion.base_model == settings.model,
-            ModelVersion.quantization == settings.quantization,
-            ModelVersion.taxonomy == settings.taxonomy,
-            adapter.is_(None) if settings.adapter is None else adapter == settings.adapter,
-        )
-    )
+    found = configured_version(session, settings)
     if found is None:
         raise UnknownModelVersionError(
             f"no model version of {settings.model} ({settings.taxonomy}) yet: name one with "

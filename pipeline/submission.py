@@ -10,13 +10,14 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from packsight.labels.taxonomy import load_taxonomy
-from packsight.models.jobs import add_items, get_or_create_model_version
+from packsight.models.jobs import add_items, get_or_create_model_version, model_version_name
 from packsight.models.promotions import serving_version
 from packsight.models.tables.jobs import Job, JobItem
 from packsight.models.tables.versions import ModelVersion
@@ -224,6 +225,13 @@ def job_params(settings: Settings, version: ModelVersion) -> dict[str, object]:
 def job_model_version(session: Session, settings: Settings) -> ModelVersion:
     """The version new jobs label with: PACKSIGHT_ADAPTER when set explicitly, else the adapter
     promoted for the configured model (training and rollbacks switch it), else the base model."""
+    return configured_version(session, settings) or get_or_create_model_version(
+        session, **_configured(settings)
+    )
+
+
+def configured_version(session: Session, settings: Settings) -> ModelVersion | None:
+    """job_model_version's choice without making its row: None while no job has used it."""
     if settings.adapter is None:
         serving = serving_version(
             session,
@@ -233,10 +241,14 @@ def job_model_version(session: Session, settings: Settings) -> ModelVersion:
         )
         if serving is not None:
             return serving
-    return get_or_create_model_version(
-        session,
-        base_model=settings.model,
-        adapter=settings.adapter,
-        quantization=settings.quantization,
-        taxonomy=settings.taxonomy,
-    )
+    name = model_version_name(**_configured(settings))
+    return session.scalar(select(ModelVersion).where(ModelVersion.name == name))
+
+
+def _configured(settings: Settings) -> dict[str, Any]:
+    return {
+        "base_model": settings.model,
+        "adapter": settings.adapter,
+        "quantization": settings.quantization,
+        "taxonomy": settings.taxonomy,
+    }
