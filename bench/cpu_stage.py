@@ -20,7 +20,6 @@ boto3 only with --s3-endpoint. No celery, SQLAlchemy or pydantic.
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import json
 import multiprocessing
@@ -36,8 +35,6 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
 from typing import Any
-
-import decord
 
 from packsight.storage.base import Storage
 from packsight.storage.local import LocalStorage
@@ -107,8 +104,7 @@ def open_storages(spec: dict[str, str]) -> tuple[Storage, Storage]:
 
 
 def _init_worker(spec: dict[str, str], threads: int | None) -> None:
-    if threads is not None:  # what `decode._open_reader` would pass if it passed num_threads
-        decord.VideoReader = functools.partial(decord.VideoReader, num_threads=threads)
+    _worker["threads"] = threads or 0  # PACKSIGHT_DECODE_THREADS (0: decord's auto)
     _worker["source"], _worker["artifacts"] = open_storages(spec)
     _worker["buckets"] = (spec["source_bucket"], spec["artifact_bucket"])
 
@@ -132,8 +128,9 @@ def sample_one(key: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="packsight-") as tmp:
         path = Path(tmp) / PurePosixPath(key).name
         obj = timed("download", lambda: source.download(bucket, key, path))
-        info, plans = timed("motion", lambda: plan_clips(path, **PLAN))
-        clips = decode_clips(path, info, plans, max_side=FRAMES.max_side)
+        threads = _worker["threads"]
+        info, plans = timed("motion", lambda: plan_clips(path, **PLAN, threads=threads))
+        clips = decode_clips(path, info, plans, max_side=FRAMES.max_side, threads=threads)
         while (clip := timed("decode", lambda: next(clips, None))) is not None:
             frames_key = f"frames/{bucket}/{key}/{obj.etag}/{sampling}/{clip.start_frame:09d}.zip"
             meta = {

@@ -14,7 +14,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Select,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from packsight.models.tables.base import as_utc, utcnow
@@ -95,6 +105,52 @@ def renew_lease(session: Session, unit_id: int, lease: str, **progress: Any) -> 
         ),
     )
     return result.rowcount > 0
+
+
+def renew_leases(session: Session, unit_ids: Sequence[int], lease: str) -> set[int]:
+    """Heartbeat for every unit a delivery holds under `lease`; the ids it still holds."""
+    held = session.scalars(
+        update(WorkUnit)
+        .where(WorkUnit.id.in_(list(unit_ids)), WorkUnit.lease == lease)
+        .values(heartbeat_at=utcnow())
+        .returning(WorkUnit.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set(held)
+
+
+def adopt_units(
+    session: Session, candidates: Select[WorkUnit], *, lease: str, take: int
+) -> list[UnitRef]:
+    """Take more units under a lease a delivery already holds: the first of `candidates`
+    (units of one kind, oldest first) that nobody holds, that never failed and may run now,
+    up to `take` payload items (a unit's `clip_ids`). Rows another delivery is taking at the
+    same moment are skipped. A unit that failed before runs alone, so that one bad unit
+    cannot keep failing the units delivered beside it."""
+    now = utcnow()
+    rows = session.scalars(
+        candidates.where(
+            WorkUnit.lease.is_(None),
+            WorkUnit.failures == 0,
+            WorkUnit.state.in_([UnitState.PENDING, UnitState.DISPATCHED]),
+            or_(WorkUnit.not_before.is_(None), WorkUnit.not_before <= now),
+        )
+        .order_by(WorkUnit.id)
+        .limit(4 * max(take, 1))
+        .with_for_update(skip_locked=True)
+    ).all()
+    adopted = []
+    for unit in rows:
+        size = len(unit.payload.get("clip_ids", ())) if unit.payload else 0
+        if size > take:
+            continue
+        unit.lease, unit.state, unit.heartbeat_at = lease, UnitState.RUNNING, now
+        adopted.append(unit)
+        take -= size
+        if take <= 0:
+            break
+    session.flush()
+    return [UnitRef.of(unit) for unit in adopted]
 
 
 def finish_unit(session: Session, unit_id: int, lease: str) -> None:

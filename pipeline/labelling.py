@@ -1,6 +1,7 @@
-"""The GPU stage: label a batch of one item's sampled clips with the job's model version and
-record every clip's outcome (a prediction, or the reason there is none) in the transaction that
-ends the unit; the item and its job are settled in the same transaction."""
+"""The GPU stage: label a unit's sampled clips (with those of other waiting units, to fill the
+GPU's batches) with the job's model version and record every clip's outcome (a prediction, or
+the reason there is none) in the transaction that ends its unit; the item and its job are
+settled in the same transaction."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -20,7 +22,8 @@ from packsight.models.predictions import ClipOutcome, upsert_predictions
 from packsight.models.tables.clips import Clip, Prediction, PredictionStatus
 from packsight.models.tables.jobs import Job, JobItem
 from packsight.models.tables.versions import ModelVersion
-from packsight.models.work import UnitRef, finish_unit
+from packsight.models.tables.work import UnitKind, WorkUnit
+from packsight.models.work import LeaseLostError, UnitRef, adopt_units, finish_unit
 from packsight.pipeline import metrics
 from packsight.pipeline.context import Context
 from packsight.pipeline.storage import open_artifact_storage
@@ -86,25 +89,60 @@ def labeler_for(version: ModelVersion, settings: Settings) -> Labeler:
 
 @dataclass(frozen=True)
 class _Batch:
+    unit: UnitRef
     item_id: int
     version: ModelVersion
     clips: list[Clip]
 
 
 def label_clips(ctx: Context, unit: UnitRef, lease: Lease) -> None:
-    batch = ctx.transaction(lambda s: _read(s, unit))
-    outcomes = (
-        _predict(ctx, batch.clips, labeler_for(batch.version, ctx.settings)) if batch.clips else []
-    )
+    """Label the unit's clips and, to fill the GPU's batches, those of other videos' label
+    units of the same model version that are waiting (adopted under this delivery's lease).
+    Each unit's outcome is recorded in its own transaction, so a unit taken over meanwhile
+    (after this delivery's heartbeats stopped) costs the others nothing."""
+    first = ctx.transaction(lambda s: _read(s, unit))
+    if unit.failures == 0:
+        lease.adopt(ctx.transaction(lambda s: _adopt(s, ctx, first, lease)))
+    batches = [first, *(ctx.transaction(partial(_read, unit=u)) for u in lease.adopted)]
+    clips = [clip for batch in batches for clip in batch.clips]
+    outcomes = _predict(ctx, clips, labeler_for(first.version, ctx.settings)) if clips else []
     lease.check()
+    start, lost = 0, None
+    for batch in batches:
+        mine, start = outcomes[start : start + len(batch.clips)], start + len(batch.clips)
+        try:
+            ctx.transaction(partial(_record, batch=batch, outcomes=mine, token=lease.token))
+        except LeaseLostError as exc:
+            lost = exc if batch.unit.id == unit.id else lost
+            log.warning("work unit %s ended meanwhile; its labels are not recorded", batch.unit.id)
+        lease.finished(batch.unit.id)
+    if lost is not None:
+        raise lost
 
-    def record(session: Session) -> None:
-        finish_unit(session, unit.id, lease.token)
-        upsert_predictions(session, model_version_id=batch.version.id, outcomes=outcomes)
-        metrics.clips_recorded(session, [outcome.error is None for outcome in outcomes])
-        settle_item(session, item_id=batch.item_id)
 
-    ctx.transaction(record)
+def _record(session: Session, *, batch: _Batch, outcomes: list[ClipOutcome], token: str) -> None:
+    finish_unit(session, batch.unit.id, token)
+    upsert_predictions(session, model_version_id=batch.version.id, outcomes=outcomes)
+    metrics.clips_recorded(session, [outcome.error is None for outcome in outcomes])
+    settle_item(session, item_id=batch.item_id)
+
+
+def _adopt(session: Session, ctx: Context, first: _Batch, lease: Lease) -> list[UnitRef]:
+    """Waiting label units of the same model version, up to one unit's worth of clips."""
+    room = ctx.settings.gpu_batch_size * ctx.settings.gpu_task_batches - len(first.clips)
+    if room <= 0:
+        return []
+    same_version = (
+        select(WorkUnit)
+        .join(JobItem, JobItem.id == WorkUnit.item_id)
+        .join(Job, Job.id == JobItem.job_id)
+        .where(
+            WorkUnit.kind == UnitKind.LABEL,
+            WorkUnit.id != first.unit.id,
+            Job.model_version_id == first.version.id,
+        )
+    )
+    return adopt_units(session, same_version, lease=lease.token, take=room)
 
 
 def _read(session: Session, unit: UnitRef) -> _Batch:
@@ -121,7 +159,7 @@ def _read(session: Session, unit: UnitRef) -> _Batch:
         .order_by(Clip.id)
     ).all()
     session.expunge_all()  # plain snapshots from here on
-    return _Batch(item.id, version, list(clips))
+    return _Batch(unit, item.id, version, list(clips))
 
 
 def _predict(ctx: Context, clips: list[Clip], labeler: Labeler) -> list[ClipOutcome]:

@@ -139,12 +139,15 @@ def _sample(ctx: Context, item: _Item, tmp: Path) -> tuple[ObjectInfo, VideoInfo
         frames_per_clip=frames.frames_per_clip,
         clip_seconds=frames.clip_seconds,
         motion_size=frames.motion_size,
+        threads=ctx.settings.decode_threads,
     )
     # One clip's frames in memory at a time, however long the video.
     records = [
         _store_clip(ctx, item, obj.etag, clip)
         | {"clip_key": clip_id(item.prefix, clip.start_frame, info.fps)}
-        for clip in decode_clips(path, info, plans, max_side=frames.max_side)
+        for clip in decode_clips(
+            path, info, plans, max_side=frames.max_side, threads=ctx.settings.decode_threads
+        )
     ]
     return obj, info, records
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -28,6 +29,7 @@ from packsight.models.work import (
     finish_unit,
     release_unit,
     renew_lease,
+    renew_leases,
 )
 from packsight.pipeline import metrics
 from packsight.pipeline.context import Context
@@ -37,18 +39,36 @@ log = logging.getLogger(__name__)
 
 
 class Lease:
-    """This delivery's hold on a unit. A background thread renews it every
-    `heartbeat_interval_s`, so a live delivery is never swept, however long its stage runs."""
+    """This delivery's hold on its unit, and on any units it adopted to run beside it (the GPU
+    stage fills its batches across videos). A background thread renews every unit held every
+    `heartbeat_interval_s`, so a live delivery is never swept, however long its stage runs. A
+    unit taken over meanwhile (after a long database outage) drops out; the lease is lost when
+    it holds nothing any more."""
 
     def __init__(self, ctx: Context, unit_id: int, *, max_s: float | None = None) -> None:
         self.ctx, self.unit_id = ctx, unit_id
         self.token = secrets.token_hex(16)
         self.lost = False
         self.max_s = max_s if max_s is not None else ctx.settings.max_unit_s
+        self.adopted: list[UnitRef] = []
+        self._held = {unit_id}
         self._stop = threading.Event()
 
+    def adopt(self, units: list[UnitRef]) -> None:
+        """Units taken under this lease's token (`adopt_units`), run by this delivery."""
+        self.adopted += units
+        self._held |= {unit.id for unit in units}
+
+    def finished(self, unit_id: int) -> None:
+        """The unit's outcome is recorded (or it was found ended): no longer held."""
+        self._held.discard(unit_id)
+
+    def unfinished(self, unit: UnitRef) -> list[UnitRef]:
+        """The delivery's unit and the adopted ones it still holds, to hand back on failure."""
+        return [u for u in [unit, *self.adopted] if u.id in self._held]
+
     def check(self) -> None:
-        """Raise LeaseLostError if a heartbeat found the unit taken over."""
+        """Raise LeaseLostError if a heartbeat found every unit taken over or ended."""
         if self.lost:
             raise LeaseLostError(f"work unit {self.unit_id} was taken over by another delivery")
 
@@ -86,18 +106,21 @@ class Lease:
                 return
             try:
                 renewed = self.ctx.try_transaction(
-                    lambda s: renew_lease(s, self.unit_id, self.token), quiet=True
+                    partial(renew_leases, unit_ids=sorted(self._held), lease=self.token),
+                    quiet=True,
                 )
             except Exception:  # not an outage: a bug; stop holding rather than hold forever
                 log.exception("work unit %s: heartbeat failed", self.unit_id)
                 self.lost = True
                 return
-            if renewed is False:
-                self.lost = True
-                return
+            if renewed is not None:
+                self._held &= renewed
+                if not self._held:
+                    self.lost = True
+                    return
             # While the database is away, try again sooner: once it is back, the heartbeat
             # must land before the sweeper thinks this delivery died.
-            interval = self.ctx.settings.heartbeat_interval_s if renewed else 1.0
+            interval = self.ctx.settings.heartbeat_interval_s if renewed is not None else 1.0
 
 
 @dataclass(frozen=True)
@@ -136,14 +159,17 @@ def run_unit(ctx: Context, unit_id: int, stages: Mapping[str, Stage]) -> None:
             outcome = "outage"
             log.warning("work unit %s left for later: %s", unit_id, exc)
             later = utcnow() + timedelta(seconds=ctx.settings.retry_backoff_max_s)
-            if ctx.try_transaction(
-                lambda s: release_unit(s, unit_id, lease.token, not_before=later)
-            ):
-                metrics.handed_back(unit.kind, "outage")
+            for held in lease.unfinished(unit):
+                back = partial(release_unit, unit_id=held.id, lease=lease.token, not_before=later)
+                if ctx.try_transaction(back):
+                    metrics.handed_back(unit.kind, "outage")
         except Exception as exc:
             outcome = "failed"
             log.exception("work unit %s (%s) failed", unit_id, unit.kind)
-            record_failure(ctx, stage, unit, lease.token, f"{type(exc).__name__}: {exc}")
+            # Units run beside it fail with it: which one broke the delivery is unknown, and
+            # each runs alone from now on (adopt_units takes none that failed).
+            for held in lease.unfinished(unit):
+                record_failure(ctx, stage, held, lease.token, f"{type(exc).__name__}: {exc}")
     metrics.delivered(unit.kind, outcome, time.monotonic() - started)
     top_up(ctx)
 

@@ -21,7 +21,8 @@ from celery.signals import (
 from packsight.models.db import dispose_engines
 from packsight.models.tables.work import UnitKind
 from packsight.pipeline import metrics_serving
-from packsight.settings import Settings, crontab_fields, get_settings
+from packsight.settings import Settings, get_settings
+from packsight.settings.checks import crontab_fields
 
 log = logging.getLogger(__name__)
 

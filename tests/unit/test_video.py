@@ -152,6 +152,19 @@ def test_motion_sampling_is_deterministic(synthetic: SyntheticVideo) -> None:
     assert first == second
 
 
+def test_the_decoder_thread_count_changes_no_pick_and_no_pixel(synthetic: SyntheticVideo):
+    """Workers decode with one thread each (faster under prefork); the clips must be the ones
+    decord's own thread choice gives."""
+    auto, single = (plan_clips(synthetic.path, clip_seconds=2.0, threads=n) for n in (0, 1))
+    assert auto == single
+    info, plans = single
+    frames = [
+        [c.frames for c in decode_clips(synthetic.path, info, plans, max_side=112, threads=n)]
+        for n in (0, 1)
+    ]
+    assert all(np.array_equal(a, b) for a, b in zip(*frames, strict=True))
+
+
 # --- broken inputs ------------------------------------------------------------------------------
 
 

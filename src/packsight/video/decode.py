@@ -135,10 +135,12 @@ def plan_clips(
     clip_seconds: float = 5.0,
     motion_size: tuple[int, int] = (160, 120),
     boundaries: Sequence[int] | None = None,
+    threads: int = 0,
 ) -> tuple[VideoInfo, list[ClipPlan]]:
-    """Probe, measure motion in one low-res pass, and choose each window's frames."""
+    """Probe, measure motion in one low-res pass, and choose each window's frames. `threads`:
+    the decoder's threads (0: its own choice, one per core)."""
     info = probe_video(path)
-    motion = _motion_signal(path, motion_size)
+    motion = _motion_signal(path, motion_size, threads)
     if len(motion) != info.frame_count:
         raise VideoDecodeError(path, f"decoded {len(motion)} of {info.frame_count} frames")
     sigma = boundary_sigma(info.fps)
@@ -160,11 +162,16 @@ def plan_clips(
 
 
 def decode_clips(
-    path: str | os.PathLike[str], info: VideoInfo, plans: Sequence[ClipPlan], *, max_side: int = 336
+    path: str | os.PathLike[str],
+    info: VideoInfo,
+    plans: Sequence[ClipPlan],
+    *,
+    max_side: int = 336,
+    threads: int = 0,
 ) -> Iterator[SampledClip]:
     """Decode each plan's frames at model resolution, one clip at a time (streaming friendly)."""
     width, height = model_frame_size(info.width, info.height, max_side)
-    reader = _open_reader(path, width=width, height=height)
+    reader = _open_reader(path, threads, width=width, height=height)
     for plan in plans:
         wanted = [plan.start_frame + i for i in plan.frame_indices]
         frames = _decode(
@@ -204,8 +211,10 @@ def _boundary_in(boundaries: Sequence[int], start: int, end: int) -> int | None:
     return min(inside, key=lambda b: abs(b - centre))
 
 
-def _motion_signal(path: str | os.PathLike[str], motion_size: tuple[int, int]) -> np.ndarray:
-    reader = _open_reader(path, width=motion_size[0], height=motion_size[1])
+def _motion_signal(
+    path: str | os.PathLike[str], motion_size: tuple[int, int], threads: int = 0
+) -> np.ndarray:
+    reader = _open_reader(path, threads, width=motion_size[0], height=motion_size[1])
     total = len(reader)
 
     def gray_chunks() -> Iterator[np.ndarray]:
@@ -248,7 +257,7 @@ def _fps(path: str | os.PathLike[str], reader: decord.VideoReader) -> float:
     return fps
 
 
-def _open_reader(path: str | os.PathLike[str], **size: int) -> decord.VideoReader:
+def _open_reader(path: str | os.PathLike[str], threads: int = 0, **size: int) -> decord.VideoReader:
     file = Path(path)
     if not file.exists():
         raise VideoDecodeError(path, "file not found")
@@ -257,7 +266,7 @@ def _open_reader(path: str | os.PathLike[str], **size: int) -> decord.VideoReade
     if file.stat().st_size == 0:
         raise VideoDecodeError(path, "file is empty (0 bytes)")
     try:
-        return decord.VideoReader(str(file), **size)
+        return decord.VideoReader(str(file), num_threads=threads, **size)
     except AssertionError as exc:  # decord asserts on a container that reports 0 frames
         raise VideoDecodeError(path, "the video has no frames") from exc
     except (RuntimeError, decord.DECORDError) as exc:

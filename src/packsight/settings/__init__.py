@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from packsight.secret_rules import check_secret
+from packsight.settings import checks
 from packsight.video.sampling import FrameSettings
 
 
@@ -85,6 +86,10 @@ class Settings(BaseSettings):
     # batches lets the worker load the next batch's frames while the GPU runs the current one.
     gpu_batch_size: int = Field(default=64, ge=1, le=4096)
     gpu_task_batches: int = Field(default=4, ge=1, le=256)
+    # Threads of the video decoder per CPU worker process; 0: the decoder's own choice (one per
+    # core, which oversubscribes the cores when every prefork process does it: measured 20-40%
+    # slower at full load than one each).
+    decode_threads: int = Field(default=1, ge=0, le=64)
 
     frames_per_clip: int = Field(default=8, ge=2, le=64)
     # At least a second: clip ids name a clip by its start second.
@@ -155,18 +160,7 @@ class Settings(BaseSettings):
     @field_validator("training_schedule")
     @classmethod
     def _crontab(cls, value: str) -> str:
-        if not value.strip():
-            return ""
-        from celery.schedules import crontab
-
-        try:
-            crontab(**crontab_fields(value))
-        except ValueError as exc:
-            raise ValueError(
-                f"training_schedule {value!r} is not a 5-field crontab "
-                f"('minute hour day-of-month month day-of-week'), or empty to disable: {exc}"
-            ) from exc
-        return " ".join(value.split())
+        return checks.training_schedule(value)
 
     @field_validator("api_token", "s3_secret_key")
     @classmethod
@@ -178,26 +172,14 @@ class Settings(BaseSettings):
     @field_validator("api_token")
     @classmethod
     def _token_fits_a_header(cls, value: SecretStr | None) -> SecretStr | None:
-        token = value.get_secret_value() if value is not None else ""
-        if token and not (token.isascii() and token.isprintable() and " " not in token):
-            raise ValueError(
-                "PACKSIGHT_API_TOKEN must be printable ASCII without spaces (it is sent in an "
-                "HTTP header)"
-            )
+        checks.header_token(value.get_secret_value() if value is not None else "")
         return value
 
     @field_validator("flower_basic_auth")
     @classmethod
     def _flower_auth(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return None
-        for pair in value.get_secret_value().split(","):
-            user, colon, password = pair.partition(":")
-            if not user.strip() or not colon:
-                raise ValueError(
-                    "PACKSIGHT_FLOWER_BASIC_AUTH must be user:password (several separated by ',')"
-                )
-            check_secret(f"the password of {user!r} in PACKSIGHT_FLOWER_BASIC_AUTH", password)
+        if value is not None:
+            checks.flower_basic_auth(value.get_secret_value())
         return value
 
     @field_validator("database_url")
@@ -205,31 +187,10 @@ class Settings(BaseSettings):
     def _database_password(cls, value: str | None, info: ValidationInfo) -> str | None:
         if not value:
             return None
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
-
-        try:
-            url = make_url(value)
-        except (ArgumentError, ValueError) as exc:
-            raise ValueError(
-                "PACKSIGHT_DATABASE_URL is not a database URL "
-                "(dialect+driver://user:password@host:port/database)"
-            ) from exc
         separate: SecretStr | None = info.data.get("database_password")
-        if separate is not None:
-            if url.password is not None:
-                raise ValueError(
-                    "PACKSIGHT_DATABASE_PASSWORD is set and PACKSIGHT_DATABASE_URL holds a "
-                    "password too: keep one of them"
-                )
-            password = separate.get_secret_value()
-            check_secret("PACKSIGHT_DATABASE_PASSWORD", password)
-            # Quoted into the URL (`@` as %40, `/` as %2F, ...); make_url gives it back as is.
-            return url.set(password=password).render_as_string(hide_password=False)
-        # No password is fine: trust or peer authentication, or a SQLite file.
-        if url.password is not None:
-            check_secret("the password in PACKSIGHT_DATABASE_URL", url.password)
-        return value
+        return checks.database_url(
+            value, separate.get_secret_value() if separate is not None else None
+        )
 
     @model_validator(mode="after")
     def _password_needs_a_url(self) -> Settings:
@@ -279,18 +240,6 @@ class Settings(BaseSettings):
     @property
     def resolved_local_root(self) -> Path:
         return (self.local_root or self.data_dir / "objects").resolve()
-
-
-CRONTAB_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
-
-
-def crontab_fields(expression: str) -> dict[str, str]:
-    """A 5-field crontab line as keyword arguments of celery.schedules.crontab (whose positional
-    order differs from cron's)."""
-    fields = expression.split()
-    if len(fields) != len(CRONTAB_FIELDS):
-        raise ValueError(f"expected 5 fields, got {len(fields)}")
-    return dict(zip(CRONTAB_FIELDS, fields, strict=True))
 
 
 @lru_cache

@@ -1,0 +1,153 @@
+"""GPU batches filled across videos, on real Postgres with the tiny model: one delivery labels
+the waiting label units of other videos beside its own, each recorded in its own transaction;
+a failed delivery counts against every unit it ran and they run alone from then on; a unit
+taken over meanwhile is left to its new holder; another model version's units are never
+adopted."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pipeline_jobs import clip_count, job_state, prediction_rows, submit, units
+from sqlalchemy import update
+
+from packsight.models.db import session_scope
+from packsight.models.jobs import get_or_create_model_version
+from packsight.models.tables.base import utcnow
+from packsight.models.tables.jobs import Job
+from packsight.models.tables.work import UnitKind, WorkUnit
+from packsight.pipeline import labelling, stages
+from packsight.pipeline.context import Context
+from packsight.pipeline.embedded import drive
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def archive_root(tmp_path: Path) -> Path:
+    """Four short videos: one label unit of one or two clips each."""
+    from packsight.video.synth import write_synthetic_archive
+
+    root = tmp_path / "local-root"
+    write_synthetic_archive(root / "videos", videos=4, seed=11, min_seconds=6, max_seconds=11)
+    return root
+
+
+class Calls:
+    """What the real labeler was asked to predict, call by call (clips per call); `before`
+    runs inside a call, before the model does."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.before: Callable[[int], None] | None = None
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[Calls]:
+    seen = Calls()
+    real = labelling.labeler_for
+
+    def recording(version: Any, settings: Any) -> Any:
+        labeler = real(version, settings)
+        predict = type(labeler).predict_stream
+
+        def predict_stream(loaders: Any, **kwargs: Any) -> Any:
+            seen.sizes.append(len(loaders))
+            if seen.before is not None:
+                seen.before(len(seen.sizes))
+            return predict(labeler, loaders, **kwargs)
+
+        monkeypatch.setattr(labeler, "predict_stream", predict_stream)
+        return labeler
+
+    monkeypatch.setattr(labelling, "labeler_for", recording)
+    yield seen
+
+
+def sampled(ctx: Context, job_id: str) -> list[WorkUnit]:
+    for unit in units(ctx, job_id, UnitKind.SAMPLE):
+        stages.run(ctx, unit.id)
+    return units(ctx, job_id, UnitKind.LABEL)
+
+
+def test_one_delivery_fills_its_batches_with_other_videos_clips(ctx: Context, calls: Calls) -> None:
+    job_id = submit(ctx)
+    labels = sampled(ctx, job_id)
+    assert len(labels) == 4  # one unit per video
+    stages.run(ctx, labels[0].id)
+    assert calls.sizes == [clip_count(ctx, job_id)]  # every video's clips in one stream
+    assert units(ctx, job_id) == []
+    state, items = job_state(ctx, job_id)
+    assert state == "succeeded" and all(s == "succeeded" for s, _ in items.values())
+    rows = prediction_rows(ctx, job_id)
+    assert len(rows) == len({clip for clip, _ in rows}) == clip_count(ctx, job_id)
+    for unit in labels[1:]:  # their own messages, arriving late, find nothing to do
+        stages.run(ctx, unit.id)
+    assert len(calls.sizes) == 1
+
+
+def test_a_failed_delivery_counts_against_every_unit_and_they_run_alone(
+    ctx: Context, calls: Calls
+) -> None:
+    job_id = submit(ctx)
+    labels = sampled(ctx, job_id)
+
+    def fail_once(call: int) -> None:
+        if call == 1:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    calls.before = fail_once
+    stages.run(ctx, labels[0].id)
+    after = units(ctx, job_id, UnitKind.LABEL)
+    assert [u.id for u in after] == [u.id for u in labels]
+    assert all(u.failures == 1 and u.lease is None and u.state == "pending" for u in after)
+    assert all("illegal memory access" in (u.last_error or "") for u in after)
+    drive(ctx, job_id=job_id)  # each unit once more, alone: one call per unit
+    assert calls.sizes[1:] == [len(u.payload["clip_ids"]) for u in labels]
+    assert job_state(ctx, job_id)[0] == "succeeded"
+    assert len(prediction_rows(ctx, job_id)) == clip_count(ctx, job_id)
+
+
+def test_a_unit_taken_over_meanwhile_is_left_to_its_new_holder(ctx: Context, calls: Calls) -> None:
+    job_id = submit(ctx)
+    labels = sampled(ctx, job_id)
+    taken = labels[2]
+
+    def take_over(_call: int) -> None:
+        # As if this delivery's heartbeats had stopped long enough for the sweeper and a new
+        # delivery to take one of its units.
+        with session_scope(ctx.settings.resolved_database_url) as session:
+            session.execute(
+                update(WorkUnit)
+                .where(WorkUnit.id == taken.id)
+                .values(lease="new-holder", heartbeat_at=utcnow())
+            )
+
+    calls.before = take_over
+    stages.run(ctx, labels[0].id)
+    (left,) = units(ctx, job_id)
+    assert left.id == taken.id and left.lease == "new-holder" and left.failures == 0
+    labelled = {clip for clip, _ in prediction_rows(ctx, job_id)}
+    assert labelled.isdisjoint(taken.payload["clip_ids"])
+    assert len(labelled) == clip_count(ctx, job_id) - len(taken.payload["clip_ids"])
+    _, items = job_state(ctx, job_id)
+    assert sorted(s for s, _ in items.values()) == ["inferring"] + ["succeeded"] * 3
+
+
+def test_units_of_another_model_version_are_not_adopted(ctx: Context, calls: Calls) -> None:
+    mine, theirs = submit(ctx), submit(ctx)
+    with session_scope(ctx.settings.resolved_database_url) as session:
+        other = get_or_create_model_version(
+            session, base_model="elsewhere/model", adapter=None, quantization="none", taxonomy="x"
+        )
+        session.execute(update(Job).where(Job.id == theirs).values(model_version_id=other.id))
+    labels = sampled(ctx, mine)
+    their_labels = sampled(ctx, theirs)
+    stages.run(ctx, labels[0].id)
+    assert calls.sizes == [clip_count(ctx, mine)]
+    assert units(ctx, mine) == []
+    assert [u.id for u in units(ctx, theirs)] == [u.id for u in their_labels]
+    assert all(u.lease is None for u in units(ctx, theirs))
