@@ -55,6 +55,7 @@ def load_version(
     local copy). artifact:// adapters are fetched once into DATA_DIR/adapters."""
     # Imported here so CPU workers and the API never load torch.
     from packsight.vlm.labeler import load_labeler
+    from packsight.vlm.speedups import Speedups
 
     trained_for = (version.settings or {}).get("answer", ANSWER_FORMAT)
     if trained_for != ANSWER_FORMAT:
@@ -75,6 +76,11 @@ def load_version(
         taxonomy=load_taxonomy(version.taxonomy),
         max_new_tokens=settings.max_new_tokens,
         batch_size=settings.gpu_batch_size,
+        speedups=Speedups(
+            cuda_graphs=settings.cuda_graphs,
+            compile_vision=settings.compile_vision,
+            compile_language=settings.compile_language,
+        ),
     )
 
 

@@ -13,6 +13,8 @@ from packsight.labels.taxonomy import load_taxonomy
 from packsight.vlm.clip_input import ClipInput
 from packsight.vlm.labeler import load_labeler
 from packsight.vlm.loading import Quantization
+from packsight.vlm.speedups import Speedups
+from packsight.vlm.static_decoding import StaticDecoder
 from packsight.vlm.tiny import build_tiny_model
 
 pytestmark = pytest.mark.gpu
@@ -61,3 +63,62 @@ def test_cuda_predictions_are_valid_and_batch_independent(
         alone = labeler.predict([clip])[0]
         assert isinstance(alone, ClipPrediction), alone
         assert alone.confidence == pytest.approx(prediction.confidence, abs=2e-2)
+
+
+def more_clips() -> list[ClipInput]:
+    """Another batch of the same shape as `clips()`, other frames: a graph replay."""
+    result = []
+    for seed in range(10, 15):
+        n = 125 if seed % 2 else 60
+        frames = np.random.default_rng(seed).integers(0, 256, (8, 56, 56, 3), dtype=np.uint8)
+        indices = tuple(round(i * (n - 1) / 7) for i in range(8))
+        result.append(ClipInput(frames=frames, clip_frame_count=n, frame_indices=indices))
+    return result
+
+
+def _labeler(tiny: Path, quantization: Quantization, dtype: torch.dtype, speedups: Speedups):
+    return load_labeler(
+        model=str(tiny),
+        adapter=None,
+        quantization=quantization,
+        device="cuda",
+        taxonomy=TAXONOMY,
+        batch_size=4,
+        dtype=dtype,
+        speedups=speedups,
+    )
+
+
+def _decisions(predictions: list) -> list[tuple]:
+    return [
+        (p.dominant_operation, p.start_frame, p.end_frame, p.anticipated_next_operation)
+        for p in predictions
+    ]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("quantization", ["nf4", "none"])
+def test_cuda_graphs_and_compiled_pieces_give_the_eager_predictions(
+    tiny: Path, dtype: torch.dtype, quantization: Quantization
+) -> None:
+    """The reference is today's eager path on the same fixed inputs. Batches of 4 and then 1
+    (5 clips): the graph of the batch of 4 is captured once and replayed after; the partial
+    batches are decided eagerly, leaving it in place."""
+    eager = _labeler(tiny, quantization, dtype, Speedups.none())
+    expected = [eager.predict(clips()), eager.predict(more_clips()), eager.predict(clips())]
+    del eager
+    graphs = _labeler(tiny, quantization, dtype, Speedups(cuda_graphs=True, compile_vision=False))
+    got = [graphs.predict(clips()), graphs.predict(more_clips()), graphs.predict(clips())]
+    assert isinstance(graphs.decoder, StaticDecoder)
+    assert graphs.decoder.captures == 1 and graphs.decoder.graphs
+    # The graphs replay the eager kernels over the same data: identical, probabilities too.
+    assert got == expected
+    del graphs
+    everything = Speedups(compile_vision=True, compile_language=True)
+    full = _labeler(tiny, quantization, dtype, everything)
+    got = [full.predict(clips()), full.predict(more_clips())]
+    assert full.compiled is not None and full.compiled.active, full.compiled
+    for want, have in zip(expected, got, strict=False):
+        assert _decisions(have) == _decisions(want)
+        for a, b in zip(want, have, strict=True):
+            assert b.confidence == pytest.approx(a.confidence, abs=2e-3)

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     # batches lets the worker load the next batch's frames while the GPU runs the current one.
     gpu_batch_size: int = Field(default=64, ge=1, le=4096)
     gpu_task_batches: int = Field(default=4, ge=1, le=256)
+    # GPU-only speed-ups of the labeler (vlm/speedups.py): the seven decisions as CUDA graphs
+    # (the same answers, on by default); torch.compile of the vision tower and of the language
+    # model's norms (faster still, but near-tie decisions can change: off by default).
+    cuda_graphs: bool = True
+    compile_vision: bool = False
+    compile_language: bool = False
     # Threads of the video decoder per CPU worker process; 0: the decoder's own choice (one per
     # core, which oversubscribes the cores when every prefork process does it: measured 20-40%
     # slower at full load than one each).

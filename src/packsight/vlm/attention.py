@@ -66,7 +66,9 @@ def use_packed_vision_attention(model: torch.nn.Module) -> None:
     look for a flash-attention kernel. The tower reads the name at every forward."""
     from transformers import AttentionInterface, PreTrainedModel
 
-    AttentionInterface.register(PACKED_SDPA, packed_sdpa)
+    # Kept out of torch.compile's graphs (compiled.py): it reads segment bounds on the
+    # host, so a compiled tower breaks its graph here by design rather than by discovery.
+    AttentionInterface.register(PACKED_SDPA, torch.compiler.disable(packed_sdpa))
     visual = model.get_submodule("model.visual")
     assert isinstance(visual, PreTrainedModel)  # the tower has a config of its own
     visual.config._attn_implementation_internal = PACKED_SDPA

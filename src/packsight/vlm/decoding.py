@@ -80,8 +80,12 @@ class LockstepDecoder:
     mask: torch.Tensor  # [batch, tokens so far] attention mask
     deltas: torch.Tensor  # the prefill's M-RoPE position offsets
     cache: Cache | None  # the KV cache; None between batches
+    # Token ids on the device, set by `_constants`.
     code_ids: torch.Tensor
     digit_ids: torch.Tensor
+    after_operation: torch.Tensor
+    between: torch.Tensor
+    after_end: torch.Tensor
     nothing: torch.Tensor
 
     def __init__(self, model, answer_format: AnswerFormat) -> None:
@@ -126,37 +130,73 @@ class LockstepDecoder:
             logits = self._feed(decision.tokens, fixed_after if remaining == 0 else self.nothing)
         return values, logits
 
-    @torch.inference_mode()
-    def decode(self, inputs: dict, frame_counts: list[int]) -> list[Decoded]:
-        """Every row's answer, with its operation probabilities."""
-        self.mask = inputs["attention_mask"]
-        device = self.mask.device
+    def reset(self) -> None:
+        """Drop per-batch state (the KV cache), e.g. before a smaller batch after an OOM."""
+        self.cache = None
+
+    def _constants(self, device: torch.device) -> None:
         # Host-to-device copies of small lists synchronise the stream: make every constant
-        # up front, so the decisions below queue on the GPU without waiting for each other.
+        # up front, so the decisions queue on the GPU without waiting for each other. Made
+        # once: a captured CUDA graph keeps reading them at the same addresses.
+        if getattr(self, "_constants_on", None) == device:
+            return
+        self._constants_on = device
         on_device = lambda ids: torch.tensor(ids, device=device, dtype=torch.long)  # noqa: E731
         self.code_ids, self.digit_ids = (
             on_device(self.format.code_ids),
             on_device(self.format.digit_ids),
         )
-        after_operation = on_device(self.format.after_operation)
-        between, after_end = on_device(self.format.between_frames), on_device(self.format.after_end)
+        self.after_operation = on_device(self.format.after_operation)
+        self.between = on_device(self.format.between_frames)
+        self.after_end = on_device(self.format.after_end)
         self.nothing = on_device([])
-        last = on_device(frame_counts) - 1
-        out = self.model(**inputs, use_cache=True, logits_to_keep=1)
-        self.cache = out.past_key_values
-        self.deltas = self._vlm.rope_deltas.to(device)
 
-        operation = choose(out.logits[:, -1], self.code_ids, None)
-        logits = self._feed(operation.tokens, after_operation)
-        starts, logits = self._number(logits, torch.zeros_like(last), last, between)
-        ends, logits = self._number(logits, starts, last, after_end)
+    def chunk_lengths(self) -> list[int]:
+        """Tokens fed by each of the answer's forwards, in order (code, 3 + 3 digits)."""
+        fmt = self.format
+        digits = [1] * (DIGITS - 1)
+        return [
+            1 + len(fmt.after_operation),
+            *digits,
+            1 + len(fmt.between_frames),
+            *digits,
+            1 + len(fmt.after_end),
+        ]
+
+    def _answer(self, logits: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The decisions after the prefill's `logits`, as device tensors: operation index,
+        start, end, next operation index, and both codes' probabilities side by side."""
+        operation = choose(logits, self.code_ids, None)
+        logits = self._feed(operation.tokens, self.after_operation)
+        starts, logits = self._number(logits, torch.zeros_like(last), last, self.between)
+        ends, logits = self._number(logits, starts, last, self.after_end)
         # The last decision needs these logits only, not another forward.
         following = choose(logits, self.code_ids, None)
+        evidence = torch.cat([operation.probabilities, following.probabilities], dim=1)
+        return torch.stack([operation.index, starts, ends, following.index]).T, evidence
+
+    def _prefill(self, inputs: dict) -> torch.Tensor:
+        """Run the prompt; keeps its KV cache and M-RoPE offsets, returns its last logits."""
+        self.mask = inputs["attention_mask"]
+        out = self.model(**inputs, use_cache=True, logits_to_keep=1)
+        self.cache = out.past_key_values
+        self.deltas = self._vlm.rope_deltas.to(self.mask.device)
+        return out.logits[:, -1]
+
+    @torch.inference_mode()
+    def decode(self, inputs: dict, frame_counts: list[int]) -> list[Decoded]:
+        """Every row's answer, with its operation probabilities."""
+        device = inputs["attention_mask"].device
+        self._constants(device)
+        last = torch.tensor(frame_counts, device=device, dtype=torch.long) - 1
+        logits = self._prefill(inputs)
+        rows, evidence = self._answer(logits, last)
         self.cache = None  # free the KV cache before the next batch
-        # The only host syncs of the answer: everything above was queued without waiting.
-        rows = torch.stack([operation.index, starts, ends, following.index]).T.tolist()
+        return self.rows(rows, evidence)
+
+    def rows(self, rows: torch.Tensor, evidence: torch.Tensor) -> list[Decoded]:
+        """`_answer`'s tensors as one `Decoded` per row: the only host syncs of the answer."""
         kinds = len(self.format.code_ids)
-        evidence = torch.cat([operation.probabilities, following.probabilities], dim=1).tolist()
         return [
             Decoded(
                 Answer(op, start, end, nxt),
@@ -164,5 +204,5 @@ class LockstepDecoder:
                 operation_probabilities=tuple(both[:kinds]),
                 next_probabilities=tuple(both[kinds:]),
             )
-            for (op, start, end, nxt), both in zip(rows, evidence, strict=True)
+            for (op, start, end, nxt), both in zip(rows.tolist(), evidence.tolist(), strict=True)
         ]

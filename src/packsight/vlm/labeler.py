@@ -21,11 +21,14 @@ from packsight.labels.taxonomy import Taxonomy
 from packsight.video.framepack import EncodedFrames
 from packsight.vlm.answer import HEAD, AnswerFormat
 from packsight.vlm.clip_input import ClipInput, check_clip, decode_clips
+from packsight.vlm.compiled import Compiled, compile_model
 from packsight.vlm.decoding import LockstepDecoder
 from packsight.vlm.free_form import generate_free_form
 from packsight.vlm.loading import Quantization, load_model_and_processor, resolve_device
 from packsight.vlm.parsing import OutputParseError, parse_prediction
 from packsight.vlm.prompts import build_messages
+from packsight.vlm.speedups import Speedups
+from packsight.vlm.static_decoding import StaticDecoder
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ class Labeler:
         max_new_tokens: int = 96,
         constrained: bool = True,
         batch_size: int = 8,
+        speedups: Speedups | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -68,7 +72,18 @@ class Labeler:
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_id
         )
         self.answer_format = AnswerFormat(tokenizer, taxonomy)
-        self.decoder = LockstepDecoder(model, self.answer_format)
+        # GPU-only speed-ups (speedups.py); each falls back to the eager path on its own.
+        self.speedups = fast = (speedups or Speedups()).for_device(device)
+        self.decoder: LockstepDecoder = (
+            StaticDecoder(model, self.answer_format, graphs=True)
+            if fast.cuda_graphs
+            else LockstepDecoder(model, self.answer_format)
+        )
+        self.compiled: Compiled | None = compile_model(
+            model,
+            vision=fast.compile_vision and constrained,
+            language=fast.compile_language and constrained,
+        )
         # Frames are given at their final size (no resize), so each side must split into whole
         # merged patches: patch_size * merge_size pixels (28 for Qwen2-VL and Qwen2.5-VL).
         video = processor.video_processor
@@ -208,7 +223,7 @@ class Labeler:
         if self.batch_size == 1:
             raise torch.OutOfMemoryError("CUDA out of memory with a batch of one clip")
         self.batch_size //= 2
-        self.decoder.cache = None
+        self.decoder.reset()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         log.warning("out of GPU memory: batch size lowered to %d", self.batch_size)
@@ -264,8 +279,10 @@ def load_labeler(
     constrained: bool = True,
     batch_size: int = 8,
     dtype: torch.dtype | None = None,
+    speedups: Speedups | None = None,
 ) -> Labeler:
-    """Load the model once; `model` and `adapter` are hub ids or local folders."""
+    """Load the model once; `model` and `adapter` are hub ids or local folders. `speedups`
+    (default: from the environment, see speedups.py) picks the GPU-only optimisations."""
     target = resolve_device(device)
     network, processor = load_model_and_processor(
         model=model, adapter=adapter, quantization=quantization, device=target, dtype=dtype
@@ -279,4 +296,5 @@ def load_labeler(
         max_new_tokens=max_new_tokens,
         constrained=constrained,
         batch_size=batch_size,
+        speedups=speedups,
     )

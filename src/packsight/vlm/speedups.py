@@ -1,0 +1,39 @@
+"""Which GPU-only speed-ups the labeler uses: the switches, their defaults and where they apply.
+
+- `cuda_graphs` (on by default): the seven decisions over a preallocated KV cache, captured
+  once per batch shape and replayed (static_decoding.py). The same kernels as the eager
+  decisions: the same answers and probabilities.
+- `compile_vision` (off by default): torch.compile of the vision tower's blocks (compiled.py).
+- `compile_language` (off by default): torch.compile of the language model's RMS norms and
+  silu(gate) * up in the prefill, the NF4 linears left as they are (compiled.py).
+
+The two compile switches are faster still but close to, not identical with, the eager numbers:
+on the benchmark's random-weight checkpoints they changed 1-9% of the decisions (near ties),
+which is why they are opt-in. The first batch of each shape pays for compiling.
+
+All apply on CUDA devices only and fall back to the eager path where they cannot run. A GPU
+worker takes them from its settings (PACKSIGHT_CUDA_GRAPHS, PACKSIGHT_COMPILE_VISION,
+PACKSIGHT_COMPILE_LANGUAGE).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Speedups:
+    cuda_graphs: bool = True
+    compile_vision: bool = False
+    compile_language: bool = False
+
+    @classmethod
+    def none(cls) -> Speedups:
+        """Today's eager path, the reference the speed-ups are checked against."""
+        return cls(cuda_graphs=False, compile_vision=False, compile_language=False)
+
+    def for_device(self, device: torch.device) -> Speedups:
+        """What of this applies on `device`: nothing off CUDA (CPU workers stay eager)."""
+        return self if device.type == "cuda" else Speedups.none()

@@ -1,0 +1,93 @@
+"""The labeler's speed-ups against today's eager path, on CPU with the tiny models: the decisions
+over a preallocated KV cache (what the CUDA graphs replay) give exactly the eager predictions,
+a compiled vision tower gives the eager predictions, a compile failure falls back to eager, and
+the switches apply on CUDA only."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from labeler_clips import TAXONOMY, make_clip, predicted
+
+from packsight.vlm.compiled import compile_model
+from packsight.vlm.labeler import Labeler, load_labeler
+from packsight.vlm.speedups import Speedups
+from packsight.vlm.static_decoding import StaticDecoder
+
+# Different clip lengths give prompts of different lengths: left padding in every batch.
+FIRST = [make_clip(5, 125), make_clip(6, 37), make_clip(7, 9)]
+SECOND = [make_clip(8, 60), make_clip(9, 125), make_clip(10, 1000)]
+
+
+def reference(labeler: Labeler) -> list:
+    return labeler.predict(FIRST) + labeler.predict(SECOND) + labeler.predict(FIRST[:2])
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+def test_static_cache_decisions_equal_the_eager_decoder(
+    tiny_models: dict[str, Path], family: str
+) -> None:
+    labeler = load_labeler(
+        model=str(tiny_models[family]), adapter=None, quantization="none", taxonomy=TAXONOMY
+    )
+    expected = reference(labeler)
+    static = StaticDecoder(labeler.model, labeler.answer_format, graphs=False)
+    labeler.decoder = static
+    # New buffers for the first batch, reused (copied into) for the second of the same shape,
+    # new again for the smaller third: predictions equal to the last bit every time.
+    assert reference(labeler) == expected
+    assert static.captures == 0  # no graphs on the CPU
+
+
+def test_compiled_vision_and_language_give_the_eager_predictions(
+    tiny_models: dict[str, Path],
+) -> None:
+    labeler = load_labeler(
+        model=str(tiny_models["qwen2_vl"]), adapter=None, quantization="none", taxonomy=TAXONOMY
+    )
+    expected = labeler.predict(FIRST)
+    compiled = compile_model(labeler.model, vision=True, language=True)
+    assert compiled is not None
+    try:
+        got = labeler.predict(FIRST)
+        assert compiled.active, compiled.failure
+    finally:
+        compiled.remove()
+    # float32 on the CPU: the fused kernels round like eager up to float32 reordering.
+    for want, have in zip(expected, got, strict=True):
+        a, b = predicted(want), predicted(have)
+        assert (a.dominant_operation, a.start_frame, a.end_frame) == (
+            b.dominant_operation,
+            b.start_frame,
+            b.end_frame,
+        )
+        assert a.anticipated_next_operation == b.anticipated_next_operation
+        assert a.confidence == pytest.approx(b.confidence, abs=1e-5)
+
+
+def test_a_compile_failure_falls_back_to_eager(
+    labeler: Labeler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = labeler.predict(FIRST[:2])
+
+    def broken(*_: object, **__: object) -> torch.Tensor:
+        raise RuntimeError("inductor: no C++ compiler")  # what a bare worker image can give
+
+    # Every compiled piece now fails the way a broken compiler would.
+    monkeypatch.setattr(torch, "compile", lambda *_, **__: broken)
+    compiled = compile_model(labeler.model, vision=True, language=True)
+    assert compiled is not None
+    try:
+        assert labeler.predict(FIRST[:2]) == expected
+        assert not compiled.active and "no C++ compiler" in (compiled.failure or "")
+    finally:
+        compiled.remove()
+    assert labeler.predict(FIRST[:2]) == expected
+
+
+def test_speedups_apply_on_cuda_only() -> None:
+    # By default only the exact one: compiling changes near-tie decisions (speedups.py).
+    assert Speedups() == Speedups(cuda_graphs=True, compile_vision=False, compile_language=False)
+    everything = Speedups(compile_vision=True, compile_language=True)
+    assert everything.for_device(torch.device("cpu")) == Speedups.none()
+    assert everything.for_device(torch.device("cuda")) == everything
