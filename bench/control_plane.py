@@ -126,6 +126,7 @@ def record_labels(db: str, unit_id: int) -> int:
     assert unit is not None
     with session_scope(db) as session:
         batch = labelling._read(session, unit)
+    assert batch is not None
     outcomes = [
         ClipOutcome(
             clip_id=clip.id,

@@ -10,7 +10,7 @@ old one that outlived its heartbeat, changes nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -123,34 +123,51 @@ def adopt_units(
     session: Session, candidates: Select[WorkUnit], *, lease: str, take: int
 ) -> list[UnitRef]:
     """Take more units under a lease a delivery already holds: the first of `candidates`
-    (units of one kind, oldest first) that nobody holds, that never failed and may run now,
-    up to `take` payload items (a unit's `clip_ids`). Rows another delivery is taking at the
-    same moment are skipped. A unit that failed before runs alone, so that one bad unit
-    cannot keep failing the units delivered beside it."""
+    (units of one kind) that nobody holds, that never failed and may run now, up to `take`
+    payload items (a unit's `clip_ids`). Units never published come first, so the broker holds
+    no message for them. Rows another delivery is taking at the same moment are skipped, and
+    the lease is set only where it is still free (SQLite has no row locks). Units this lease
+    took already (a retried transaction) are returned again. A unit that failed before runs
+    alone, so that one bad unit cannot keep failing the units delivered beside it."""
+    held = list(session.scalars(candidates.where(WorkUnit.lease == lease)))
+    take -= sum(_size(unit) for unit in held)
     now = utcnow()
+    free = (
+        WorkUnit.lease.is_(None),
+        WorkUnit.failures == 0,
+        WorkUnit.state.in_([UnitState.PENDING, UnitState.DISPATCHED]),
+        or_(WorkUnit.not_before.is_(None), WorkUnit.not_before <= now),
+    )
     rows = session.scalars(
-        candidates.where(
-            WorkUnit.lease.is_(None),
-            WorkUnit.failures == 0,
-            WorkUnit.state.in_([UnitState.PENDING, UnitState.DISPATCHED]),
-            or_(WorkUnit.not_before.is_(None), WorkUnit.not_before <= now),
-        )
-        .order_by(WorkUnit.id)
+        candidates.where(*free)
+        .order_by(WorkUnit.state != UnitState.PENDING, WorkUnit.id)
         .limit(4 * max(take, 1))
-        .with_for_update(skip_locked=True)
+        # Only the units' rows: locking the joined rows too (jobs, items) would skip every
+        # unit of a job whose row a settling transaction holds.
+        .with_for_update(skip_locked=True, of=WorkUnit)
     ).all()
-    adopted = []
+    chosen = []
     for unit in rows:
-        size = len(unit.payload.get("clip_ids", ())) if unit.payload else 0
-        if size > take:
-            continue
-        unit.lease, unit.state, unit.heartbeat_at = lease, UnitState.RUNNING, now
-        adopted.append(unit)
-        take -= size
         if take <= 0:
             break
-    session.flush()
-    return [UnitRef.of(unit) for unit in adopted]
+        if _size(unit) <= take:
+            chosen.append(unit.id)
+            take -= _size(unit)
+    taken = set(
+        session.scalars(
+            update(WorkUnit)
+            .where(WorkUnit.id.in_(chosen), *free)
+            .values(lease=lease, state=UnitState.RUNNING, heartbeat_at=now)
+            .returning(WorkUnit.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    adopted = [replace(UnitRef.of(unit), lease=lease) for unit in rows if unit.id in taken]
+    return [UnitRef.of(unit) for unit in held] + adopted
+
+
+def _size(unit: WorkUnit) -> int:
+    return len((unit.payload or {}).get("clip_ids", ()))
 
 
 def finish_unit(session: Session, unit_id: int, lease: str) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from packsight.faults import TransientError
 from packsight.labels.prediction import ClipPrediction
 from packsight.labels.taxonomy import load_taxonomy
 from packsight.models.jobs import settle_item
@@ -107,21 +108,42 @@ def label_clips(ctx: Context, unit: UnitRef, lease: Lease) -> None:
     Each unit's outcome is recorded in its own transaction, so a unit taken over meanwhile
     (after this delivery's heartbeats stopped) costs the others nothing."""
     first = ctx.transaction(lambda s: _read(s, unit))
-    if unit.failures == 0:
+    if first is None:
+        raise LookupError(f"job item {unit.item_id} of work unit {unit.id} no longer exists")
+    # Beside a unit that failed before, or where one failure is final, nothing is adopted:
+    # a shared failure would count against every unit delivered together.
+    if unit.failures == 0 and ctx.settings.max_attempts > 1:
         lease.adopt(ctx.transaction(lambda s: _adopt(s, ctx, first, lease)))
-    batches = [first, *(ctx.transaction(partial(_read, unit=u)) for u in lease.adopted)]
-    clips = [clip for batch in batches for clip in batch.clips]
-    outcomes = _predict(ctx, clips, labeler_for(first.version, ctx.settings)) if clips else []
+    batches = [first]
+    for adopted in lease.adopted:
+        batch = ctx.transaction(partial(_read, unit=adopted))
+        if batch is None:
+            lease.finished(adopted.id)  # its job is gone, and the unit with it
+        else:
+            batches.append(batch)
+    # Two jobs over one video share its clips: each clip is labelled once.
+    clips = list({clip.id: clip for batch in batches for clip in batch.clips}.values())
+    labeler = labeler_for(first.version, ctx.settings) if clips else None
+    outcomes = {o.clip_id: o for o in (_predict(ctx, clips, labeler) if labeler else [])}
     lease.check()
-    start, lost = 0, None
+    lost: LeaseLostError | None = None
+    failed: Exception | None = None
     for batch in batches:
-        mine, start = outcomes[start : start + len(batch.clips)], start + len(batch.clips)
+        mine = [outcomes[clip.id] for clip in batch.clips]
         try:
             ctx.transaction(partial(_record, batch=batch, outcomes=mine, token=lease.token))
         except LeaseLostError as exc:
             lost = exc if batch.unit.id == unit.id else lost
             log.warning("work unit %s ended meanwhile; its labels are not recorded", batch.unit.id)
+        except TransientError:
+            raise  # the database is away: the rest waits with this unit (run_unit)
+        except Exception as exc:  # this unit's failure only: the others' labels are kept
+            log.exception("work unit %s: recording its labels failed", batch.unit.id)
+            failed = failed or exc
+            continue
         lease.finished(batch.unit.id)
+    if failed is not None:
+        raise failed  # counted against the units not recorded
     if lost is not None:
         raise lost
 
@@ -148,13 +170,19 @@ def _adopt(session: Session, ctx: Context, first: _Batch, lease: Lease) -> list[
             Job.model_version_id == first.version.id,
         )
     )
+    if ctx.embedded:
+        # In-process, each job is driven by its own caller, who does not see units held by
+        # another's delivery: take only this job's (no heartbeats run here either).
+        same_version = same_version.where(WorkUnit.job_id == first.unit.job_id)
     return adopt_units(session, same_version, lease=lease.token, take=room)
 
 
-def _read(session: Session, unit: UnitRef) -> _Batch:
+def _read(session: Session, unit: UnitRef) -> _Batch | None:
     """The unit's clips that still lack a label of the job's version (a duplicate delivery, or
-    another job over the same video, may have labelled some)."""
-    item = session.get_one(JobItem, unit.item_id)
+    another job over the same video, may have labelled some); None if its item is gone."""
+    item = session.get(JobItem, unit.item_id)
+    if item is None:
+        return None
     version = session.get_one(ModelVersion, session.get_one(Job, item.job_id).model_version_id)
     labelled = select(Prediction.clip_id).where(
         Prediction.model_version_id == version.id, Prediction.status == PredictionStatus.OK

@@ -104,9 +104,10 @@ class Lease:
                 )
                 self.lost = True
                 return
+            asked = set(self._held)
             try:
                 renewed = self.ctx.try_transaction(
-                    partial(renew_leases, unit_ids=sorted(self._held), lease=self.token),
+                    partial(renew_leases, unit_ids=sorted(asked), lease=self.token),
                     quiet=True,
                 )
             except Exception:  # not an outage: a bug; stop holding rather than hold forever
@@ -114,7 +115,8 @@ class Lease:
                 self.lost = True
                 return
             if renewed is not None:
-                self._held &= renewed
+                # Only what this heartbeat asked for and lost: units adopted meanwhile stay.
+                self._held -= asked - renewed
                 if not self._held:
                     self.lost = True
                     return

@@ -86,13 +86,14 @@ def test_metrics_follow_a_job_through_every_process(
     assert value(gpu, name, outcome="ok") - value(before["worker-gpu"], name, outcome="ok") == clips
     assert value(gpu, name, outcome="failed") == value(before["worker-gpu"], name, outcome="failed")
 
-    # Stage latency: every sample delivery on the CPU worker, the label deliveries on the GPU's.
+    # Stage latency: every sample delivery on the CPU worker, the label deliveries on the GPU's
+    # (one per video at most: a delivery labels the clips of other videos waiting beside it).
     count = "packsight_stage_duration_seconds_count"
     cpu = scrape(url["worker-cpu"])
     sampled = value(cpu, count, kind="sample", outcome="ok")
     assert sampled - value(before["worker-cpu"], count, kind="sample", outcome="ok") == VIDEOS
     labelled = value(gpu, count, kind="label", outcome="ok")
-    assert labelled - value(before["worker-gpu"], count, kind="label", outcome="ok") >= VIDEOS
+    assert 1 <= labelled - value(before["worker-gpu"], count, kind="label", outcome="ok") <= VIDEOS
     bucket = value(
         gpu, "packsight_stage_duration_seconds_bucket", kind="label", outcome="ok", le="+Inf"
     )

@@ -1,11 +1,13 @@
-"""GPU batches filled across videos, on real Postgres with the tiny model: one delivery labels
-the waiting label units of other videos beside its own, each recorded in its own transaction;
-a failed delivery counts against every unit it ran and they run alone from then on; a unit
-taken over meanwhile is left to its new holder; another model version's units are never
-adopted."""
+"""GPU batches filled across videos, on real Postgres and Redis with the tiny model, delivered
+as a worker delivers them (heartbeats running): one delivery labels the waiting label units of
+other videos and jobs beside its own, each recorded in its own transaction and kept alive by its
+heartbeat; a failed delivery counts against every unit it ran and they run alone from then on;
+a unit taken over meanwhile is left to its new holder; another model version's units are never
+adopted; a clip two jobs share is labelled once; in-process, only the job's own units."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,15 @@ from packsight.pipeline.context import Context
 from packsight.pipeline.embedded import drive
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def worker(ctx: Context, redis_url: str) -> Context:
+    """A GPU worker's context: a broker to publish to, so deliveries keep heartbeats."""
+    from packsight.workers.broker import publisher_for
+
+    settings = ctx.settings.model_copy(update={"broker_url": redis_url, "stale_after_s": 2.0})
+    return Context(settings, publisher_for(settings))
 
 
 @pytest.fixture
@@ -73,11 +84,13 @@ def sampled(ctx: Context, job_id: str) -> list[WorkUnit]:
     return units(ctx, job_id, UnitKind.LABEL)
 
 
-def test_one_delivery_fills_its_batches_with_other_videos_clips(ctx: Context, calls: Calls) -> None:
+def test_one_delivery_fills_its_batches_with_other_videos_clips(
+    ctx: Context, worker: Context, calls: Calls
+) -> None:
     job_id = submit(ctx)
     labels = sampled(ctx, job_id)
     assert len(labels) == 4  # one unit per video
-    stages.run(ctx, labels[0].id)
+    stages.run(worker, labels[0].id)
     assert calls.sizes == [clip_count(ctx, job_id)]  # every video's clips in one stream
     assert units(ctx, job_id) == []
     state, items = job_state(ctx, job_id)
@@ -85,12 +98,36 @@ def test_one_delivery_fills_its_batches_with_other_videos_clips(ctx: Context, ca
     rows = prediction_rows(ctx, job_id)
     assert len(rows) == len({clip for clip, _ in rows}) == clip_count(ctx, job_id)
     for unit in labels[1:]:  # their own messages, arriving late, find nothing to do
-        stages.run(ctx, unit.id)
+        stages.run(worker, unit.id)
     assert len(calls.sizes) == 1
 
 
+def test_the_heartbeat_keeps_every_adopted_unit(
+    ctx: Context, worker: Context, calls: Calls
+) -> None:
+    import harness
+
+    job_id = submit(ctx)
+    labels = sampled(ctx, job_id)
+    def until_renewed(_call: int) -> None:
+        # Called with the units adopted (their heartbeat set then): wait for later ones.
+        adopted_at = utcnow()
+        deadline = time.monotonic() + harness.budget(60)
+        while True:
+            held = units(ctx, job_id)
+            assert len(held) == 4 and all(u.lease is not None for u in held)
+            if all(u.heartbeat_at is not None and u.heartbeat_at > adopted_at for u in held):
+                return
+            assert time.monotonic() < deadline, "adopted units were not renewed"
+            time.sleep(0.1)
+
+    calls.before = until_renewed
+    stages.run(worker, labels[0].id)
+    assert units(ctx, job_id) == [] and job_state(ctx, job_id)[0] == "succeeded"
+
+
 def test_a_failed_delivery_counts_against_every_unit_and_they_run_alone(
-    ctx: Context, calls: Calls
+    ctx: Context, worker: Context, calls: Calls
 ) -> None:
     job_id = submit(ctx)
     labels = sampled(ctx, job_id)
@@ -100,18 +137,20 @@ def test_a_failed_delivery_counts_against_every_unit_and_they_run_alone(
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
     calls.before = fail_once
-    stages.run(ctx, labels[0].id)
+    stages.run(worker, labels[0].id)
     after = units(ctx, job_id, UnitKind.LABEL)
     assert [u.id for u in after] == [u.id for u in labels]
     assert all(u.failures == 1 and u.lease is None and u.state == "pending" for u in after)
     assert all("illegal memory access" in (u.last_error or "") for u in after)
-    drive(ctx, job_id=job_id)  # each unit once more, alone: one call per unit
+    drive(worker, job_id=job_id)  # each unit once more, alone: one call per unit
     assert calls.sizes[1:] == [len(u.payload["clip_ids"]) for u in labels]
     assert job_state(ctx, job_id)[0] == "succeeded"
     assert len(prediction_rows(ctx, job_id)) == clip_count(ctx, job_id)
 
 
-def test_a_unit_taken_over_meanwhile_is_left_to_its_new_holder(ctx: Context, calls: Calls) -> None:
+def test_a_unit_taken_over_meanwhile_is_left_to_its_new_holder(
+    ctx: Context, worker: Context, calls: Calls
+) -> None:
     job_id = submit(ctx)
     labels = sampled(ctx, job_id)
     taken = labels[2]
@@ -127,7 +166,7 @@ def test_a_unit_taken_over_meanwhile_is_left_to_its_new_holder(ctx: Context, cal
             )
 
     calls.before = take_over
-    stages.run(ctx, labels[0].id)
+    stages.run(worker, labels[0].id)
     (left,) = units(ctx, job_id)
     assert left.id == taken.id and left.lease == "new-holder" and left.failures == 0
     labelled = {clip for clip, _ in prediction_rows(ctx, job_id)}
@@ -137,7 +176,9 @@ def test_a_unit_taken_over_meanwhile_is_left_to_its_new_holder(ctx: Context, cal
     assert sorted(s for s, _ in items.values()) == ["inferring"] + ["succeeded"] * 3
 
 
-def test_units_of_another_model_version_are_not_adopted(ctx: Context, calls: Calls) -> None:
+def test_units_of_another_model_version_are_not_adopted(
+    ctx: Context, worker: Context, calls: Calls
+) -> None:
     mine, theirs = submit(ctx), submit(ctx)
     with session_scope(ctx.settings.resolved_database_url) as session:
         other = get_or_create_model_version(
@@ -146,8 +187,33 @@ def test_units_of_another_model_version_are_not_adopted(ctx: Context, calls: Cal
         session.execute(update(Job).where(Job.id == theirs).values(model_version_id=other.id))
     labels = sampled(ctx, mine)
     their_labels = sampled(ctx, theirs)
-    stages.run(ctx, labels[0].id)
+    stages.run(worker, labels[0].id)
     assert calls.sizes == [clip_count(ctx, mine)]
     assert units(ctx, mine) == []
     assert [u.id for u in units(ctx, theirs)] == [u.id for u in their_labels]
     assert all(u.lease is None for u in units(ctx, theirs))
+
+
+def test_a_clip_two_jobs_share_is_labelled_once(
+    ctx: Context, worker: Context, calls: Calls
+) -> None:
+    first, second = submit(ctx), submit(ctx)  # the same videos, the same model version
+    labels = sampled(ctx, first)
+    sampled(ctx, second)
+    stages.run(worker, labels[0].id)
+    assert calls.sizes == [clip_count(ctx, first)] == [clip_count(ctx, second)]
+    for job_id in (first, second):
+        assert job_state(ctx, job_id)[0] == "succeeded" and units(ctx, job_id) == []
+        assert len(prediction_rows(ctx, job_id)) == clip_count(ctx, job_id)
+
+
+def test_in_process_only_the_jobs_own_units_are_adopted(ctx: Context, calls: Calls) -> None:
+    """Without a broker each job is driven by its own caller, which would not see another
+    job's units held by this delivery."""
+    mine, theirs = submit(ctx), submit(ctx)
+    labels = sampled(ctx, mine)
+    their_labels = sampled(ctx, theirs)
+    stages.run(ctx, labels[0].id)
+    assert calls.sizes == [clip_count(ctx, mine)]
+    assert units(ctx, mine) == []
+    assert [(u.id, u.lease) for u in units(ctx, theirs)] == [(u.id, None) for u in their_labels]

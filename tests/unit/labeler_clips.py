@@ -35,6 +35,16 @@ def predicted(outcome: ClipPrediction | Exception) -> ClipPrediction:
     return outcome
 
 
+def assert_same_answer(
+    a: ClipPrediction | Exception, b: ClipPrediction | Exception, *, confidence_within: float
+) -> None:
+    """The same decisions, and confidences within `confidence_within` of each other."""
+    a, b = predicted(a), predicted(b)
+    decisions = "dominant_operation", "start_frame", "end_frame", "anticipated_next_operation"
+    assert [getattr(a, d) for d in decisions] == [getattr(b, d) for d in decisions]
+    assert a.confidence == pytest.approx(b.confidence, abs=confidence_within)
+
+
 def assert_valid(prediction: ClipPrediction | OutputParseError, clip: ClipInput) -> None:
     assert isinstance(prediction, ClipPrediction), prediction
     assert prediction.dominant_operation in TAXONOMY.operations

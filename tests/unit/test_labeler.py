@@ -4,7 +4,7 @@ batched predictions, their confidences and validity, and the inputs it refuses."
 from pathlib import Path
 
 import pytest
-from labeler_clips import CLIPS, assert_valid, make_clip, predicted
+from labeler_clips import CLIPS, assert_same_answer, assert_valid, make_clip, predicted
 
 from packsight.labels.prediction import ClipPrediction
 from packsight.labels.taxonomy import load_taxonomy
@@ -28,14 +28,7 @@ def test_batched_predictions_equal_one_by_one(labeler: Labeler) -> None:
     batched = labeler.predict(CLIPS)
     for prediction, clip in zip(batched, CLIPS, strict=True):
         alone = labeler.predict([clip])[0]
-        assert isinstance(alone, ClipPrediction) and isinstance(prediction, ClipPrediction)
-        assert (alone.dominant_operation, alone.start_frame, alone.end_frame) == (
-            prediction.dominant_operation,
-            prediction.start_frame,
-            prediction.end_frame,
-        )
-        assert alone.anticipated_next_operation == prediction.anticipated_next_operation
-        assert alone.confidence == pytest.approx(prediction.confidence, rel=1e-4)
+        assert_same_answer(alone, prediction, confidence_within=1e-4 * predicted(alone).confidence)
 
 
 def test_records_model_version_name(labeler: Labeler, tiny_models: dict[str, Path]) -> None:

@@ -26,9 +26,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("gpu") / "tiny")
 
 
-def clips() -> list[ClipInput]:
+def clips(seeds: range = range(5)) -> list[ClipInput]:
     result = []
-    for seed in range(5):
+    for seed in seeds:
         n = 125 if seed % 2 else 60
         frames = np.random.default_rng(seed).integers(0, 256, (8, 56, 56, 3), dtype=np.uint8)
         indices = tuple(round(i * (n - 1) / 7) for i in range(8))
@@ -42,15 +42,7 @@ def clips() -> list[ClipInput]:
 def test_cuda_predictions_are_valid_and_batch_independent(
     tiny: Path, dtype: torch.dtype, quantization: Quantization
 ) -> None:
-    labeler = load_labeler(
-        model=str(tiny),
-        adapter=None,
-        quantization=quantization,
-        device="cuda",
-        taxonomy=TAXONOMY,
-        batch_size=4,
-        dtype=dtype,
-    )
+    labeler = _labeler(tiny, quantization, dtype, Speedups())
     assert next(labeler.model.parameters()).device.type == "cuda"
     batch = clips()
     batched = labeler.predict(batch)
@@ -67,13 +59,7 @@ def test_cuda_predictions_are_valid_and_batch_independent(
 
 def more_clips() -> list[ClipInput]:
     """Another batch of the same shape as `clips()`, other frames: a graph replay."""
-    result = []
-    for seed in range(10, 15):
-        n = 125 if seed % 2 else 60
-        frames = np.random.default_rng(seed).integers(0, 256, (8, 56, 56, 3), dtype=np.uint8)
-        indices = tuple(round(i * (n - 1) / 7) for i in range(8))
-        result.append(ClipInput(frames=frames, clip_frame_count=n, frame_indices=indices))
-    return result
+    return clips(range(10, 15))
 
 
 def _labeler(tiny: Path, quantization: Quantization, dtype: torch.dtype, speedups: Speedups):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from labeler_clips import TAXONOMY, make_clip, predicted
+from labeler_clips import TAXONOMY, assert_same_answer, make_clip
 
 from packsight.vlm.compiled import compile_model
 from packsight.vlm.labeler import Labeler, load_labeler
@@ -55,14 +55,7 @@ def test_compiled_vision_and_language_give_the_eager_predictions(
         compiled.remove()
     # float32 on the CPU: the fused kernels round like eager up to float32 reordering.
     for want, have in zip(expected, got, strict=True):
-        a, b = predicted(want), predicted(have)
-        assert (a.dominant_operation, a.start_frame, a.end_frame) == (
-            b.dominant_operation,
-            b.start_frame,
-            b.end_frame,
-        )
-        assert a.anticipated_next_operation == b.anticipated_next_operation
-        assert a.confidence == pytest.approx(b.confidence, abs=1e-5)
+        assert_same_answer(want, have, confidence_within=1e-5)
 
 
 def test_a_compile_failure_falls_back_to_eager(
