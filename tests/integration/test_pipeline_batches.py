@@ -109,6 +109,7 @@ def test_the_heartbeat_keeps_every_adopted_unit(
 
     job_id = submit(ctx)
     labels = sampled(ctx, job_id)
+
     def until_renewed(_call: int) -> None:
         # Called with the units adopted (their heartbeat set then): wait for later ones.
         adopted_at = utcnow()
