@@ -97,10 +97,14 @@ def claim_visibility_timeout(celery: Celery, settings: Settings) -> None:
     client = redis.Redis.from_url(url, socket_timeout=10)
     mine = str(settings.visibility_timeout_s)
     try:
-        held = client.set(VISIBILITY_KEY, mine, nx=True, ex=600, get=True)
-        # With get=True Redis answers the value already held (bytes: no decode_responses) or nil.
+        # SET NX then GET, not one SET NX GET: that needs Redis 7, and 6.2 is still common.
+        if client.set(VISIBILITY_KEY, mine, nx=True, ex=600):
+            return  # the first process on this broker
+        held = client.get(VISIBILITY_KEY)  # bytes (no decode_responses), or nil if it expired
         assert held is None or isinstance(held, bytes)
-        if held is not None and held.decode() != mine:
+        if held is None:
+            client.set(VISIBILITY_KEY, mine, nx=True, ex=600)
+        elif held.decode() != mine:
             raise SystemExit(
                 f"PACKSIGHT_VISIBILITY_TIMEOUT_S is {mine} here but {held.decode()} in the "
                 "processes already using this Redis; every worker and beat of one broker must use "

@@ -14,10 +14,12 @@ from harness import budget
 PACKSIGHT = str(Path(sys.executable).parent / "packsight")
 
 
-def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], cwd: Path, command: tuple[str, ...] = (PACKSIGHT,), **env: str
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PACKSIGHT_")}
     return subprocess.run(
-        [PACKSIGHT, *args],
+        [*command, *args],
         cwd=cwd,
         env=clean | env,
         capture_output=True,
@@ -101,3 +103,10 @@ def test_a_first_look_at_an_empty_data_folder_says_so(tmp_path: Path, own_data_d
     assert versions.returncode == 0 and "Traceback" not in versions.stderr, versions.stderr
     shown = run(["info"], tmp_path).stdout
     assert f"data dir:   {own_data_dir}" in shown and "embedded default" in shown
+
+
+def test_python_m_packsight_is_the_same_command(tmp_path: Path) -> None:
+    # Where packages were installed without their scripts (pip --target), the module runs it.
+    result = run(["label", "missing-folder"], tmp_path, command=(sys.executable, "-m", "packsight"))
+    assert result.returncode == run(["label", "missing-folder"], tmp_path).returncode != 0
+    assert "missing-folder" in result.stderr and "Traceback" not in result.stderr
