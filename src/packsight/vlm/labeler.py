@@ -14,19 +14,18 @@ from dataclasses import replace
 from typing import Any, cast
 
 import torch
-from transformers.video_utils import VideoMetadata
 
 from packsight.labels.prediction import ClipPrediction
 from packsight.labels.taxonomy import Taxonomy
 from packsight.video.framepack import EncodedFrames
-from packsight.vlm.answer import HEAD, AnswerFormat
+from packsight.vlm.answer import AnswerFormat
 from packsight.vlm.clip_input import ClipInput, check_clip, decode_clips
 from packsight.vlm.compiled import Compiled, compile_model
 from packsight.vlm.decoding import LockstepDecoder
 from packsight.vlm.free_form import generate_free_form
 from packsight.vlm.loading import Quantization, load_model_and_processor, resolve_device
+from packsight.vlm.model_inputs import processor_inputs
 from packsight.vlm.parsing import OutputParseError, parse_prediction
-from packsight.vlm.prompts import build_messages
 from packsight.vlm.speedups import Speedups
 from packsight.vlm.static_decoding import StaticDecoder
 
@@ -116,41 +115,8 @@ class Labeler:
             if errors:
                 raise errors[0]
             clips = [d for d in decoded if isinstance(d, ClipInput)]  # all of them: no errors
-        texts = [
-            self.processor.apply_chat_template(
-                build_messages(
-                    taxonomy=self.taxonomy,
-                    clip_frame_count=clip.clip_frame_count,
-                    frame_indices=clip.frame_indices,
-                ),
-                tokenize=False,
-                add_generation_prompt=True,
-            )
-            # The constrained answer starts with fixed text; it is part of the prefill.
-            + (HEAD if self.constrained else "")
-            for clip in clips
-        ]
-        metadata = [
-            VideoMetadata(
-                total_num_frames=clip.clip_frame_count,
-                fps=clip.fps,
-                frames_indices=list(clip.frame_indices),
-            )
-            for clip in clips
-        ]
-        return self.processor(
-            text=texts,
-            videos=[clip.frames for clip in clips],
-            video_metadata=metadata,
-            # Rescale, normalise and patchify on the model's device: on the CPU this costs as
-            # much as the GPU's whole forward pass for a batch of clips.
-            device=str(self.device),
-            do_sample_frames=False,  # the clip's frames are already the sampled ones
-            do_resize=False,
-            cap_pixels_per_frame=False,
-            padding=True,
-            padding_side="left",  # generation appends on the right of every row
-            return_tensors="pt",
+        return processor_inputs(
+            self.processor, clips, taxonomy=self.taxonomy, head=self.constrained, device=self.device
         )
 
     def predict(self, clips: list[ClipInput]) -> list[ClipPrediction | OutputParseError]:
