@@ -96,7 +96,9 @@ def environment(args: argparse.Namespace, db: str, redis: str, s3: Any, data: Pa
     }
 
 
-def start_workers(env: dict[str, str], logs: Path, cpu: int) -> list[harness.ProcessGroup]:
+def start_workers(
+    env: dict[str, str], logs: Path, cpu: int, cpu_nice: int
+) -> list[harness.ProcessGroup]:
     # Modules rather than console scripts: the same on a host whose packages were installed
     # with `pip --target` (no scripts on PATH for this interpreter).
     celery = [sys.executable, "-m", "celery", "-A", "packsight.workers.app", "worker", "-l", "INFO"]
@@ -104,7 +106,8 @@ def start_workers(env: dict[str, str], logs: Path, cpu: int) -> list[harness.Pro
     workers = [
         harness.ProcessGroup(
             "worker-cpu",
-            [*celery, "-Q", "cpu", "--pool", "prefork", "-c", str(cpu), "-n", "cpu@%h"],
+            # `nice`: the CPU workers yield the cores to the GPU worker's host thread.
+            ["nice", "-n", str(cpu_nice), *celery, "-Q", "cpu", "-c", str(cpu), "-n", "cpu@%h"],
             log_path=logs / "worker-cpu.log",
             env=full,
         ),
@@ -188,6 +191,7 @@ def main() -> None:
     parser.add_argument("--video-dir", type=Path, help="one job over these videos instead")
     parser.add_argument("--cpu-workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     parser.add_argument("--decode-threads", type=int, default=1)
+    parser.add_argument("--cpu-nice", type=int, default=0, help="niceness of the CPU workers")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--frame-side", type=int, default=336)
     parser.add_argument("--out", type=Path)
@@ -231,7 +235,7 @@ def main() -> None:
         ctx.storage.put_bytes(BUCKET, "warmup/U9999/kinect/S9999.mp4", first.read_bytes())
         logs = args.logs or root / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        workers = start_workers(env, logs, args.cpu_workers)
+        workers = start_workers(env, logs, args.cpu_workers, args.cpu_nice)
         report["runs"] = []
         try:
             report["warmup"] = run_job(ctx, "warmup/")  # the GPU worker loads its model
