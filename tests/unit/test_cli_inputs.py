@@ -15,13 +15,16 @@ PACKSIGHT = str(Path(sys.executable).parent / "packsight")
 
 
 def run(
-    args: list[str], cwd: Path, command: tuple[str, ...] = (PACKSIGHT,), **env: str
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    command: tuple[str, ...] = (PACKSIGHT,),
 ) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PACKSIGHT_")}
     return subprocess.run(
         [*command, *args],
         cwd=cwd,
-        env=clean | env,
+        env=clean | (env or {}),
         capture_output=True,
         text=True,
         timeout=budget(120),
@@ -81,14 +84,14 @@ def test_an_s3_source_follows_s3_rules(tmp_path: Path, source: str, needle: str)
 def test_flower_starts_only_with_real_basic_auth(
     tmp_path: Path, env: dict[str, str], args: list[str], needle: str
 ) -> None:
-    result = run(["flower", *args], tmp_path, **env)
+    result = run(["flower", *args], tmp_path, env)
     assert result.returncode == 2 and needle in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_a_worker_with_a_placeholder_secret_is_a_usage_error(tmp_path: Path) -> None:
     env = {"PACKSIGHT_BROKER_URL": "redis://127.0.0.1:1/0", "PACKSIGHT_API_TOKEN": "changeme"}
-    result = run(["worker", "--queue", "cpu"], tmp_path, **env)
+    result = run(["worker", "--queue", "cpu"], tmp_path, env)
     assert result.returncode == 2 and "PACKSIGHT_API_TOKEN" in result.stderr
     assert "Traceback" not in result.stderr
 
