@@ -118,14 +118,14 @@ def record_sampled(db: str, job_id: str, item_id: int, n: int, clips: int) -> No
 
 
 def record_labels(db: str, unit_id: int) -> int:
-    """The GPU stage's outcome transaction for one unit (labelling._record), after its claim and
-    the read of its clips; returns the clips recorded."""
+    """The GPU stage's outcome transaction for one unit (labelling.record_unit), after its
+    claim and the read of its clips; returns the clips recorded."""
     token = secrets.token_hex(16)
     with session_scope(db) as session:
         unit = claim_unit(session, unit_id, lease=token, stale_before=utcnow())
     assert unit is not None
     with session_scope(db) as session:
-        batch = labelling._read(session, unit)
+        batch = labelling.read_unit(session, unit)
     assert batch is not None
     outcomes = [
         ClipOutcome(
@@ -141,7 +141,7 @@ def record_labels(db: str, unit_id: int) -> int:
         for clip in batch.clips
     ]
     with session_scope(db) as session:
-        labelling._record(session, batch=batch, outcomes=outcomes, token=token)
+        labelling.record_unit(session, batch=batch, outcomes=outcomes, token=token)
     return len(outcomes)
 
 

@@ -1,7 +1,7 @@
 """The whole pipeline on one host: an S3 server with the videos, CPU workers (prefork), one GPU
 worker (solo), beat's sweeper and Postgres, all real processes; a job over the archive, timed
 from its submission to its final state, next to the GPU stage alone on the same frame packs in
-the same run (`labelling._predict` in this process, the worker's own code without Celery or
+the same run (`labelling.predict_clips` in this process, the worker's own code without Celery or
 the database). The ratio end-to-end / GPU alone is the pipeline's efficiency; the timestamps of
 the clips and predictions say where the rest went.
 

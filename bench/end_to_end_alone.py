@@ -32,14 +32,15 @@ def gpu_alone(ctx: Context, job_ids: list[str], repeats: int) -> list[dict[str, 
         version = session.get_one(ModelVersion, session.get_one(Job, job_ids[0]).model_version_id)
         session.expunge_all()
     labeler = labelling.load_version(version, ctx.settings)  # as the GPU worker loads it
-    labelling._predict(ctx, clips[job_ids[0]][: ctx.settings.gpu_batch_size], labeler)  # warm-up
+    warm_up = clips[job_ids[0]][: ctx.settings.gpu_batch_size]
+    labelling.predict_clips(ctx, warm_up, labeler)
     walls: dict[str, list[float]] = {job_id: [] for job_id in job_ids}
     ok = {}
     for _ in range(repeats):
         for job_id in job_ids:
             _sync()
             started = time.perf_counter()
-            outcomes = labelling._predict(ctx, clips[job_id], labeler)
+            outcomes = labelling.predict_clips(ctx, clips[job_id], labeler)
             _sync()
             walls[job_id].append(time.perf_counter() - started)
             ok[job_id] = sum(outcome.error is None for outcome in outcomes)

@@ -1,7 +1,6 @@
-"""The GPU stage: label a unit's sampled clips (with those of other waiting units, to fill the
-GPU's batches) with the job's model version and record every clip's outcome (a prediction, or
-the reason there is none) in the transaction that ends its unit; the item and its job are
-settled in the same transaction."""
+"""The GPU stage's parts: the served model (one per process), a label unit's clips read from the
+database, their frames loaded, their outcomes (a prediction, or the reason there is none)
+recorded in the transaction that ends the unit. label_delivery.py runs them as one delivery."""
 
 from __future__ import annotations
 
@@ -9,13 +8,11 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from packsight.faults import TransientError
 from packsight.labels.prediction import ClipPrediction
 from packsight.labels.taxonomy import load_taxonomy
 from packsight.models.jobs import settle_item
@@ -24,7 +21,7 @@ from packsight.models.tables.clips import Clip, Prediction, PredictionStatus
 from packsight.models.tables.jobs import Job, JobItem
 from packsight.models.tables.versions import ModelVersion
 from packsight.models.tables.work import UnitKind, WorkUnit
-from packsight.models.work import LeaseLostError, UnitRef, adopt_units, finish_unit
+from packsight.models.work import UnitRef, adopt_units, finish_unit
 from packsight.pipeline import metrics
 from packsight.pipeline.context import Context
 from packsight.pipeline.storage import open_artifact_storage
@@ -95,70 +92,32 @@ def labeler_for(version: ModelVersion, settings: Settings) -> Labeler:
 
 
 @dataclass(frozen=True)
-class _Batch:
+class UnitClips:
+    """A label unit, read: its job item, the job's model version, the clips still to label."""
+
     unit: UnitRef
     item_id: int
     version: ModelVersion
     clips: list[Clip]
 
 
-def label_clips(ctx: Context, unit: UnitRef, lease: Lease) -> None:
-    """Label the unit's clips and, to fill the GPU's batches, those of other videos' label
-    units of the same model version that are waiting (adopted under this delivery's lease).
-    Each unit's outcome is recorded in its own transaction, so a unit taken over meanwhile
-    (after this delivery's heartbeats stopped) costs the others nothing."""
-    first = ctx.transaction(lambda s: _read(s, unit))
-    if first is None:
-        raise LookupError(f"job item {unit.item_id} of work unit {unit.id} no longer exists")
-    # Beside a unit that failed before, or where one failure is final, nothing is adopted:
-    # a shared failure would count against every unit delivered together.
-    if unit.failures == 0 and ctx.settings.max_attempts > 1:
-        lease.adopt(ctx.transaction(lambda s: _adopt(s, ctx, first, lease)))
-    batches = [first]
-    for adopted in lease.adopted:
-        batch = ctx.transaction(partial(_read, unit=adopted))
-        if batch is None:
-            lease.finished(adopted.id)  # its job is gone, and the unit with it
-        else:
-            batches.append(batch)
-    # Two jobs over one video share its clips: each clip is labelled once.
-    clips = list({clip.id: clip for batch in batches for clip in batch.clips}.values())
-    labeler = labeler_for(first.version, ctx.settings) if clips else None
-    outcomes = {o.clip_id: o for o in (_predict(ctx, clips, labeler) if labeler else [])}
-    lease.check()
-    lost: LeaseLostError | None = None
-    failed: Exception | None = None
-    for batch in batches:
-        mine = [outcomes[clip.id] for clip in batch.clips]
-        try:
-            ctx.transaction(partial(_record, batch=batch, outcomes=mine, token=lease.token))
-        except LeaseLostError as exc:
-            lost = exc if batch.unit.id == unit.id else lost
-            log.warning("work unit %s ended meanwhile; its labels are not recorded", batch.unit.id)
-        except TransientError:
-            raise  # the database is away: the rest waits with this unit (run_unit)
-        except Exception as exc:  # this unit's failure only: the others' labels are kept
-            log.exception("work unit %s: recording its labels failed", batch.unit.id)
-            failed = failed or exc
-            continue
-        lease.finished(batch.unit.id)
-    if failed is not None:
-        raise failed  # counted against the units not recorded
-    if lost is not None:
-        raise lost
-
-
-def _record(session: Session, *, batch: _Batch, outcomes: list[ClipOutcome], token: str) -> None:
+def record_unit(
+    session: Session, *, batch: UnitClips, outcomes: list[ClipOutcome], token: str
+) -> None:
+    """End a label unit held under `token` with its clips' outcomes; its item and job are
+    settled in the same transaction."""
     finish_unit(session, batch.unit.id, token)
     upsert_predictions(session, model_version_id=batch.version.id, outcomes=outcomes)
     metrics.clips_recorded(session, [outcome.error is None for outcome in outcomes])
     settle_item(session, item_id=batch.item_id)
 
 
-def _adopt(session: Session, ctx: Context, first: _Batch, lease: Lease) -> list[UnitRef]:
-    """Waiting label units of the same model version, up to one unit's worth of clips."""
-    room = ctx.settings.gpu_batch_size * ctx.settings.gpu_task_batches - len(first.clips)
-    if room <= 0:
+def adopt_waiting(
+    session: Session, ctx: Context, first: UnitClips, lease: Lease, *, clips: int
+) -> list[UnitRef]:
+    """Waiting label units of the same model version, up to `clips` clips held beside the
+    delivery's own unit (the units this lease adopted before and still holds count)."""
+    if clips <= 0:
         return []
     same_version = (
         select(WorkUnit)
@@ -174,10 +133,10 @@ def _adopt(session: Session, ctx: Context, first: _Batch, lease: Lease) -> list[
         # In-process, each job is driven by its own caller, who does not see units held by
         # another's delivery: take only this job's (no heartbeats run here either).
         same_version = same_version.where(WorkUnit.job_id == first.unit.job_id)
-    return adopt_units(session, same_version, lease=lease.token, take=room)
+    return adopt_units(session, same_version, lease=lease.token, take=clips)
 
 
-def _read(session: Session, unit: UnitRef) -> _Batch | None:
+def read_unit(session: Session, unit: UnitRef) -> UnitClips | None:
     """The unit's clips that still lack a label of the job's version (a duplicate delivery, or
     another job over the same video, may have labelled some); None if its item is gone."""
     item = session.get(JobItem, unit.item_id)
@@ -193,34 +152,37 @@ def _read(session: Session, unit: UnitRef) -> _Batch | None:
         .order_by(Clip.id)
     ).all()
     session.expunge_all()  # plain snapshots from here on
-    return _Batch(unit, item.id, version, list(clips))
+    return UnitClips(unit, item.id, version, list(clips))
 
 
-def _predict(ctx: Context, clips: list[Clip], labeler: Labeler) -> list[ClipOutcome]:
-    """Run the model over the clips; a clip whose frames cannot be read gets an error outcome.
-    Frames are fetched and unpacked while the GPU works on the previous batch. An unreachable
-    artifact store is waited out (ctx.artifacts) and, beyond that, aborts the whole unit: it is
-    never a clip's fault."""
+def clip_loader(ctx: Context, clip: Clip) -> Callable[[], ClipInput | Exception]:
+    """Fetch and unpack the clip's frame pack, or return why it cannot be read. An unreachable
+    artifact store is waited out (ctx.artifacts) and, beyond that, raises: it is never a
+    clip's fault."""
     from packsight.vlm.clip_input import ClipInput
 
-    def loader(clip: Clip) -> Callable[[], ClipInput | Exception]:
-        def load() -> ClipInput | Exception:
-            try:
-                pack = read_frame_pack(ctx.artifacts.get_bytes(*clip.frames_uri.split("/", 1)))
-            except (FramePackError, StorageError) as exc:
-                return exc
-            # Still JPEG: the labeler decodes a whole batch on the GPU.
-            return ClipInput(pack, clip.frame_count, tuple(clip.frame_indices))
+    def load() -> ClipInput | Exception:
+        try:
+            pack = read_frame_pack(ctx.artifacts.get_bytes(*clip.frames_uri.split("/", 1)))
+        except (FramePackError, StorageError) as exc:
+            return exc
+        # Still JPEG: the labeler decodes a whole batch on the GPU.
+        return ClipInput(pack, clip.frame_count, tuple(clip.frame_indices))
 
-        return load
+    return load
 
+
+def predict_clips(ctx: Context, clips: list[Clip], labeler: Labeler) -> list[ClipOutcome]:
+    """Run the model over the clips, as a delivery does, with no database: a clip whose frames
+    cannot be read gets an error outcome. Frames are fetched and unpacked while the GPU works
+    on the previous batch."""
     results = labeler.predict_stream(
-        [loader(clip) for clip in clips], on_batch=metrics.gpu_batch_done
+        [clip_loader(ctx, clip) for clip in clips], on_batch=metrics.gpu_batch_done
     )
-    return [_outcome(clip.id, result) for clip, result in zip(clips, results, strict=True)]
+    return [outcome_of(clip.id, result) for clip, result in zip(clips, results, strict=True)]
 
 
-def _outcome(clip_id: int, result: ClipPrediction | Exception) -> ClipOutcome:
+def outcome_of(clip_id: int, result: ClipPrediction | Exception) -> ClipOutcome:
     if isinstance(result, ClipPrediction):
         return ClipOutcome(
             clip_id=clip_id,

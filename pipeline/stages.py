@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from packsight.models.tables.work import UnitKind
 from packsight.pipeline.context import Context
-from packsight.pipeline.labelling import give_up_labelling, label_clips
+from packsight.pipeline.label_delivery import label_clips
+from packsight.pipeline.labelling import give_up_labelling
 from packsight.pipeline.listing import give_up_listing, list_source
 from packsight.pipeline.sampling import give_up_sampling, sample_video
 from packsight.pipeline.training import give_up_training, train_run

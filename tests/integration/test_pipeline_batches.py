@@ -8,11 +8,10 @@ adopted; a clip two jobs share is labelled once; in-process, only the job's own 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from labeler_calls import Calls, sampled, short_videos, watch_labeler, worker_context
 from pipeline_jobs import clip_count, job_state, prediction_rows, submit, units
 from sqlalchemy import update
 
@@ -21,7 +20,7 @@ from packsight.models.jobs import get_or_create_model_version
 from packsight.models.tables.base import utcnow
 from packsight.models.tables.jobs import Job
 from packsight.models.tables.work import UnitKind, WorkUnit
-from packsight.pipeline import labelling, stages
+from packsight.pipeline import stages
 from packsight.pipeline.context import Context
 from packsight.pipeline.embedded import drive
 
@@ -30,58 +29,17 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def worker(ctx: Context, redis_url: str) -> Context:
-    """A GPU worker's context: a broker to publish to, so deliveries keep heartbeats."""
-    from packsight.workers.broker import publisher_for
-
-    settings = ctx.settings.model_copy(update={"broker_url": redis_url, "stale_after_s": 2.0})
-    return Context(settings, publisher_for(settings))
+    return worker_context(ctx, redis_url)
 
 
 @pytest.fixture
 def archive_root(tmp_path: Path) -> Path:
-    """Four short videos: one label unit of one or two clips each."""
-    from packsight.video.synth import write_synthetic_archive
-
-    root = tmp_path / "local-root"
-    write_synthetic_archive(root / "videos", videos=4, seed=11, min_seconds=6, max_seconds=11)
-    return root
-
-
-class Calls:
-    """What the real labeler was asked to predict, call by call (clips per call); `before`
-    runs inside a call, before the model does."""
-
-    def __init__(self) -> None:
-        self.sizes: list[int] = []
-        self.before: Callable[[int], None] | None = None
+    return short_videos(tmp_path)
 
 
 @pytest.fixture
-def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[Calls]:
-    seen = Calls()
-    real = labelling.labeler_for
-
-    def recording(version: Any, settings: Any) -> Any:
-        labeler = real(version, settings)
-        predict = type(labeler).predict_stream
-
-        def predict_stream(loaders: Any, **kwargs: Any) -> Any:
-            seen.sizes.append(len(loaders))
-            if seen.before is not None:
-                seen.before(len(seen.sizes))
-            return predict(labeler, loaders, **kwargs)
-
-        monkeypatch.setattr(labeler, "predict_stream", predict_stream)
-        return labeler
-
-    monkeypatch.setattr(labelling, "labeler_for", recording)
-    yield seen
-
-
-def sampled(ctx: Context, job_id: str) -> list[WorkUnit]:
-    for unit in units(ctx, job_id, UnitKind.SAMPLE):
-        stages.run(ctx, unit.id)
-    return units(ctx, job_id, UnitKind.LABEL)
+def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
+    return watch_labeler(monkeypatch)
 
 
 def test_one_delivery_fills_its_batches_with_other_videos_clips(

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     # batches lets the worker load the next batch's frames while the GPU runs the current one.
     gpu_batch_size: int = Field(default=64, ge=1, le=4096)
     gpu_task_batches: int = Field(default=4, ge=1, le=256)
+    # A GPU delivery keeps taking waiting label units of its model version, a task's worth at a
+    # time, for this long, so the GPU runs on from one unit to the next; then it ends, and a job
+    # of another version gets the GPU (0: one task's worth only).
+    gpu_delivery_s: float = Field(default=60.0, ge=0, le=3600)
     # GPU-only speed-ups of the labeler (vlm/speedups.py): the seven decisions as CUDA graphs
     # (the same answers, on by default); torch.compile of the vision tower and of the language
     # model's norms (faster still, but near-tie decisions can change: off by default).

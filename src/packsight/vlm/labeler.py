@@ -8,10 +8,11 @@ single-token decisions per batch. The free-form path (`constrained=False`, free_
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any, cast
+from itertools import islice
+from typing import Any
 
 import torch
 
@@ -145,20 +146,37 @@ class Labeler:
         threads: int = 8,
         on_batch: Callable[[int], None] | None = None,
     ) -> list[ClipPrediction | OutputParseError | Exception]:
-        """Predict clips that still have to be loaded (fetched, unpacked). The next batch is
-        loaded and preprocessed on a helper thread while the GPU works on the current one, so
-        CPU work hides behind GPU work. A loader returns its clip, or the error that made it
-        unreadable, which then stands in that clip's place. `on_batch` hears the size of each
-        batch the model ran."""
-        results: list[ClipPrediction | OutputParseError | Exception | None] = [None] * len(loaders)
+        """Predict clips that still have to be loaded (fetched, unpacked), in order: `stream`
+        over a list."""
+        return [
+            result
+            for chunk in self.stream(loaders, threads=threads, on_batch=on_batch)
+            for result in chunk
+        ]
 
-        def prepare(start: int, size: int) -> tuple[list[tuple[int, ClipInput]], Any]:
+    def stream(
+        self,
+        loaders: Iterable[Callable[[], ClipInput | Exception]],
+        *,
+        threads: int = 8,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> Iterator[list[ClipPrediction | OutputParseError | Exception]]:
+        """Predict clips that still have to be loaded, a batch at a time: each list holds the
+        results of the next loaders taken, in their order. `loaders` is drawn lazily, one
+        batch ahead, on a helper thread that also loads and preprocesses that batch while the
+        GPU works on the current one, so CPU work (and whatever produces the loaders) hides
+        behind GPU work. A loader returns its clip, or the error that made it unreadable,
+        which then stands in that clip's place. `on_batch` hears the size of each batch the
+        model ran."""
+        source = iter(loaders)
+
+        def prepare() -> tuple[list[Any], list[tuple[int, ClipInput]], Any]:
+            taken = list(islice(source, self.batch_size))
             with ThreadPoolExecutor(max_workers=threads) as pool:
-                loaded = list(pool.map(lambda load: load(), loaders[start : start + size]))
+                results: list[Any] = list(pool.map(lambda load: load(), taken))
             good: list[tuple[int, ClipInput]] = []
-            for index, clip in enumerate(loaded, start):
+            for index, clip in enumerate(results):
                 if isinstance(clip, Exception):
-                    results[index] = clip
                     continue
                 try:
                     self._check(clip)
@@ -167,36 +185,35 @@ class Labeler:
                     continue
                 good.append((index, clip))
             decoded = self._decode([clip for _, clip in good])
-            for (index, _), clip in zip(list(good), decoded, strict=True):
+            usable = []
+            for (index, _), clip in zip(good, decoded, strict=True):
                 if isinstance(clip, Exception):
                     results[index] = clip
-            usable = [
-                (i, c) for (i, _), c in zip(good, decoded, strict=True) if isinstance(c, ClipInput)
-            ]
+                else:
+                    usable.append((index, clip))
             inputs = self._prepared([clip for _, clip in usable]) if usable else None
-            return usable, inputs
+            return results, usable, inputs
 
         with ThreadPoolExecutor(max_workers=1) as helper:
-            start, size = 0, self.batch_size
-            pending = helper.submit(prepare, start, size) if loaders else None
-            while pending is not None:
-                good, inputs = pending.result()
-                start += size
-                size = self.batch_size
-                pending = helper.submit(prepare, start, size) if start < len(loaders) else None
-                if not good:
-                    continue
-                try:
-                    predictions = self._run(inputs, [clip for _, clip in good])
-                except torch.OutOfMemoryError:
-                    self._shrink()
-                    predictions = self.predict([clip for _, clip in good])
-                for (index, _), prediction in zip(good, predictions, strict=True):
-                    results[index] = prediction
-                if on_batch is not None:
-                    on_batch(min(len(good), self.batch_size))
-        # Every index was filled above, by a prediction or by the error that stands in for it.
-        return cast(list[ClipPrediction | OutputParseError | Exception], results)
+            pending = helper.submit(prepare)
+            while True:
+                results, good, inputs = pending.result()
+                if not results:
+                    return
+                pending = helper.submit(prepare)
+                if good:
+                    clips = [clip for _, clip in good]
+                    try:
+                        predictions = self._run(inputs, clips)
+                    except torch.OutOfMemoryError:
+                        self._shrink()
+                        predictions = self.predict(clips)
+                    for (index, _), prediction in zip(good, predictions, strict=True):
+                        results[index] = prediction
+                    if on_batch is not None:
+                        on_batch(min(len(good), self.batch_size))
+                # Every place holds a prediction, or the error that stands in for it.
+                yield results
 
     def _shrink(self) -> None:
         if self.batch_size == 1:

@@ -1,0 +1,108 @@
+"""One GPU delivery runs on from unit to unit, on real Postgres and Redis with the tiny model: it
+adopts waiting label units a task's worth at a time, just before the GPU needs them (units
+sampled while it runs included), for up to `gpu_delivery_s`, and records each unit as soon as
+its clips are decided, while the GPU goes on."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import harness
+import pytest
+from labeler_calls import Calls, sampled, short_videos, watch_labeler, worker_context
+from pipeline_jobs import clip_count, job_state, prediction_rows, submit, units
+
+from packsight.models.tables.work import UnitKind
+from packsight.pipeline import stages
+from packsight.pipeline.context import Context
+
+pytestmark = pytest.mark.integration
+
+SMALL_TASKS = {"gpu_batch_size": 2, "gpu_task_batches": 1}  # a task: two clips, a unit: 1-2
+
+
+@pytest.fixture
+def archive_root(tmp_path: Path) -> Path:
+    return short_videos(tmp_path)
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
+    seen = watch_labeler(monkeypatch)
+    seen.batch_size = 1
+    return seen
+
+
+def test_a_delivery_takes_waiting_units_a_task_at_a_time_until_none_is_left(
+    ctx: Context, redis_url: str, calls: Calls
+) -> None:
+    worker = worker_context(ctx, redis_url, **SMALL_TASKS)
+    job_id = submit(ctx)
+    labels = sampled(ctx, job_id)
+    assert len(labels) == 4
+    stages.run(worker, labels[0].id)
+    assert calls.sizes == [clip_count(ctx, job_id)]  # one delivery, every unit
+    assert units(ctx, job_id) == [] and job_state(ctx, job_id)[0] == "succeeded"
+    assert len(prediction_rows(ctx, job_id)) == clip_count(ctx, job_id)
+
+
+def test_with_no_time_to_run_on_a_delivery_takes_one_task(
+    ctx: Context, redis_url: str, calls: Calls
+) -> None:
+    tasks = {"gpu_batch_size": 1, "gpu_task_batches": 1}  # a task: no room beside its unit
+    worker = worker_context(ctx, redis_url, **tasks, gpu_delivery_s=0)
+    job_id = submit(ctx)
+    labels = sampled(ctx, job_id)
+    stages.run(worker, labels[0].id)
+    assert calls.sizes == [len(labels[0].payload["clip_ids"])]
+    left = units(ctx, job_id)
+    assert [u.id for u in left] == [u.id for u in labels[1:]]
+    assert all(u.lease is None and u.failures == 0 for u in left)
+
+
+def test_units_sampled_while_a_delivery_runs_join_it(
+    ctx: Context, redis_url: str, calls: Calls
+) -> None:
+    worker = worker_context(ctx, redis_url)
+    job_id = submit(ctx)
+    first, *rest = units(ctx, job_id, UnitKind.SAMPLE)
+    stages.run(ctx, first.id)
+    (label,) = units(ctx, job_id, UnitKind.LABEL)
+
+    def sample_the_rest(_call: int) -> None:  # the delivery has taken what was waiting
+        for unit in rest:
+            stages.run(ctx, unit.id)
+
+    calls.before = sample_the_rest
+    stages.run(worker, label.id)
+    assert calls.sizes == [clip_count(ctx, job_id)]
+    assert units(ctx, job_id) == [] and job_state(ctx, job_id)[0] == "succeeded"
+
+
+def test_each_unit_is_recorded_as_soon_as_its_clips_are_decided(
+    ctx: Context, redis_url: str, calls: Calls
+) -> None:
+    worker = worker_context(ctx, redis_url, **SMALL_TASKS)
+    job_id = submit(ctx)
+    labels = sampled(ctx, job_id)
+    first_clips = len(labels[0].payload["clip_ids"])
+    batches: list[Any] = []
+    seen_left: list[set[int]] = []
+
+    def after_batch(results: list[Any]) -> None:
+        batches.append(results)
+        if len(batches) != first_clips:
+            return
+        deadline = time.monotonic() + harness.budget(60)
+        while labels[0].id in (left := {u.id for u in units(ctx, job_id)}):
+            assert time.monotonic() < deadline, "the first unit was not recorded"
+            time.sleep(0.05)
+        seen_left.append(left)
+
+    calls.after_batch = after_batch
+    stages.run(worker, labels[0].id)
+    # Recorded while the last unit's clips were still to run.
+    assert seen_left and labels[-1].id in seen_left[0]
+    assert units(ctx, job_id) == [] and job_state(ctx, job_id)[0] == "succeeded"
