@@ -97,29 +97,34 @@ def environment(args: argparse.Namespace, db: str, redis: str, s3: Any, data: Pa
 
 
 def start_workers(
-    env: dict[str, str], logs: Path, cpu: int, cpu_nice: int
+    env: dict[str, str], logs: Path, cpu: int, cpu_nice: int, gpu_cores: int
 ) -> list[harness.ProcessGroup]:
     # Modules rather than console scripts: the same on a host whose packages were installed
     # with `pip --target` (no scripts on PATH for this interpreter).
     celery = [sys.executable, "-m", "celery", "-A", "packsight.workers.app", "worker", "-l", "INFO"]
     full = dict(os.environ) | env
+    # `gpu_cores`: the GPU worker gets that many cores of its own, the others the rest.
+    cores = sorted(os.sched_getaffinity(0))
+    mine, theirs = (cores[-gpu_cores:], cores[:-gpu_cores]) if gpu_cores else (cores, cores)
+    gpu_pin = ["taskset", "-c", ",".join(map(str, mine))]
+    pin = ["taskset", "-c", ",".join(map(str, theirs)), "nice", "-n", str(cpu_nice)]
     workers = [
         harness.ProcessGroup(
             "worker-cpu",
             # `nice`: the CPU workers yield the cores to the GPU worker's host thread.
-            ["nice", "-n", str(cpu_nice), *celery, "-Q", "cpu", "-c", str(cpu), "-n", "cpu@%h"],
+            [*pin, *celery, "-Q", "cpu", "-c", str(cpu), "-n", "cpu@%h"],
             log_path=logs / "worker-cpu.log",
             env=full,
         ),
         harness.ProcessGroup(
             "worker-gpu",
-            [*celery, "-Q", "gpu.t4", "--pool", "solo", "-n", "gpu@%h"],
+            [*gpu_pin, *celery, "-Q", "gpu.t4", "--pool", "solo", "-n", "gpu@%h"],
             log_path=logs / "worker-gpu.log",
             env=full,
         ),
         harness.ProcessGroup(
             "beat",
-            [sys.executable, "-m", "packsight", "beat"],
+            [*pin, sys.executable, "-m", "packsight", "beat"],
             log_path=logs / "beat.log",
             env=full,
         ),
@@ -161,6 +166,13 @@ def run_job(ctx: Context, prefix: str) -> dict[str, Any]:
                 Prediction.model_version_id == job.model_version_id,
             )
         ).one()
+        by_last_clip = session.scalar(
+            select(func.count()).where(
+                Prediction.clip_id.in_(select(clips.c.id)),
+                Prediction.model_version_id == job.model_version_id,
+                Prediction.created_at <= last_clip,
+            )
+        )
         t0 = job.created_at
         return {
             "job_id": job_id,
@@ -174,6 +186,7 @@ def run_job(ctx: Context, prefix: str) -> dict[str, Any]:
             "last_clip_s": (last_clip - t0).total_seconds(),
             "first_label_s": (first_label - t0).total_seconds(),
             "last_label_s": (last_label - t0).total_seconds(),
+            "labelled_by_last_clip": by_last_clip,
         }
 
 
@@ -192,6 +205,7 @@ def main() -> None:
     parser.add_argument("--cpu-workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     parser.add_argument("--decode-threads", type=int, default=1)
     parser.add_argument("--cpu-nice", type=int, default=0, help="niceness of the CPU workers")
+    parser.add_argument("--gpu-cores", type=int, default=0, help="cores the GPU worker owns")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--frame-side", type=int, default=336)
     parser.add_argument("--out", type=Path)
@@ -201,6 +215,7 @@ def main() -> None:
     out = args.out or ROOT / f"docs/results/end_to_end_{datetime.now(UTC):%Y-%m-%d}.json"
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
     report["host"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    report["env"] = {k: v for k, v in os.environ.items() if k.startswith("PACKSIGHT_")}
     with (
         tempfile.TemporaryDirectory(prefix="packsight-e2e-") as scratch,
         harness.postgres_database(private=True) as database,
@@ -235,7 +250,7 @@ def main() -> None:
         ctx.storage.put_bytes(BUCKET, "warmup/U9999/kinect/S9999.mp4", first.read_bytes())
         logs = args.logs or root / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        workers = start_workers(env, logs, args.cpu_workers, args.cpu_nice)
+        workers = start_workers(env, logs, args.cpu_workers, args.cpu_nice, args.gpu_cores)
         report["runs"] = []
         try:
             report["warmup"] = run_job(ctx, "warmup/")  # the GPU worker loads its model

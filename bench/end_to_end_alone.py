@@ -75,6 +75,11 @@ def where(job: dict[str, Any], alone: dict[str, Any]) -> dict[str, float]:
         # with the CPU workers until the last clip is sampled).
         "gpu_in_pipeline_clips_per_s": job["labelled"]
         / max(job["last_label_s"] - job["first_label_s"], 1e-9),
+        # ...while the CPU workers sample, and after the last clip (the cores all its own).
+        "gpu_while_sampling_clips_per_s": job["labelled_by_last_clip"]
+        / max(job["last_clip_s"] - job["first_label_s"], 1e-9),
+        "gpu_after_sampling_clips_per_s": (job["labelled"] - job["labelled_by_last_clip"])
+        / max(job["last_label_s"] - job["last_clip_s"], 1e-9),
         # What the job would take at the GPU's own pace, and the rest.
         "gpu_bound_s": job["clips"] / alone["clips_per_s"],
         "beyond_gpu_s": job["wall_s"] - job["clips"] / alone["clips_per_s"],
