@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the test harness starts the real serv
 
 import harness  # noqa: E402
 from end_to_end_alone import gpu_alone, where  # noqa: E402
+from gpu_worker_profile import PhaseProfiles  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from packsight.models.db import session_scope  # noqa: E402
@@ -42,6 +43,7 @@ from packsight.models.jobs import job_clips  # noqa: E402
 from packsight.models.migrate import upgrade_database  # noqa: E402
 from packsight.models.tables.clips import Clip, Prediction  # noqa: E402
 from packsight.models.tables.jobs import FINAL_JOB_STATES, Job  # noqa: E402
+from packsight.models.tables.work import UnitKind, WorkUnit  # noqa: E402
 from packsight.pipeline.context import Context  # noqa: E402
 from packsight.pipeline.submission import JobRequest, submit_job  # noqa: E402
 from packsight.settings import Settings  # noqa: E402
@@ -138,18 +140,30 @@ def _ready(worker: harness.ProcessGroup) -> bool:
     return ("sweeper: every" if worker.name == "beat" else "ready.") in worker.log_tail(200)
 
 
-def run_job(ctx: Context, prefix: str) -> dict[str, Any]:
-    """Submit a job over the prefix; wait for its final state; its timeline in seconds."""
+def run_job(ctx: Context, prefix: str, profiles: PhaseProfiles | None = None) -> dict[str, Any]:
+    """Submit a job over the prefix; wait for its final state; its timeline in seconds. With
+    `profiles`, the GPU worker is recorded while the job samples, then after."""
     started = time.perf_counter()
     job_id = submit_job(ctx, JobRequest(BUCKET, prefix=prefix)).job_id
     db = ctx.settings.resolved_database_url
+    phase = "sampling"
+    if profiles is not None:
+        profiles.switch(f"{prefix.strip('/')}-{phase}")
     while True:
         with session_scope(db) as session:
             job = session.get_one(Job, job_id)
             if job.state in FINAL_JOB_STATES:
                 break
+            cpu_units = select(func.count()).where(
+                WorkUnit.job_id == job_id, WorkUnit.kind.in_([UnitKind.LIST, UnitKind.SAMPLE])
+            )
+            if profiles is not None and phase == "sampling" and not session.scalar(cpu_units):
+                phase = "after"
+                profiles.switch(f"{prefix.strip('/')}-{phase}")
         time.sleep(0.2)
     wall = time.perf_counter() - started
+    if profiles is not None:
+        profiles.switch(None)
     with session_scope(db) as session:
         job = session.get_one(Job, job_id)
         clips = job_clips(job_id).subquery()
@@ -206,6 +220,7 @@ def main() -> None:
     parser.add_argument("--decode-threads", type=int, default=1)
     parser.add_argument("--cpu-nice", type=int, default=0, help="niceness of the CPU workers")
     parser.add_argument("--gpu-cores", type=int, default=0, help="cores the GPU worker owns")
+    parser.add_argument("--py-spy", help="py-spy's path: profile the GPU worker in each job")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--frame-side", type=int, default=336)
     parser.add_argument("--out", type=Path)
@@ -254,8 +269,10 @@ def main() -> None:
         report["runs"] = []
         try:
             report["warmup"] = run_job(ctx, "warmup/")  # the GPU worker loads its model
+            gpu_worker = workers[1].pid
+            spy = PhaseProfiles(args.py_spy, gpu_worker, logs / "py-spy") if args.py_spy else None
             for name, prefix in jobs:
-                report["runs"].append({"videos": name, "job": run_job(ctx, prefix)})
+                report["runs"].append({"videos": name, "job": run_job(ctx, prefix, spy)})
                 print(json.dumps(report["runs"][-1]), flush=True)
         finally:
             for worker in reversed(workers):
@@ -272,6 +289,8 @@ def main() -> None:
                 f"{run_alone['clips_per_s']:.2f}: {run['efficiency']:.0%}",
                 flush=True,
             )
+        if spy is not None:
+            report["gpu_worker_profiles"] = spy.summaries
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"wrote {out}")
 

@@ -172,7 +172,7 @@ class Labeler:
 
         def prepare() -> tuple[list[Any], list[tuple[int, ClipInput]], Any]:
             taken = list(islice(source, self.batch_size))
-            with ThreadPoolExecutor(max_workers=threads) as pool:
+            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="load") as pool:
                 results: list[Any] = list(pool.map(lambda load: load(), taken))
             good: list[tuple[int, ClipInput]] = []
             for index, clip in enumerate(results):
@@ -194,7 +194,7 @@ class Labeler:
             inputs = self._prepared([clip for _, clip in usable]) if usable else None
             return results, usable, inputs
 
-        with ThreadPoolExecutor(max_workers=1) as helper:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as helper:
             pending = helper.submit(prepare)
             while True:
                 results, good, inputs = pending.result()
