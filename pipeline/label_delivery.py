@@ -68,15 +68,22 @@ class _Delivery:
         self.recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="record")
         self.records: list[tuple[UnitClips, Future[None]]] = []
         self.outage = threading.Event()  # a recording found the database away
+        self.ending = threading.Event()  # the stream stopped: adopt nothing more
 
     def run(self) -> None:
         units = [self.first, *self._read(self._adopt(self.ctx.transaction, initial=True))]
         try:
             if any(batch.clips for batch in units):
                 labeler = labeler_for(self.first.version, self.ctx.settings)
-                loaders = self._loaders(units)
-                for results in labeler.stream(loaders, on_batch=metrics.gpu_batch_done):
-                    self._decided(results)
+                stream = labeler.stream(self._loaders(units), on_batch=metrics.gpu_batch_done)
+                try:
+                    for results in stream:
+                        self._decided(results)
+                finally:
+                    # Whatever ended it: the helper adopts nothing more, and has finished
+                    # (close() waits for it) before run_unit settles the units held.
+                    self.ending.set()
+                    stream.close()
             else:
                 self._register(units)
         finally:
@@ -92,7 +99,8 @@ class _Delivery:
                     sent.add(clip.id)
                     self.order.append(clip.id)
                     yield clip_loader(self.ctx, clip)
-            late = self.outage.is_set() or self.lease.lost or time.monotonic() > self.until
+            late = self.ending.is_set() or self.outage.is_set() or self.lease.lost
+            late = late or time.monotonic() > self.until
             # A brief outage here ends the delivery's adopting, not the delivery.
             units = [] if late else self._read(self._adopt(self.ctx.try_transaction))
 

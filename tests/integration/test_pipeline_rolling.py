@@ -106,3 +106,29 @@ def test_each_unit_is_recorded_as_soon_as_its_clips_are_decided(
     # Recorded while the last unit's clips were still to run.
     assert seen_left and labels[-1].id in seen_left[0]
     assert units(ctx, job_id) == [] and job_state(ctx, job_id)[0] == "succeeded"
+
+
+def test_a_delivery_failing_midway_keeps_what_it_recorded_and_holds_nothing(
+    ctx: Context, redis_url: str, calls: Calls
+) -> None:
+    worker = worker_context(ctx, redis_url, **SMALL_TASKS)
+    job_id = submit(ctx)
+    labels = sampled(ctx, job_id)
+    batches: list[Any] = []
+
+    def fail_on_the_third(results: list[Any]) -> None:
+        batches.append(results)
+        if len(batches) == 3:  # the helper is preparing the next batch meanwhile
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    calls.after_batch = fail_on_the_third
+    stages.run(worker, labels[0].id)
+    left = units(ctx, job_id, UnitKind.LABEL)
+    # Nothing stays held; what the delivery held and did not record counts the failure; what
+    # it had not taken yet is untouched.
+    assert left and all(u.lease is None and u.state != "running" for u in left)
+    assert any(u.failures == 1 for u in left) and all(u.failures <= 1 for u in left)
+    recorded = {clip for clip, _ in prediction_rows(ctx, job_id)}
+    for unit in labels:  # each unit either recorded whole, or back in line
+        clips = set(unit.payload["clip_ids"])
+        assert clips <= recorded or (clips.isdisjoint(recorded) and unit.id in {u.id for u in left})

@@ -8,7 +8,7 @@ single-token decisions per batch. The free-form path (`constrained=False`, free_
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from itertools import islice
@@ -160,7 +160,7 @@ class Labeler:
         *,
         threads: int = 8,
         on_batch: Callable[[int], None] | None = None,
-    ) -> Iterator[list[ClipPrediction | OutputParseError | Exception]]:
+    ) -> Generator[list[ClipPrediction | OutputParseError | Exception]]:
         """Predict clips that still have to be loaded, a batch at a time: each list holds the
         results of the next loaders taken, in their order. `loaders` is drawn lazily, one
         batch ahead, on a helper thread that also loads and preprocesses that batch while the
