@@ -178,4 +178,3 @@ class _Delivery:
             raise failed  # counted against the units not recorded
         if lost is not None:
             raise lost
-        self.lease.check()  # lost while labelling: what is left is another delivery's now

@@ -52,6 +52,7 @@ class Lease:
         self.max_s = max_s if max_s is not None else ctx.settings.max_unit_s
         self.adopted: list[UnitRef] = []
         self._held = {unit_id}
+        self._finished: set[int] = set()
         self._stop = threading.Event()
 
     def adopt(self, units: list[UnitRef]) -> None:
@@ -62,6 +63,7 @@ class Lease:
     def finished(self, unit_id: int) -> None:
         """The unit's outcome is recorded (or it was found ended): no longer held."""
         self._held.discard(unit_id)
+        self._finished.add(unit_id)
 
     def unfinished(self, unit: UnitRef) -> list[UnitRef]:
         """The delivery's unit and the adopted ones it still holds, to hand back on failure."""
@@ -116,8 +118,10 @@ class Lease:
                 return
             if renewed is not None:
                 # Only what this heartbeat asked for and lost: units adopted meanwhile stay.
+                # A unit recorded meanwhile is not renewed either, but it was not taken.
+                taken = asked - renewed - self._finished
                 self._held -= asked - renewed
-                if not self._held:
+                if taken and not self._held:
                     self.lost = True
                     return
             # While the database is away, try again sooner: once it is back, the heartbeat
