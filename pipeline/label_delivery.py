@@ -9,6 +9,7 @@ whose recording fails, costs the others nothing."""
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -59,10 +60,12 @@ class _Delivery:
         # Beside a unit that failed before, or where one failure is final, nothing is adopted:
         # a shared failure would count against every unit delivered together.
         self.adopting = first.unit.failures == 0 and settings.max_attempts > 1
-        self.until = time.monotonic() + settings.gpu_delivery_s
+        self.until = math.inf  # set once the model is loaded: its loading is not the GPU's
         self.lock = threading.Lock()  # the two below, shared with the labeler's helper thread
         self.waiting: dict[int, UnitClips] = {}  # read, some clips still undecided
-        self.outcomes: dict[int, ClipOutcome] = {}  # by clip id
+        # By clip id, kept for the whole delivery: a unit adopted later may share a clip
+        # (two jobs over one video) that is never run twice. Bounded by gpu_delivery_s.
+        self.outcomes: dict[int, ClipOutcome] = {}
         self.known = {first.unit.id}
         self.order: deque[int] = deque()  # ids of the clips given to the labeler, in order
         self.recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="record")
@@ -75,6 +78,7 @@ class _Delivery:
         try:
             if any(batch.clips for batch in units):
                 labeler = labeler_for(self.first.version, self.ctx.settings)
+                self.until = time.monotonic() + self.ctx.settings.gpu_delivery_s
                 stream = labeler.stream(self._loaders(units), on_batch=metrics.gpu_batch_done)
                 try:
                     for results in stream:
@@ -94,11 +98,15 @@ class _Delivery:
     def _loaders(self, units: list[UnitClips]) -> Iterator[Callable[[], ClipInput | Exception]]:
         sent: set[int] = set()  # a clip in two units (two jobs over one video) runs once
         while units:
-            for clip in (clip for unit in self._register(units) for clip in unit.clips):
-                if clip.id not in sent:
-                    sent.add(clip.id)
-                    self.order.append(clip.id)
-                    yield clip_loader(self.ctx, clip)
+            for unit in self._register(units):
+                # From here a failure may be this unit's; adopted units not reached yet go
+                # back untouched if the delivery fails (run_unit).
+                self.lease.started(unit.unit.id)
+                for clip in unit.clips:
+                    if clip.id not in sent:
+                        sent.add(clip.id)
+                        self.order.append(clip.id)
+                        yield clip_loader(self.ctx, clip)
             late = self.ending.is_set() or self.outage.is_set() or self.lease.lost
             late = late or time.monotonic() > self.until
             # A brief outage here ends the delivery's adopting, not the delivery.
@@ -107,12 +115,17 @@ class _Delivery:
     def _adopt(self, transaction: Callable, *, initial: bool = False) -> list[UnitRef]:
         if not self.adopting:
             return []
-        with self.lock:
-            held = sum(len(u.unit.payload["clip_ids"]) for u in self.waiting.values())
-        # adopt_units counts the adopted units this lease still holds; the first round fills
-        # a task beside the delivery's own unit, each later one adds a task.
-        clips = self.task_clips - len(self.first.clips) if initial else held + self.task_clips
-        get = partial(adopt_waiting, ctx=self.ctx, first=self.first, lease=self.lease, clips=clips)
+        # The first round fills a task beside the delivery's own unit, each later one adds
+        # a task. Units known already are no candidates (a retried transaction's are).
+        clips = self.task_clips - len(self.first.clips) if initial else self.task_clips
+        get = partial(
+            adopt_waiting,
+            ctx=self.ctx,
+            first=self.first,
+            lease=self.lease,
+            clips=clips,
+            known=frozenset(self.known),
+        )
         units = [u for u in transaction(get) or [] if u.id not in self.known]
         self.known |= {u.id for u in units}
         self.lease.adopt(units)

@@ -113,10 +113,17 @@ def record_unit(
 
 
 def adopt_waiting(
-    session: Session, ctx: Context, first: UnitClips, lease: Lease, *, clips: int
+    session: Session,
+    ctx: Context,
+    first: UnitClips,
+    lease: Lease,
+    *,
+    clips: int,
+    known: frozenset[int] = frozenset(),
 ) -> list[UnitRef]:
-    """Waiting label units of the same model version, up to `clips` clips held beside the
-    delivery's own unit (the units this lease adopted before and still holds count)."""
+    """Waiting label units of the same model version, up to `clips` clips more, besides the
+    delivery's own unit and the `known` ones (units adopted under this lease by a commit the
+    delivery never saw, a retried transaction's, count against `clips` and come back)."""
     if clips <= 0:
         return []
     same_version = (
@@ -125,7 +132,7 @@ def adopt_waiting(
         .join(Job, Job.id == JobItem.job_id)
         .where(
             WorkUnit.kind == UnitKind.LABEL,
-            WorkUnit.id != first.unit.id,
+            WorkUnit.id.not_in({first.unit.id} | known),
             Job.model_version_id == first.version.id,
         )
     )

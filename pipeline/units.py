@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -52,6 +52,7 @@ class Lease:
         self.max_s = max_s if max_s is not None else ctx.settings.max_unit_s
         self.adopted: list[UnitRef] = []
         self._held = {unit_id}
+        self._started = {unit_id}
         self._finished: set[int] = set()
         self._stop = threading.Event()
 
@@ -60,14 +61,22 @@ class Lease:
         self.adopted += units
         self._held |= {unit.id for unit in units}
 
+    def started(self, unit_id: int) -> None:
+        """The delivery began the unit's work: a failure from here on may be the unit's."""
+        self._started.add(unit_id)
+
     def finished(self, unit_id: int) -> None:
-        """The unit's outcome is recorded (or it was found ended): no longer held."""
+        """The unit's outcome is recorded, or it was handed back or found ended: not held."""
         self._held.discard(unit_id)
         self._finished.add(unit_id)
 
     def unfinished(self, unit: UnitRef) -> list[UnitRef]:
         """The delivery's unit and the adopted ones it still holds, to hand back on failure."""
         return [u for u in [unit, *self.adopted] if u.id in self._held]
+
+    def untouched(self, unit: UnitRef) -> list[UnitRef]:
+        """The units still held whose work never began (adopted ahead of need)."""
+        return [u for u in self.unfinished(unit) if u.id not in self._started]
 
     def check(self) -> None:
         """Raise LeaseLostError if a heartbeat found every unit taken over or ended."""
@@ -166,18 +175,33 @@ def run_unit(ctx: Context, unit_id: int, stages: Mapping[str, Stage]) -> None:
             log.warning("work unit %s left for later: %s", unit_id, exc)
             later = utcnow() + timedelta(seconds=ctx.settings.retry_backoff_max_s)
             for held in lease.unfinished(unit):
-                back = partial(release_unit, unit_id=held.id, lease=lease.token, not_before=later)
-                if ctx.try_transaction(back):
-                    metrics.handed_back(unit.kind, "outage")
+                hand_back(ctx, held, lease, "outage", not_before=later)
         except Exception as exc:
             outcome = "failed"
             log.exception("work unit %s (%s) failed", unit_id, unit.kind)
-            # Units run beside it fail with it: which one broke the delivery is unknown, and
-            # each runs alone from now on (adopt_units takes none that failed).
+            # Units adopted ahead whose work never began go back as they were. Those run
+            # beside it fail with it: which one broke the delivery is unknown, and each runs
+            # alone from now on (adopt_units takes none that failed).
+            untouched = lease.untouched(unit)
+            for held in untouched:
+                hand_back(ctx, held, lease, "untouched")
             for held in lease.unfinished(unit):
-                record_failure(ctx, stage, held, lease.token, f"{type(exc).__name__}: {exc}")
+                if held not in untouched:
+                    error = f"{type(exc).__name__}: {exc}"
+                    record_failure(ctx, stage, held, lease.token, error)
     metrics.delivered(unit.kind, outcome, time.monotonic() - started)
     top_up(ctx)
+
+
+def hand_back(
+    ctx: Context, unit: UnitRef, lease: Lease, reason: str, *, not_before: datetime | None = None
+) -> None:
+    """Release a unit the lease holds without counting an attempt (if the database lets us;
+    if not, the sweeper finds it once the heartbeats stop)."""
+    back = partial(release_unit, unit_id=unit.id, lease=lease.token, not_before=not_before)
+    if ctx.try_transaction(back):
+        lease.finished(unit.id)
+        metrics.handed_back(unit.kind, reason)
 
 
 def record_failure(ctx: Context, stage: Stage, unit: UnitRef, lease: str, error: str) -> None:

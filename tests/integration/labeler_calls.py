@@ -17,12 +17,14 @@ from packsight.pipeline.context import Context
 
 class Calls:
     """What the real labeler was asked to predict, call by call (clips per call); `before`
-    runs inside a call, before the model does; `after_batch` after the delivery took each
+    runs inside a call, before the model does; `in_batch` as the model starts each batch (its
+    clips drawn, the next batch's being drawn); `after_batch` after the delivery took each
     batch's results; `batch_size`, if set, is the labeler's for the test."""
 
     def __init__(self) -> None:
         self.sizes: list[int] = []
         self.before: Callable[[int], None] | None = None
+        self.in_batch: Callable[[], None] | None = None
         self.after_batch: Callable[[list[Any]], None] | None = None
         self.batch_size: int | None = None
 
@@ -33,9 +35,14 @@ def watch_labeler(monkeypatch: pytest.MonkeyPatch) -> Calls:
 
     def recording(version: Any, settings: Any) -> Any:
         labeler = real(version, settings)
-        stream = type(labeler).stream
+        stream, run = type(labeler).stream, type(labeler)._run
         if seen.batch_size is not None:
             monkeypatch.setattr(labeler, "batch_size", seen.batch_size)
+
+        def running(*args: Any) -> Any:
+            if seen.in_batch is not None:
+                seen.in_batch()
+            return run(labeler, *args)
 
         def counted(loaders: Iterable[Any], **kwargs: Any) -> Iterator[Any]:
             seen.sizes.append(0)
@@ -54,6 +61,7 @@ def watch_labeler(monkeypatch: pytest.MonkeyPatch) -> Calls:
                     seen.after_batch(results)
 
         monkeypatch.setattr(labeler, "stream", counted)
+        monkeypatch.setattr(labeler, "_run", running)
         return labeler
 
     monkeypatch.setattr(label_delivery, "labeler_for", recording)

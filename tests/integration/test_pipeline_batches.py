@@ -1,7 +1,7 @@
 """GPU batches filled across videos, on real Postgres and Redis with the tiny model, delivered
 as a worker delivers them (heartbeats running): one delivery labels the waiting label units of
 other videos and jobs beside its own, each recorded in its own transaction and kept alive by its
-heartbeat; a failed delivery counts against every unit it ran and they run alone from then on;
+heartbeat; a failed delivery counts against every unit it began and they run alone from then on;
 a unit taken over meanwhile is left to its new holder; another model version's units are never
 adopted; a clip two jobs share is labelled once; in-process, only the job's own units."""
 
@@ -85,17 +85,18 @@ def test_the_heartbeat_keeps_every_adopted_unit(
     assert units(ctx, job_id) == [] and job_state(ctx, job_id)[0] == "succeeded"
 
 
-def test_a_failed_delivery_counts_against_every_unit_and_they_run_alone(
+def test_a_failed_delivery_counts_against_every_unit_it_began_and_they_run_alone(
     ctx: Context, worker: Context, calls: Calls
 ) -> None:
     job_id = submit(ctx)
     labels = sampled(ctx, job_id)
 
-    def fail_once(call: int) -> None:
-        if call == 1:
-            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    def fail_once() -> None:  # one batch holds every clip: every unit has begun
+        calls.in_batch = None
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    calls.before = fail_once
+    calls.in_batch = fail_once
+    calls.batch_size = clip_count(ctx, job_id)
     stages.run(worker, labels[0].id)
     after = units(ctx, job_id, UnitKind.LABEL)
     assert [u.id for u in after] == [u.id for u in labels]

@@ -132,3 +132,23 @@ def test_a_delivery_failing_midway_keeps_what_it_recorded_and_holds_nothing(
     for unit in labels:  # each unit either recorded whole, or back in line
         clips = set(unit.payload["clip_ids"])
         assert clips <= recorded or (clips.isdisjoint(recorded) and unit.id in {u.id for u in left})
+
+
+def test_units_adopted_ahead_go_back_untouched_when_the_delivery_fails_before_them(
+    ctx: Context, redis_url: str, calls: Calls
+) -> None:
+    worker = worker_context(ctx, redis_url, gpu_batch_size=8, gpu_task_batches=1)
+    job_id = submit(ctx)
+    labels = sampled(ctx, job_id)  # four units; the delivery adopts them all at once
+
+    def fail_at_once(_results: list[Any]) -> None:  # the helper has drawn the next clip
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    calls.after_batch = fail_at_once
+    stages.run(worker, labels[0].id)
+    left = {u.id: u for u in units(ctx, job_id, UnitKind.LABEL)}
+    assert all(u.lease is None and u.state != "running" for u in left.values())
+    # Two clips at most began (the batch that failed, the next one drawn), one unit's or two
+    # units': that failure is theirs; the last two units' clips never began.
+    assert sorted(u.failures for u in left.values())[-1] == 1
+    assert [left[u.id].failures for u in labels[2:]] == [0, 0]

@@ -194,6 +194,12 @@ def test_numbers_out_of_range_are_refused(name: str, value: str) -> None:
         settings(**{name: value})
 
 
+def test_a_gpu_delivery_ends_well_before_it_would_be_taken_for_hung() -> None:
+    with pytest.raises(ValidationError, match="gpu_delivery_s"):
+        settings(max_unit_s="100", gpu_delivery_s="60")
+    assert settings(max_unit_s="120", gpu_delivery_s="60").gpu_delivery_s == 60
+
+
 def test_the_request_limit_defaults_to_8_mib() -> None:
     assert settings().max_request_bytes == 8 * 1024 * 1024
     assert settings(max_request_bytes="1024").max_request_bytes == 1024

@@ -221,6 +221,16 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _delivery_within_unit(self) -> Settings:
+        if self.gpu_delivery_s * 2 > self.max_unit_s:
+            raise ValueError(
+                f"gpu_delivery_s ({self.gpu_delivery_s}) must be at most half of max_unit_s "
+                f"({self.max_unit_s}): a GPU delivery still adopting near max_unit_s would be "
+                "taken for hung"
+            )
+        return self
+
     @property
     def frame_settings(self) -> FrameSettings:
         """The frame settings these settings name (a served adapter may bring its own)."""
