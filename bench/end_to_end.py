@@ -33,6 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the test harness starts the real services
 
+import cores  # noqa: E402
 import harness  # noqa: E402
 from end_to_end_alone import gpu_alone, where  # noqa: E402
 from gpu_worker_profile import PhaseProfiles  # noqa: E402
@@ -105,9 +106,7 @@ def start_workers(
     # with `pip --target` (no scripts on PATH for this interpreter).
     celery = [sys.executable, "-m", "celery", "-A", "packsight.workers.app", "worker", "-l", "INFO"]
     full = dict(os.environ) | env
-    # `gpu_cores`: the GPU worker gets that many cores of its own, the others the rest.
-    cores = sorted(os.sched_getaffinity(0))
-    mine, theirs = (cores[-gpu_cores:], cores[:-gpu_cores]) if gpu_cores else (cores, cores)
+    mine, theirs = cores.split(gpu_cores)  # whole physical cores of its own for the GPU worker
     gpu_pin = ["taskset", "-c", ",".join(map(str, mine))]
     pin = ["taskset", "-c", ",".join(map(str, theirs)), "nice", "-n", str(cpu_nice)]
     workers = [
@@ -219,7 +218,7 @@ def main() -> None:
     parser.add_argument("--cpu-workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     parser.add_argument("--decode-threads", type=int, default=1)
     parser.add_argument("--cpu-nice", type=int, default=0, help="niceness of the CPU workers")
-    parser.add_argument("--gpu-cores", type=int, default=0, help="cores the GPU worker owns")
+    parser.add_argument("--gpu-cores", type=int, default=0, help="physical cores, GPU worker's")
     parser.add_argument("--py-spy", help="py-spy's path: profile the GPU worker in each job")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--frame-side", type=int, default=336)
@@ -230,6 +229,7 @@ def main() -> None:
     out = args.out or ROOT / f"docs/results/end_to_end_{datetime.now(UTC):%Y-%m-%d}.json"
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
     report["host"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    report["host"] |= {"cores": cores.physical_cores(), "gpu": cores.split(args.gpu_cores)[0]}
     report["env"] = {k: v for k, v in os.environ.items() if k.startswith("PACKSIGHT_")}
     with (
         tempfile.TemporaryDirectory(prefix="packsight-e2e-") as scratch,

@@ -15,11 +15,13 @@ from packsight.vlm.answer import Answer
 from packsight.vlm.labeler import Labeler
 from packsight.vlm.speedups import Speedups
 
-# System variants: today's eager path, + CUDA graphs for the decisions, + compiled vision tower,
-# + compiled norms and activation in the language model's prefill.
+# System variants: today's eager path, + CUDA graphs for the decisions (with positions made in
+# the forward, with GPU values read mid-batch, then the default), + compiled vision tower, +
+# compiled norms and activation in the language model's prefill.
 VARIANTS = {
     "eager": Speedups.none(),
-    "graphs_device_positions": Speedups(cuda_graphs=True, host_positions=False),
+    "graphs_device_positions": Speedups(cuda_graphs=True, host_positions=False, fewer_syncs=False),
+    "graphs_syncing": Speedups(cuda_graphs=True, fewer_syncs=False),
     "graphs": Speedups(cuda_graphs=True, compile_vision=False),
     "full": Speedups(cuda_graphs=True, compile_vision=True),
     "lm": Speedups(cuda_graphs=True, compile_vision=True, compile_language=True),

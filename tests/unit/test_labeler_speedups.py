@@ -12,6 +12,7 @@ import torch
 from labeler_clips import TAXONOMY, assert_same_answer, make_clip
 
 from packsight.vlm.compiled import compile_model
+from packsight.vlm.decoding import HOST_MASK
 from packsight.vlm.labeler import Labeler, load_labeler
 from packsight.vlm.speedups import Speedups
 from packsight.vlm.static_decoding import StaticDecoder
@@ -39,6 +40,68 @@ def test_static_cache_decisions_equal_the_eager_decoder(
     # new again for the smaller third: predictions equal to the last bit every time.
     assert reference(labeler) == expected
     assert static.captures == 0  # no graphs on the CPU
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+def test_prompts_of_another_length_keep_the_buffers_and_the_shapes_met_before(
+    tiny_models: dict[str, Path], family: str
+) -> None:
+    labeler = load_labeler(
+        model=str(tiny_models[family]), adapter=None, quantization="none", taxonomy=TAXONOMY
+    )
+    expected = [labeler.predict(FIRST), labeler.predict(SECOND)]
+    static = StaticDecoder(labeler.model, labeler.answer_format, graphs=False)
+    labeler.decoder = static
+    assert labeler.predict(FIRST) == expected[0]
+    storage = static._storage
+    for _ in range(2):  # the prompts differ in length: two shapes over the same buffers
+        assert [labeler.predict(FIRST), labeler.predict(SECOND)] == expected
+    assert static._storage is storage and len(static._shapes) == 2
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+def test_fewer_syncs_give_the_predictions_of_the_reads_from_the_device(
+    tiny_models: dict[str, Path], family: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from packsight.vlm import attention
+
+    def labeler(fewer_syncs: bool) -> Labeler:
+        made = load_labeler(
+            model=str(tiny_models[family]),
+            adapter=None,
+            quantization="none",
+            taxonomy=TAXONOMY,
+            speedups=replace(Speedups.none(), fewer_syncs=fewer_syncs),
+        )
+        made.decoder = StaticDecoder(made.model, made.answer_format, graphs=False)
+        return made
+
+    syncing, fewer = labeler(False), labeler(True)
+    assert HOST_MASK not in syncing._prepared(FIRST) and HOST_MASK in fewer._prepared(FIRST)
+    reads: list[int] = []
+    real = attention._read_bounds
+
+    def counted(tensor: torch.Tensor) -> list[int]:
+        reads.append(tensor.numel())
+        return real(tensor)
+
+    monkeypatch.setattr(attention, "_read_bounds", counted)
+    expected = reference(syncing)  # left-padded batches: every step mask differs
+    blocks = len(fewer.model.model.visual.blocks)
+    assert len(reads) == 3 * blocks  # three forwards, each block read the bounds
+    reads.clear()
+    assert reference(fewer) == expected
+    # Once per forward and distinct tensor (Qwen2.5-VL: windows and whole frames).
+    assert 3 <= len(reads) <= 3 * (2 if family == "qwen2_5_vl" else 1)
+
+
+def test_bounds_are_read_again_after_a_change_in_place() -> None:
+    from packsight.vlm.attention import segment_bounds
+
+    cu = torch.tensor([0, 4, 8])
+    assert segment_bounds(cu) == [0, 4, 8] and segment_bounds(cu) == [0, 4, 8]
+    cu[1] = 5
+    assert segment_bounds(cu) == [0, 5, 8]
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
@@ -112,10 +175,14 @@ def test_a_compile_failure_falls_back_to_eager(
 def test_speedups_apply_on_cuda_only() -> None:
     # By default only the exact one: compiling changes near-tie decisions (speedups.py).
     assert Speedups() == Speedups(
-        cuda_graphs=True, compile_vision=False, compile_language=False, host_positions=True
+        cuda_graphs=True,
+        compile_vision=False,
+        compile_language=False,
+        host_positions=True,
+        fewer_syncs=True,
     )
     everything = Speedups(compile_vision=True, compile_language=True)
     assert everything.for_device(torch.device("cpu")) == replace(
-        Speedups.none(), host_positions=True
+        Speedups.none(), host_positions=True, fewer_syncs=True
     )
     assert everything.for_device(torch.device("cuda")) == everything

@@ -10,12 +10,15 @@ is plain `torch.nn.functional.scaled_dot_product_attention`, no flash-attn packa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
 
 PACKED_SDPA = "packsight_flash_packed_sdpa"
+# The same, reading the segment bounds from the device in every block: the eager reference.
+PACKED_SDPA_EVERY_BLOCK = "packsight_flash_packed_sdpa_every_block"
 
 
 def packed_sdpa(
@@ -27,14 +30,17 @@ def packed_sdpa(
     scaling: float | None = None,
     dropout: float = 0.0,
     cu_seq_lens_q: torch.Tensor | None = None,
+    *,
+    read: Callable[[torch.Tensor], list[int]] | None = None,
     **_: object,
 ) -> tuple[torch.Tensor, None]:
     """query/key/value: [1, heads, tokens, dim], segments given by `cu_seq_lens_q`;
-    returns [1, tokens, heads, dim] like the flash-attention integrations."""
+    returns [1, tokens, heads, dim] like the flash-attention integrations. `read` gets the
+    bounds to the host (default: `segment_bounds`)."""
     if cu_seq_lens_q is None or attention_mask is not None:
         raise ValueError("packed_sdpa needs cu_seq_lens_q and no attention mask (vision tower)")
     q, k, v = query[0], key[0], value[0]  # [heads, tokens, dim]
-    bounds = cu_seq_lens_q.tolist()
+    bounds = (read or segment_bounds)(cu_seq_lens_q)
     groups: dict[int, list[int]] = {}
     for start, end in pairwise(bounds):
         if end > start:
@@ -59,8 +65,33 @@ def packed_sdpa(
     return out.transpose(0, 1).unsqueeze(0), None
 
 
-def use_packed_vision_attention(model: torch.nn.Module) -> None:
-    """Switch a loaded Qwen2-VL / Qwen2.5-VL's vision tower to `packed_sdpa`.
+def segment_bounds(cu_seq_lens: torch.Tensor) -> list[int]:
+    """The bounds on the host, read from the device once per tensor. Every block of a forward
+    gets the same tensor, and each read makes the host wait until the GPU has run all it was
+    given, then the GPU wait while the host queues the next block: once per forward, not
+    once per block (32 of them). Kept on the tensor, so it goes with it; a tensor changed in
+    place is read again (an inference-mode tensor keeps no version: the towers make a new one
+    each forward and never change it)."""
+    version = None if cu_seq_lens.is_inference() else cu_seq_lens._version
+    kept = getattr(cu_seq_lens, "_packsight_bounds", None)
+    if kept is not None and kept[0] == version:
+        return kept[1]
+    bounds = _read_bounds(cu_seq_lens)
+    cu_seq_lens._packsight_bounds = (version, bounds)  # type: ignore[attr-defined]
+    return bounds
+
+
+def _read_bounds(cu_seq_lens: torch.Tensor) -> list[int]:
+    return cu_seq_lens.tolist()  # waits for the GPU
+
+
+def _every_block(*args: object, **kwargs: object) -> tuple[torch.Tensor, None]:
+    return packed_sdpa(*args, read=_read_bounds, **kwargs)  # type: ignore[arg-type]
+
+
+def use_packed_vision_attention(model: torch.nn.Module, *, bounds_once: bool = True) -> None:
+    """Switch a loaded Qwen2-VL / Qwen2.5-VL's vision tower to `packed_sdpa` (bounds read
+    once per forward, or, with `bounds_once=False`, in every block).
 
     Set after loading: asked for at load time, a name with "flash" in it makes transformers
     look for a flash-attention kernel. The tower reads the name at every forward."""
@@ -69,6 +100,18 @@ def use_packed_vision_attention(model: torch.nn.Module) -> None:
     # Kept out of torch.compile's graphs (compiled.py): it reads segment bounds on the
     # host, so a compiled tower breaks its graph here by design rather than by discovery.
     AttentionInterface.register(PACKED_SDPA, torch.compiler.disable(packed_sdpa))
+    AttentionInterface.register(PACKED_SDPA_EVERY_BLOCK, torch.compiler.disable(_every_block))
     visual = model.get_submodule("model.visual")
     assert isinstance(visual, PreTrainedModel)  # the tower has a config of its own
-    visual.config._attn_implementation_internal = PACKED_SDPA
+    name = PACKED_SDPA if bounds_once else PACKED_SDPA_EVERY_BLOCK
+    visual.config._attn_implementation_internal = name
+
+
+def read_bounds_once(model: torch.nn.Module, once: bool) -> None:
+    """Where the vision tower (a PEFT-wrapped model's too) runs `packed_sdpa`: read its bounds
+    once per forward, or, not `once`, in every block as the reference path does."""
+    unwrap = getattr(model, "get_base_model", None)
+    base = unwrap() if callable(unwrap) else model
+    config = getattr(base.get_submodule("model.visual"), "config", None)
+    if getattr(config, "_attn_implementation", None) in (PACKED_SDPA, PACKED_SDPA_EVERY_BLOCK):
+        use_packed_vision_attention(base, bounds_once=once)

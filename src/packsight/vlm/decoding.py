@@ -52,6 +52,11 @@ ROPE_INPUTS = (
 )
 
 
+# The prompt's attention mask as the host prepared it, beside the device copy (the labeler adds
+# it with `fewer_syncs`): masks built from it need no read from the GPU. Never given the model.
+HOST_MASK = "packsight_host_attention_mask"
+
+
 def choose(
     logits: torch.Tensor, candidates: torch.Tensor, allowed: torch.Tensor | None
 ) -> Decision:
@@ -204,7 +209,7 @@ class LockstepDecoder:
         """Run the prompt; keeps its KV cache and M-RoPE offsets, returns its last logits.
         `inputs` may hold `position_ids` and `rope_deltas` from `positions`."""
         self.mask = inputs["attention_mask"]
-        given = {name: value for name, value in inputs.items() if name != "rope_deltas"}
+        given = {k: v for k, v in inputs.items() if k not in ("rope_deltas", HOST_MASK)}
         out = self.model(**given, use_cache=True, logits_to_keep=1)
         self.cache = out.past_key_values
         deltas = inputs.get("rope_deltas")

@@ -20,9 +20,10 @@ from packsight.labels.prediction import ClipPrediction
 from packsight.labels.taxonomy import Taxonomy
 from packsight.video.framepack import EncodedFrames
 from packsight.vlm.answer import AnswerFormat
+from packsight.vlm.attention import read_bounds_once
 from packsight.vlm.clip_input import ClipInput, check_clip, decode_clips
 from packsight.vlm.compiled import Compiled, compile_model
-from packsight.vlm.decoding import LockstepDecoder
+from packsight.vlm.decoding import HOST_MASK, LockstepDecoder
 from packsight.vlm.free_form import generate_free_form
 from packsight.vlm.loading import Quantization, load_model_and_processor, resolve_device
 from packsight.vlm.model_inputs import processor_inputs
@@ -74,6 +75,7 @@ class Labeler:
         self.answer_format = AnswerFormat(tokenizer, taxonomy)
         # GPU-only speed-ups (speedups.py); each falls back to the eager path on its own.
         self.speedups = fast = (speedups or Speedups()).for_device(device)
+        read_bounds_once(model, fast.fewer_syncs)
         self.decoder: LockstepDecoder = (
             StaticDecoder(model, self.answer_format, graphs=True)
             if fast.cuda_graphs
@@ -102,11 +104,12 @@ class Labeler:
 
     def _prepared(self, clips: list[ClipInput]) -> Any:
         """What the decoder runs: `_inputs`, plus the prompt's M-RoPE positions made on the host
-        (`host_positions`, see speedups.py)."""
-        features = self._features(clips)
-        if self.constrained and self.speedups.host_positions:
+        and its mask kept there too (`host_positions`, `fewer_syncs`: see speedups.py)."""
+        features, fast = self._features(clips), self.speedups
+        if self.constrained and fast.host_positions:
             features["position_ids"], features["rope_deltas"] = self.decoder.positions(features)
-        return features.to(self.device)
+        host_mask = features["attention_mask"] if self.constrained and fast.fewer_syncs else None
+        return features.to(self.device) | ({} if host_mask is None else {HOST_MASK: host_mask})
 
     def _features(self, clips: list[ClipInput]) -> Any:
         # Token ids, masks and grids stay on the host here; pixels are already on the device.

@@ -1,4 +1,5 @@
-"""The seven decisions over a preallocated KV cache, replayed as one CUDA graph per batch shape.
+"""The seven decisions over a preallocated KV cache, replayed as one CUDA graph per batch shape
+(batch size, prompt length, which steps need a mask; the last KEPT_SHAPES of them are kept).
 
 Eagerly, each decision is a full forward of ~1,000 small kernels whose cost is launch and
 Python overhead: ~0.45 s for a batch of 64, ~0.09 s replayed (H200, Qwen2-VL-2B NF4, mask and
@@ -16,15 +17,22 @@ instead of a freshly concatenated tensor.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from transformers.masking_utils import create_causal_mask
 
 from packsight.vlm.answer import AnswerFormat
-from packsight.vlm.decoding import Decoded, LockstepDecoder
+from packsight.vlm.decoding import HOST_MASK, Decoded, LockstepDecoder
 
 log = logging.getLogger(__name__)
+
+# The frame numbers in the prompt make its length vary by a few tokens from batch to batch, so
+# the decoder keeps the graphs of the last few lengths (and mask patterns) it met, over one
+# shared KV buffer, instead of capturing anew whenever the length changes.
+KEPT_SHAPES = 8
+SLACK_TOKENS = 32  # room in the shared buffer beyond the first prompt, for longer ones later
 
 
 class StaticKV:
@@ -39,17 +47,25 @@ class StaticKV:
         self.length = length  # tokens held; the next update writes after them
 
     @classmethod
-    def from_prefill(cls, cache, extra: int) -> StaticKV:
-        """Buffers holding `cache` (a transformers DynamicCache) plus room for `extra` tokens."""
+    def shaped_like(cls, cache, capacity: int) -> StaticKV:
+        """Empty buffers for `capacity` tokens, shaped like `cache` (a DynamicCache)."""
         keys: list[torch.Tensor] = []
         values: list[torch.Tensor] = []
         for layer in cache.layers:
             for source, into in ((layer.keys, keys), (layer.values, values)):
-                batch, heads, length, dim = source.shape
-                buffer = source.new_empty(batch, heads, length + extra, dim)
-                buffer[:, :, :length].copy_(source)
-                into.append(buffer)
-        return cls(keys, values, length)
+                batch, heads, _, dim = source.shape
+                into.append(source.new_empty(batch, heads, capacity, dim))
+        return cls(keys, values, 0)
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[2]
+
+    def sized(self, length: int, extra: int) -> StaticKV:
+        """Views of the first `length + extra` positions, for a prompt of `length` tokens."""
+        end = length + extra
+        keys = [key[:, :, :end] for key in self.keys]
+        return StaticKV(keys, [value[:, :, :end] for value in self.values], length)
 
     def load(self, cache) -> None:
         """Copy a prefill's cache of the same shape into the buffers' first positions."""
@@ -74,6 +90,25 @@ class StaticKV:
         return self.length + query_length, 0
 
 
+@dataclass
+class _Shape:
+    """One prompt length's and mask pattern's fixed inputs, and its graph once captured."""
+
+    kv: StaticKV
+    length: int
+    full_mask: torch.Tensor
+    deltas: torch.Tensor
+    logits: torch.Tensor
+    last: torch.Tensor
+    masks: list[torch.Tensor | None]
+    graph: torch.cuda.CUDAGraph | None = None
+    outputs: tuple[torch.Tensor, ...] = ()
+
+    def load(self, **given: torch.Tensor) -> None:
+        for name, value in given.items():
+            getattr(self, name).copy_(value)
+
+
 class StaticDecoder(LockstepDecoder):
     """`LockstepDecoder` over a `StaticKV`; with `graphs`, captured on the first batch of each
     shape and replayed after. Falls back to the eager decoder for what it cannot run."""
@@ -89,19 +124,19 @@ class StaticDecoder(LockstepDecoder):
             "full_attention"
         }
         self.graphs = graphs
-        self.kv: StaticKV | None = None
-        self._graph: torch.cuda.CUDAGraph | None = None
-        self._key: tuple | None = None
+        self._storage: StaticKV | None = None  # the shared buffers, for one batch size
+        self._shapes: dict[tuple, _Shape] = {}  # by (length, mask pattern), oldest use first
+        self.kv: StaticKV | None = None  # the running shape's, and its inputs below
         self._masks: list[torch.Tensor | None] = []
         self._full_mask = self._deltas = self._logits = self._last = torch.empty(0)
-        self._outputs: tuple[torch.Tensor, ...] = ()
+        self._prefill_length = 0
         self.captures = 0  # graphs captured so far (each costs one eager run's time)
         self._eager = False  # this batch's decisions run on the dynamic cache
 
     def reset(self) -> None:
         super().reset()
-        self.kv, self._graph, self._key, self._outputs = None, None, None, ()
-        self._masks = []
+        self._storage, self.kv, self._masks = None, None, []
+        self._shapes.clear()
 
     def _forward(self, chunk: torch.Tensor) -> torch.Tensor:
         if self._eager:
@@ -123,27 +158,39 @@ class StaticDecoder(LockstepDecoder):
         self._step += 1
         return self._head(out.last_hidden_state[:, -1:])[:, -1]
 
-    def _step_masks(self, prefill_mask: torch.Tensor, dtype: torch.dtype) -> list:
+    def _step_masks(
+        self, prefill_mask: torch.Tensor, dtype: torch.dtype, device: torch.device
+    ) -> list:
         """Each forward's 4D mask as transformers builds it for the eager path at that step
-        (None where it lets SDPA skip the mask)."""
-        assert self.kv is not None
+        (None where it lets SDPA skip the mask). Built from `prefill_mask` where it is, so
+        from a host copy without reading the GPU (transformers asks whether any token is
+        padding), then sent to `device` without waiting for it."""
         batch, length = prefill_mask.shape
+        full = torch.cat([prefill_mask, prefill_mask.new_ones(batch, sum(self.chunk_lengths()))], 1)
         masks, seen = [], length
         for chunk in self.chunk_lengths():
             probe = StaticKV([], [], seen)
             mask = create_causal_mask(
                 config=self._text.config,
-                inputs_embeds=torch.empty(batch, chunk, 1, dtype=dtype, device=prefill_mask.device),
-                attention_mask=self._full_mask[:, : seen + chunk],
+                inputs_embeds=torch.empty(batch, chunk, 1, dtype=dtype, device=full.device),
+                attention_mask=full[:, : seen + chunk],
                 past_key_values=probe,  # type: ignore[arg-type]  # the sizes are all it reads
                 position_ids=None,
             )
             # Own, contiguous copies: the graph reads them from fixed addresses.
             if mask is not None and not isinstance(mask, torch.Tensor):
                 raise TypeError(f"unexpected mask type {type(mask).__name__} for SDPA")
-            masks.append(None if mask is None else mask.contiguous().clone())
+            masks.append(None if mask is None else self._own(mask, device))
             seen += chunk
         return masks
+
+    @staticmethod
+    def _own(mask: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """A contiguous copy of `mask` on `device`. From the host through pinned memory: a
+        copy from pageable memory would wait for the GPU's queue to drain."""
+        if mask.device == device:
+            return mask.contiguous().clone()
+        return mask.contiguous().pin_memory().to(device, non_blocking=True)
 
     def _run_answer(self) -> tuple[torch.Tensor, ...]:
         assert self.kv is not None
@@ -160,43 +207,50 @@ class StaticDecoder(LockstepDecoder):
         logits = self._prefill(inputs)
         prefill_mask = inputs["attention_mask"]
         batch, length = prefill_mask.shape
-        if self._graph is not None and self._key is not None and batch < self._key[0]:
-            # A batch smaller than the captured one (a task's last, partial batch) is decided
-            # eagerly and the full batches' graph stays: capturing anew for each partial batch
+        captured = any(shape.graph is not None for shape in self._shapes.values())
+        if captured and self._storage is not None and batch < self._storage.keys[0].shape[0]:
+            # A batch smaller than the captured ones (a task's last, partial batch) is decided
+            # eagerly and the full batches' graphs stay: capturing anew for each partial batch
             # and again for the next full one would cost more than the replays save.
             return self._decide_eagerly(logits, last)
         cache, self.cache = self.cache, None
         extra = sum(self.chunk_lengths())
+        storage = self._storage
+        if (
+            storage is None
+            or storage.keys[0].shape[0] != batch
+            or length + extra > storage.capacity
+        ):
+            self.reset()  # drop the buffers and graphs of another batch size first
+            storage = self._storage = StaticKV.shaped_like(cache, length + extra + SLACK_TOKENS)
+        masks = self._step_masks(inputs.get(HOST_MASK, prefill_mask), logits.dtype, device)
+        key = (length, tuple(mask is None for mask in masks))
         full_mask = torch.cat([prefill_mask, prefill_mask.new_ones(batch, extra)], dim=1)
-        self._prefill_length = length
-        fresh = self.kv is None or self._key is None or self._key[:2] != (batch, length)
-        if fresh:
-            self.reset()  # drop the last shape's buffers and graph before making new ones
-            self.kv = StaticKV.from_prefill(cache, extra)
-            self._full_mask, self._deltas = full_mask, self.deltas.clone()
-            self._logits, self._last = logits.clone(), last
+        shape = self._shapes.pop(key, None)
+        if shape is None:
+            if len(self._shapes) >= KEPT_SHAPES:
+                del self._shapes[next(iter(self._shapes))]  # the least recently used
+            kv = storage.sized(length, extra)
+            shape = _Shape(kv, length, full_mask, self.deltas.clone(), logits.clone(), last, masks)
         else:
-            assert self.kv is not None
-            self.kv.load(cache)
-            self._full_mask.copy_(full_mask)
-            self._deltas.copy_(self.deltas)
-            self._logits.copy_(logits)
-            self._last.copy_(last)
-        del cache
-        masks = self._step_masks(prefill_mask, logits.dtype)
-        key = (batch, length, tuple(m is None for m in masks))
-        if self._graph is not None and key == self._key:
-            for into, mask in zip(self._masks, masks, strict=True):
+            shape.load(full_mask=full_mask, deltas=self.deltas, logits=logits, last=last)
+            for into, mask in zip(shape.masks, masks, strict=True):
                 if into is not None and mask is not None:
                     into.copy_(mask)
-            self._graph.replay()
-            rows, evidence = self._outputs
+        self._shapes[key] = shape
+        shape.kv.load(cache)
+        del cache
+        self.kv, self._prefill_length, self._masks = shape.kv, length, shape.masks
+        self._full_mask, self._deltas = shape.full_mask, shape.deltas
+        self._logits, self._last = shape.logits, shape.last
+        if shape.graph is not None:
+            shape.graph.replay()
+            rows, evidence = shape.outputs
             return self.rows(rows, evidence)
-        self._graph, self._masks, self._key = None, masks, key
         rows, evidence = self._run_answer()
         decoded = self.rows(rows, evidence)
         if self.graphs and device.type == "cuda":
-            self._capture()
+            self._capture(shape)
         return decoded
 
     def _decide_eagerly(self, logits: torch.Tensor, last: torch.Tensor) -> list[Decoded]:
@@ -207,7 +261,7 @@ class StaticDecoder(LockstepDecoder):
             self._eager, self.cache = False, None
         return self.rows(rows, evidence)
 
-    def _capture(self) -> None:
+    def _capture(self, shape: _Shape) -> None:
         """Capture the decisions for replay on later batches of this shape. A failure only
         costs the speed-up: the decoder stays eager from then on."""
         stream = torch.cuda.Stream()
@@ -224,9 +278,14 @@ class StaticDecoder(LockstepDecoder):
         except Exception as exc:  # an op that cannot be captured: keep the eager decisions
             log.warning("CUDA graph capture of the decisions failed, staying eager: %s", exc)
             self.graphs = False
-            self._graph = None
             return
         finally:
             torch.cuda.current_stream().wait_stream(stream)
-        self._graph, self._outputs = graph, outputs
+        shape.graph, shape.outputs = graph, outputs
         self.captures += 1
+        log.info(
+            "decisions captured as a CUDA graph: batch %d, prompt %d tokens (%d graphs kept)",
+            shape.full_mask.shape[0],
+            shape.length,
+            len(self._shapes),
+        )
