@@ -26,16 +26,23 @@ def reference(labeler: Labeler) -> list:
     return labeler.predict(FIRST) + labeler.predict(SECOND) + labeler.predict(FIRST[:2])
 
 
+def tiny_labeler(path: Path) -> Labeler:
+    return load_labeler(model=str(path), adapter=None, quantization="none", taxonomy=TAXONOMY)
+
+
+def static_decoder(labeler: Labeler) -> StaticDecoder:
+    """The labeler's decoder, made the static-cache one (no graphs on the CPU)."""
+    labeler.decoder = static = StaticDecoder(labeler.model, labeler.answer_format, graphs=False)
+    return static
+
+
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
 def test_static_cache_decisions_equal_the_eager_decoder(
     tiny_models: dict[str, Path], family: str
 ) -> None:
-    labeler = load_labeler(
-        model=str(tiny_models[family]), adapter=None, quantization="none", taxonomy=TAXONOMY
-    )
+    labeler = tiny_labeler(tiny_models[family])
     expected = reference(labeler)
-    static = StaticDecoder(labeler.model, labeler.answer_format, graphs=False)
-    labeler.decoder = static
+    static = static_decoder(labeler)
     # New buffers for the first batch, reused (copied into) for the second of the same shape,
     # new again for the smaller third: predictions equal to the last bit every time.
     assert reference(labeler) == expected
@@ -46,12 +53,9 @@ def test_static_cache_decisions_equal_the_eager_decoder(
 def test_prompts_of_another_length_keep_the_buffers_and_the_shapes_met_before(
     tiny_models: dict[str, Path], family: str
 ) -> None:
-    labeler = load_labeler(
-        model=str(tiny_models[family]), adapter=None, quantization="none", taxonomy=TAXONOMY
-    )
+    labeler = tiny_labeler(tiny_models[family])
     expected = [labeler.predict(FIRST), labeler.predict(SECOND)]
-    static = StaticDecoder(labeler.model, labeler.answer_format, graphs=False)
-    labeler.decoder = static
+    static = static_decoder(labeler)
     assert labeler.predict(FIRST) == expected[0]
     storage = static._storage
     for _ in range(2):  # the prompts differ in length: two shapes over the same buffers
@@ -73,7 +77,7 @@ def test_fewer_syncs_give_the_predictions_of_the_reads_from_the_device(
             taxonomy=TAXONOMY,
             speedups=replace(Speedups.none(), fewer_syncs=fewer_syncs),
         )
-        made.decoder = StaticDecoder(made.model, made.answer_format, graphs=False)
+        static_decoder(made)
         return made
 
     syncing, fewer = labeler(False), labeler(True)
