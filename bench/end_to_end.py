@@ -220,6 +220,7 @@ def main() -> None:
     parser.add_argument("--cpu-nice", type=int, default=0, help="niceness of the CPU workers")
     parser.add_argument("--gpu-cores", type=int, default=0, help="physical cores, GPU worker's")
     parser.add_argument("--py-spy", help="py-spy's path: profile the GPU worker in each job")
+    parser.add_argument("--py-spy-mode", default="active", choices=["active", "gil", "idle"])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--frame-side", type=int, default=336)
     parser.add_argument("--out", type=Path)
@@ -270,7 +271,7 @@ def main() -> None:
         try:
             report["warmup"] = run_job(ctx, "warmup/")  # the GPU worker loads its model
             gpu_worker = workers[1].pid
-            spy = PhaseProfiles(args.py_spy, gpu_worker, logs / "py-spy") if args.py_spy else None
+            spy = args.py_spy and PhaseProfiles(args.py_spy, gpu_worker, logs, args.py_spy_mode)
             for name, prefix in jobs:
                 report["runs"].append({"videos": name, "job": run_job(ctx, prefix, spy)})
                 print(json.dumps(report["runs"][-1]), flush=True)

@@ -2,7 +2,9 @@
 CPU workers sample, and after the last sample unit is done (the phases `where` splits). Each is
 kept as py-spy's collapsed stacks (`--format raw`: "thread (tid): name;frame;... count") with a
 summary per thread: the cores it kept busy on average over the phase (py-spy counts a thread
-that waits for the GIL or for I/O as idle and leaves it out), and where those samples were."""
+that waits for the GIL or for I/O as idle and leaves it out), and where those samples were.
+Mode "gil" samples only the thread holding the GIL ("cores" is then its share of the GIL's
+time), "idle" every thread all the time (where the idle ones wait)."""
 
 from __future__ import annotations
 
@@ -20,11 +22,12 @@ RATE = 100  # samples a second
 class PhaseProfiles:
     """py-spy attached to one process, a recording per phase (`switch`), no pauses of it."""
 
-    def __init__(self, py_spy: str, pid: int, folder: Path) -> None:
-        self.py_spy, self.pid, self.folder = py_spy, pid, folder
+    def __init__(self, py_spy: str, pid: int, logs: Path, mode: str = "active") -> None:
+        self.py_spy, self.pid, self.folder = py_spy, pid, logs / "py-spy"
+        self.flags = {"active": [], "gil": ["--gil"], "idle": ["--idle"]}[mode]
         self.running: tuple[str, subprocess.Popen[bytes], float] | None = None
         self.summaries: dict[str, Any] = {}
-        folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
 
     def switch(self, phase: str | None) -> None:
         """End the running phase's recording and summarise it; start `phase`'s (None: none)."""
@@ -37,7 +40,7 @@ class PhaseProfiles:
             self.running = None
         if phase is not None:
             command = [self.py_spy, "record", "--pid", str(self.pid), "--rate", str(RATE)]
-            command += ["--format", "raw", "--threads", "--nonblocking"]
+            command += ["--format", "raw", "--threads", "--nonblocking", *self.flags]
             command += ["-o", str(self.folder / f"{phase}.txt")]
             log = (self.folder / f"{phase}.log").open("wb")
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
