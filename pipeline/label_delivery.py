@@ -75,6 +75,7 @@ class _Delivery:
 
     def run(self) -> None:
         units = [self.first, *self._read(self._adopt(self.ctx.transaction, initial=True))]
+        cut_short = False
         try:
             if any(batch.clips for batch in units):
                 labeler = labeler_for(self.first.version, self.ctx.settings)
@@ -83,6 +84,8 @@ class _Delivery:
                 try:
                     for results in stream:
                         self._decided(results)
+                        if cut_short := self.lease.lost or self.outage.is_set():
+                            break  # nothing more could be recorded: stop the GPU's work now
                 finally:
                     # Whatever ended it: the helper adopts nothing more, and has finished
                     # (close() waits for it) before run_unit settles the units held.
@@ -93,6 +96,8 @@ class _Delivery:
         finally:
             self.recorder.shutdown(wait=True)
         self._settle()
+        if cut_short:
+            self.lease.check()  # every unit held was taken over (an outage raised above)
 
     # On the labeler's helper thread, a batch ahead of the GPU.
     def _loaders(self, units: list[UnitClips]) -> Iterator[Callable[[], ClipInput | Exception]]:

@@ -1,7 +1,7 @@
 """One GPU delivery runs on from unit to unit, on real Postgres and Redis with the tiny model: it
 adopts waiting label units a task's worth at a time, just before the GPU needs them (units
 sampled while it runs included), for up to `gpu_delivery_s`, and records each unit as soon as
-its clips are decided, while the GPU goes on."""
+its clips are decided, while the GPU goes on; it stops when nothing it runs could be recorded."""
 
 from __future__ import annotations
 
@@ -152,3 +152,48 @@ def test_units_adopted_ahead_go_back_untouched_when_the_delivery_fails_before_th
     # units': that failure is theirs; the last two units' clips never began.
     assert sorted(u.failures for u in left.values())[-1] == 1
     assert [left[u.id].failures for u in labels[2:]] == [0, 0]
+
+
+def test_a_delivery_whose_units_were_all_taken_over_stops_its_gpu_work(
+    ctx: Context, redis_url: str, calls: Calls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import update
+
+    from packsight.models.db import session_scope
+    from packsight.models.tables.work import WorkUnit
+    from packsight.pipeline import label_delivery
+
+    deliveries: list[Any] = []
+    made = label_delivery._Delivery.__init__
+
+    def watched(self: Any, *args: Any) -> None:
+        made(self, *args)
+        deliveries.append(self)
+
+    monkeypatch.setattr(label_delivery._Delivery, "__init__", watched)
+    worker = worker_context(ctx, redis_url, gpu_batch_size=8, gpu_task_batches=1)
+    job_id = submit(ctx)
+    labels = sampled(ctx, job_id)
+    batches: list[Any] = []
+
+    def take_everything_over(results: list[Any]) -> None:
+        batches.append(results)
+        if len(batches) > 1:
+            return
+        # As if the sweeper and new deliveries had taken every unit this one holds.
+        lease = deliveries[0].lease
+        with session_scope(ctx.settings.resolved_database_url) as session:
+            session.execute(
+                update(WorkUnit).where(WorkUnit.lease == lease.token).values(lease="new-holder")
+            )
+        deadline = time.monotonic() + harness.budget(60)
+        while not lease.lost:  # its heartbeat finds them gone
+            assert time.monotonic() < deadline, "the heartbeat did not see the takeover"
+            time.sleep(0.05)
+
+    calls.after_batch = take_everything_over
+    stages.run(worker, labels[0].id)
+    assert len(batches) == 1  # of one batch per clip: the rest never ran
+    assert clip_count(ctx, job_id) > 2
+    left = units(ctx, job_id, UnitKind.LABEL)
+    assert left and all(u.lease == "new-holder" and u.failures == 0 for u in left)
