@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # The frame numbers in the prompt make its length vary by a few tokens from batch to batch, so
 # the decoder keeps the graphs of the last few lengths (and mask patterns) it met, over one
 # shared KV buffer, instead of capturing anew whenever the length changes.
-KEPT_SHAPES = 8
+KEPT_SHAPES = 4  # each holds its graph's memory pool and a copy of the logits (~20 MB at 64)
 SLACK_TOKENS = 32  # room in the shared buffer beyond the first prompt, for longer ones later
 
 
