@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
@@ -78,19 +79,7 @@ class _Delivery:
         cut_short = False
         try:
             if any(batch.clips for batch in units):
-                labeler = labeler_for(self.first.version, self.ctx.settings)
-                self.until = time.monotonic() + self.ctx.settings.gpu_delivery_s
-                stream = labeler.stream(self._loaders(units), on_batch=metrics.gpu_batch_done)
-                try:
-                    for results in stream:
-                        self._decided(results)
-                        if cut_short := self.lease.lost or self.outage.is_set():
-                            break  # nothing more could be recorded: stop the GPU's work now
-                finally:
-                    # Whatever ended it: the helper adopts nothing more, and has finished
-                    # (close() waits for it) before run_unit settles the units held.
-                    self.ending.set()
-                    stream.close()
+                cut_short = self._stream(units)
             else:
                 self._register(units)
         finally:
@@ -99,19 +88,42 @@ class _Delivery:
         if cut_short:
             self.lease.check()  # every unit held was taken over (an outage raised above)
 
+    def _stream(self, units: list[UnitClips]) -> bool:
+        """Run the clips through the model, as many units as come; True if cut short because
+        nothing more could be recorded."""
+        labeler = labeler_for(self.first.version, self.ctx.settings)
+        self.until = time.monotonic() + self.ctx.settings.gpu_delivery_s
+        stream = labeler.stream(self._loaders(units), on_batch=metrics.gpu_batch_done)
+        failed = False
+        try:
+            while True:
+                try:
+                    results = next(stream, None)
+                except Exception:
+                    failed = True
+                    raise
+                if results is None:
+                    return False
+                self._decided(results)
+                if self.lease.taken_over or self.outage.is_set():
+                    return True  # stop the GPU's work now
+        finally:
+            # Whatever ended it: the helper adopts nothing more, and has finished (close()
+            # waits for it) before run_unit settles the units held.
+            self.ending.set()
+            stream.close()
+            if failed:
+                self._blame(labeler.batch_size)
+
     # On the labeler's helper thread, a batch ahead of the GPU.
     def _loaders(self, units: list[UnitClips]) -> Iterator[Callable[[], ClipInput | Exception]]:
         sent: set[int] = set()  # a clip in two units (two jobs over one video) runs once
         while units:
-            for unit in self._register(units):
-                # From here a failure may be this unit's; adopted units not reached yet go
-                # back untouched if the delivery fails (run_unit).
-                self.lease.started(unit.unit.id)
-                for clip in unit.clips:
-                    if clip.id not in sent:
-                        sent.add(clip.id)
-                        self.order.append(clip.id)
-                        yield clip_loader(self.ctx, clip)
+            for clip in (clip for unit in self._register(units) for clip in unit.clips):
+                if clip.id not in sent:
+                    sent.add(clip.id)
+                    self.order.append(clip.id)
+                    yield clip_loader(self.ctx, clip)
             late = self.ending.is_set() or self.outage.is_set() or self.lease.lost
             late = late or time.monotonic() > self.until
             # A brief outage here ends the delivery's adopting, not the delivery.
@@ -151,6 +163,15 @@ class _Delivery:
             self.waiting |= {unit.unit.id: unit for unit in units}
             self._record_decided()
         return units
+
+    def _blame(self, batch_size: int) -> None:
+        """The stream raised: blame the units of the batch that failed, the first clips not
+        decided (the one the GPU ran, or the one being prepared if that raised)."""
+        failing = set(islice(self.order, batch_size))
+        with self.lock:
+            units = [u for u in self.waiting.values() if any(c.id in failing for c in u.clips)]
+        if units:  # else (nothing drawn yet) the delivery's own unit keeps the blame
+            self.lease.blame({unit.unit.id for unit in units})
 
     def _decided(self, results: list[ClipPrediction | OutputParseError | Exception]) -> None:
         clip_ids = [self.order.popleft() for _ in results]

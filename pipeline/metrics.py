@@ -69,8 +69,8 @@ OUTAGES_OUTLASTED = Counter(
 UNITS_HANDED_BACK = Counter(
     "packsight_units_handed_back",
     "Work units handed back to be published again: outage (no attempt counted), error (the "
-    "delivery raised), untouched (adopted by a delivery that failed before their work began; "
-    "no attempt counted), worker_lost (the sweeper took it from a silent worker)",
+    "delivery raised), untouched (held by a delivery whose failure was in a batch without "
+    "them; no attempt counted), worker_lost (the sweeper took it from a silent worker)",
     ["kind", "reason"],
 )
 UNITS_GIVEN_UP = Counter(

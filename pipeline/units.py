@@ -52,8 +52,9 @@ class Lease:
         self.max_s = max_s if max_s is not None else ctx.settings.max_unit_s
         self.adopted: list[UnitRef] = []
         self._held = {unit_id}
-        self._started = {unit_id}
+        self._suspects = {unit_id}  # whose fault a failure may be (see `blame`)
         self._finished: set[int] = set()
+        self.taken_over = False  # a heartbeat found every unit held taken by others
         self._stop = threading.Event()
 
     def adopt(self, units: list[UnitRef]) -> None:
@@ -61,9 +62,10 @@ class Lease:
         self.adopted += units
         self._held |= {unit.id for unit in units}
 
-    def started(self, unit_id: int) -> None:
-        """The delivery began the unit's work: a failure from here on may be the unit's."""
-        self._started.add(unit_id)
+    def blame(self, unit_ids: set[int]) -> None:
+        """The units a failure may be the fault of (those of the GPU batch that failed); by
+        default the delivery's own unit."""
+        self._suspects = set(unit_ids)
 
     def finished(self, unit_id: int) -> None:
         """The unit's outcome is recorded, or it was handed back or found ended: not held."""
@@ -74,9 +76,9 @@ class Lease:
         """The delivery's unit and the adopted ones it still holds, to hand back on failure."""
         return [u for u in [unit, *self.adopted] if u.id in self._held]
 
-    def untouched(self, unit: UnitRef) -> list[UnitRef]:
-        """The units still held whose work never began (adopted ahead of need)."""
-        return [u for u in self.unfinished(unit) if u.id not in self._started]
+    def innocent(self, unit: UnitRef) -> list[UnitRef]:
+        """The units still held that a failure is not blamed on."""
+        return [u for u in self.unfinished(unit) if u.id not in self._suspects]
 
     def check(self) -> None:
         """Raise LeaseLostError if a heartbeat found every unit taken over or ended."""
@@ -131,7 +133,7 @@ class Lease:
                 taken = asked - renewed - self._finished
                 self._held -= asked - renewed
                 if taken and not self._held:
-                    self.lost = True
+                    self.lost = self.taken_over = True
                     return
             # While the database is away, try again sooner: once it is back, the heartbeat
             # must land before the sweeper thinks this delivery died.
@@ -179,14 +181,14 @@ def run_unit(ctx: Context, unit_id: int, stages: Mapping[str, Stage]) -> None:
         except Exception as exc:
             outcome = "failed"
             log.exception("work unit %s (%s) failed", unit_id, unit.kind)
-            # Units adopted ahead whose work never began go back as they were. Those run
-            # beside it fail with it: which one broke the delivery is unknown, and each runs
-            # alone from now on (adopt_units takes none that failed).
-            untouched = lease.untouched(unit)
-            for held in untouched:
+            # The units of the GPU batch that failed (or the delivery's own, for any other
+            # failure) fail with it: which one broke it is unknown, and each runs alone from
+            # now on (adopt_units takes none that failed). The others go back as they were.
+            innocent = lease.innocent(unit)
+            for held in innocent:
                 hand_back(ctx, held, lease, "untouched")
             for held in lease.unfinished(unit):
-                if held not in untouched:
+                if held not in innocent:
                     error = f"{type(exc).__name__}: {exc}"
                     record_failure(ctx, stage, held, lease.token, error)
     metrics.delivered(unit.kind, outcome, time.monotonic() - started)

@@ -1,7 +1,7 @@
 """GPU batches filled across videos, on real Postgres and Redis with the tiny model, delivered
 as a worker delivers them (heartbeats running): one delivery labels the waiting label units of
 other videos and jobs beside its own, each recorded in its own transaction and kept alive by its
-heartbeat; a failed delivery counts against every unit it began and they run alone from then on;
+heartbeat; a failed batch counts against every unit in it and they run alone from then on;
 a unit taken over meanwhile is left to its new holder; another model version's units are never
 adopted; a clip two jobs share is labelled once; in-process, only the job's own units."""
 
@@ -85,7 +85,7 @@ def test_the_heartbeat_keeps_every_adopted_unit(
     assert units(ctx, job_id) == [] and job_state(ctx, job_id)[0] == "succeeded"
 
 
-def test_a_failed_delivery_counts_against_every_unit_it_began_and_they_run_alone(
+def test_a_failed_batch_counts_against_every_unit_in_it_and_they_run_alone(
     ctx: Context, worker: Context, calls: Calls
 ) -> None:
     job_id = submit(ctx)

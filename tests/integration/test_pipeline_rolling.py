@@ -134,7 +134,7 @@ def test_a_delivery_failing_midway_keeps_what_it_recorded_and_holds_nothing(
         assert clips <= recorded or (clips.isdisjoint(recorded) and unit.id in {u.id for u in left})
 
 
-def test_units_adopted_ahead_go_back_untouched_when_the_delivery_fails_before_them(
+def test_units_adopted_ahead_go_back_untouched_when_a_batch_before_them_fails(
     ctx: Context, redis_url: str, calls: Calls
 ) -> None:
     worker = worker_context(ctx, redis_url, gpu_batch_size=8, gpu_task_batches=1)
@@ -197,3 +197,30 @@ def test_a_delivery_whose_units_were_all_taken_over_stops_its_gpu_work(
     assert clip_count(ctx, job_id) > 2
     left = units(ctx, job_id, UnitKind.LABEL)
     assert left and all(u.lease == "new-holder" and u.failures == 0 for u in left)
+
+
+def test_a_failed_batch_counts_against_its_own_units_only(
+    ctx: Context, redis_url: str, calls: Calls
+) -> None:
+    worker = worker_context(ctx, redis_url, **SMALL_TASKS)
+    job_id = submit(ctx)
+    labels = sampled(ctx, job_id)
+    in_order = [(unit.id, clip) for unit in labels for clip in sorted(unit.payload["clip_ids"])]
+    batches: list[int] = []
+
+    def fail_the_second() -> None:
+        batches.append(1)
+        if len(batches) < 2:
+            return
+        deadline = time.monotonic() + harness.budget(60)
+        while calls.sizes[0] < 3:  # the next batch drawn meanwhile, from a unit adopted for it
+            assert time.monotonic() < deadline, "the helper drew no next batch"
+            time.sleep(0.01)
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    calls.in_batch = fail_the_second
+    stages.run(worker, labels[0].id)
+    left = {u.id: u for u in units(ctx, job_id, UnitKind.LABEL)}
+    guilty = in_order[1][0]  # the unit of the second clip, the batch that failed
+    assert left[guilty].failures == 1
+    assert [u.failures for u in left.values() if u.id != guilty] == [0] * (len(left) - 1)

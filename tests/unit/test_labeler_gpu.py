@@ -108,3 +108,31 @@ def test_cuda_graphs_and_compiled_pieces_give_the_eager_predictions(
         assert _decisions(have) == _decisions(want)
         for a, b in zip(want, have, strict=True):
             assert b.confidence == pytest.approx(a.confidence, abs=2e-3)
+
+
+def uniform(frame_count: int, seeds: range) -> list[ClipInput]:
+    """Clips of one frame count, so one prompt length (the frame numbers are in the prompt)."""
+    indices = tuple(round(i * (frame_count - 1) / 7) for i in range(8))
+    return [
+        ClipInput(
+            frames=np.random.default_rng(seed).integers(0, 256, (8, 56, 56, 3), dtype=np.uint8),
+            clip_frame_count=frame_count,
+            frame_indices=indices,
+        )
+        for seed in seeds
+    ]
+
+
+@pytest.mark.parametrize("quantization", ["nf4", "none"])
+def test_graphs_of_two_prompt_lengths_are_kept_and_replayed(
+    tiny: Path, quantization: Quantization
+) -> None:
+    short, long = uniform(9, range(4)), uniform(125, range(4, 8))
+    eager = _labeler(tiny, quantization, torch.bfloat16, Speedups.none())
+    expected = [eager.predict(batch) for batch in (short, long, short, long)]
+    del eager
+    graphs = _labeler(tiny, quantization, torch.bfloat16, Speedups())
+    got = [graphs.predict(batch) for batch in (short, long, short, long)]
+    assert isinstance(graphs.decoder, StaticDecoder)
+    assert graphs.decoder.captures == 2  # one per length, each replayed after
+    assert got == expected

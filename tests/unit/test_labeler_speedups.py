@@ -99,13 +99,24 @@ def test_fewer_syncs_give_the_predictions_of_the_reads_from_the_device(
     assert 3 <= len(reads) <= 3 * (2 if family == "qwen2_5_vl" else 1)
 
 
-def test_bounds_are_read_again_after_a_change_in_place() -> None:
-    from packsight.vlm.attention import segment_bounds
+def test_bounds_are_kept_within_one_vision_forward_only() -> None:
+    from packsight.vlm.attention import _close_forward, _open_forward, segment_bounds
 
-    cu = torch.tensor([0, 4, 8])
-    assert segment_bounds(cu) == [0, 4, 8] and segment_bounds(cu) == [0, 4, 8]
-    cu[1] = 5
-    assert segment_bounds(cu) == [0, 5, 8]
+    with torch.inference_mode():  # as the labeler runs: such tensors keep no version
+        cu = torch.tensor([0, 4, 8])
+        assert segment_bounds(cu) == [0, 4, 8]
+        cu[1] = 5  # outside a forward, every call reads
+        assert segment_bounds(cu) == [0, 5, 8]
+        _open_forward()
+        try:
+            assert segment_bounds(cu) == [0, 5, 8]
+            cu[1] = 6  # no tower changes its bounds within a forward: the first read holds
+            assert segment_bounds(cu) == [0, 5, 8]
+        finally:
+            _close_forward()
+        _open_forward()  # the next forward reads again
+        assert segment_bounds(cu) == [0, 6, 8]
+        _close_forward()
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])

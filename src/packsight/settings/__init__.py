@@ -226,8 +226,8 @@ class Settings(BaseSettings):
         if self.gpu_delivery_s * 2 > self.max_unit_s:
             raise ValueError(
                 f"gpu_delivery_s ({self.gpu_delivery_s}) must be at most half of max_unit_s "
-                f"({self.max_unit_s}): a GPU delivery still adopting near max_unit_s would be "
-                "taken for hung"
+                f"({self.max_unit_s}): the other half is for loading the model and the last "
+                "task, or a GPU delivery would be taken for hung"
             )
         return self
 

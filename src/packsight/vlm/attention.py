@@ -10,6 +10,7 @@ is plain `torch.nn.functional.scaled_dot_product_attention`, no flash-attn packa
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from itertools import pairwise
 
@@ -66,19 +67,31 @@ def packed_sdpa(
 
 
 def segment_bounds(cu_seq_lens: torch.Tensor) -> list[int]:
-    """The bounds on the host, read from the device once per tensor. Every block of a forward
-    gets the same tensor, and each read makes the host wait until the GPU has run all it was
-    given, then the GPU wait while the host queues the next block: once per forward, not
-    once per block (32 of them). Kept on the tensor, so it goes with it; a tensor changed in
-    place is read again (an inference-mode tensor keeps no version: the towers make a new one
-    each forward and never change it)."""
-    version = None if cu_seq_lens.is_inference() else cu_seq_lens._version
-    kept = getattr(cu_seq_lens, "_packsight_bounds", None)
-    if kept is not None and kept[0] == version:
-        return kept[1]
+    """The bounds on the host, read from the device once per vision forward. Every block of
+    the forward gets the same tensor, and each read makes the host wait until the GPU has run
+    all it was given, then the GPU wait while the host queues the next block: once per forward
+    (per tensor), not once per block (32 of them). Outside a tower's forward (hooks set by
+    `use_packed_vision_attention`), every call reads."""
+    kept: dict[int, tuple[torch.Tensor, list[int]]] | None = getattr(_forward, "bounds", None)
+    if kept is None:
+        return _read_bounds(cu_seq_lens)
+    hit = kept.get(id(cu_seq_lens))
+    if hit is not None and hit[0] is cu_seq_lens:
+        return hit[1]
     bounds = _read_bounds(cu_seq_lens)
-    cu_seq_lens._packsight_bounds = (version, bounds)  # type: ignore[attr-defined]
+    kept[id(cu_seq_lens)] = (cu_seq_lens, bounds)
     return bounds
+
+
+_forward = threading.local()  # the bounds read in the vision forward this thread is running
+
+
+def _open_forward(*_: object) -> None:
+    _forward.bounds = {}
+
+
+def _close_forward(*_: object) -> None:
+    _forward.bounds = None
 
 
 def _read_bounds(cu_seq_lens: torch.Tensor) -> list[int]:
@@ -103,6 +116,10 @@ def use_packed_vision_attention(model: torch.nn.Module, *, bounds_once: bool = T
     AttentionInterface.register(PACKED_SDPA_EVERY_BLOCK, torch.compiler.disable(_every_block))
     visual = model.get_submodule("model.visual")
     assert isinstance(visual, PreTrainedModel)  # the tower has a config of its own
+    if not getattr(visual, "_packsight_bounds_hooks", False):
+        visual.register_forward_pre_hook(_open_forward)
+        visual.register_forward_hook(_close_forward, always_call=True)
+        setattr(visual, "_packsight_bounds_hooks", True)  # noqa: B010  (not a Module attribute)
     name = PACKED_SDPA if bounds_once else PACKED_SDPA_EVERY_BLOCK
     visual.config._attn_implementation_internal = name
 
