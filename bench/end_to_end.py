@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the test harness starts the real serv
 
 import cores  # noqa: E402
 import harness  # noqa: E402
+from bench_workers import start_workers  # noqa: E402
 from end_to_end_alone import gpu_alone, where  # noqa: E402
 from gpu_worker_profile import PhaseProfiles  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
@@ -97,46 +97,6 @@ def environment(args: argparse.Namespace, db: str, redis: str, s3: Any, data: Pa
         "PACKSIGHT_METRICS_PORT": "0",
         "PACKSIGHT_SWEEP_INTERVAL_S": "10",
     }
-
-
-def start_workers(
-    env: dict[str, str], logs: Path, cpu: int, cpu_nice: int, gpu_cores: int
-) -> list[harness.ProcessGroup]:
-    # Modules rather than console scripts: the same on a host whose packages were installed
-    # with `pip --target` (no scripts on PATH for this interpreter).
-    celery = [sys.executable, "-m", "celery", "-A", "packsight.workers.app", "worker", "-l", "INFO"]
-    full = dict(os.environ) | env
-    mine, theirs = cores.split(gpu_cores)  # whole physical cores of its own for the GPU worker
-    gpu_pin = ["taskset", "-c", ",".join(map(str, mine))]
-    pin = ["taskset", "-c", ",".join(map(str, theirs)), "nice", "-n", str(cpu_nice)]
-    workers = [
-        harness.ProcessGroup(
-            "worker-cpu",
-            # `nice`: the CPU workers yield the cores to the GPU worker's host thread.
-            [*pin, *celery, "-Q", "cpu", "-c", str(cpu), "-n", "cpu@%h"],
-            log_path=logs / "worker-cpu.log",
-            env=full,
-        ),
-        harness.ProcessGroup(
-            "worker-gpu",
-            [*gpu_pin, *celery, "-Q", "gpu.t4", "--pool", "solo", "-n", "gpu@%h"],
-            log_path=logs / "worker-gpu.log",
-            env=full,
-        ),
-        harness.ProcessGroup(
-            "beat",
-            [*pin, sys.executable, "-m", "packsight", "beat"],
-            log_path=logs / "beat.log",
-            env=full,
-        ),
-    ]
-    for worker in workers:
-        worker.wait_until(partial(_ready, worker), what="ready")
-    return workers
-
-
-def _ready(worker: harness.ProcessGroup) -> bool:
-    return ("sweeper: every" if worker.name == "beat" else "ready.") in worker.log_tail(200)
 
 
 def run_job(ctx: Context, prefix: str, profiles: PhaseProfiles | None = None) -> dict[str, Any]:
