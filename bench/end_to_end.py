@@ -25,6 +25,8 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,33 @@ def environment(args: argparse.Namespace, db: str, redis: str, s3: Any, data: Pa
         "PACKSIGHT_METRICS_PORT": "0",
         "PACKSIGHT_SWEEP_INTERVAL_S": "10",
     }
+
+
+@contextmanager
+def services(args: argparse.Namespace, prefix: str) -> Iterator[tuple[Path, Context, dict]]:
+    """A bench run's Postgres, Redis and S3 server and its scratch folder, the model (built
+    with random weights unless `--model`), the workers' environment (this process's too)
+    and a context on them: (scratch folder, context, environment)."""
+    with (
+        tempfile.TemporaryDirectory(prefix=prefix) as scratch,
+        harness.postgres_database(private=True) as database,
+        harness.redis_server() as redis,
+        harness.s3_server() as s3,
+    ):
+        root = Path(scratch)
+        if args.model is None:
+            from packsight.vlm.architectures import build_random_model
+
+            args.model = build_random_model(root / "model", family=args.family, size=args.size)
+        upgrade_database(database.url)
+        env = environment(args, database.url, redis.url, s3.endpoint, root / "data")
+        os.environ.update(env)
+        settings = Settings()
+        from packsight.workers.broker import publisher_for
+
+        ctx = Context(settings, publisher_for(settings))
+        ctx.storage.ensure_bucket(BUCKET)
+        yield root, ctx, env
 
 
 def run_job(ctx: Context, prefix: str, profiles: PhaseProfiles | None = None) -> dict[str, Any]:
@@ -192,25 +221,7 @@ def main() -> None:
     report["host"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     report["host"] |= {"cores": cores.physical_cores(), "gpu": cores.split(args.gpu_cores)[0]}
     report["env"] = {k: v for k, v in os.environ.items() if k.startswith("PACKSIGHT_")}
-    with (
-        tempfile.TemporaryDirectory(prefix="packsight-e2e-") as scratch,
-        harness.postgres_database(private=True) as database,
-        harness.redis_server() as redis,
-        harness.s3_server() as s3,
-    ):
-        root = Path(scratch)
-        if args.model is None:
-            from packsight.vlm.architectures import build_random_model
-
-            args.model = build_random_model(root / "model", family=args.family, size=args.size)
-        upgrade_database(database.url)
-        env = environment(args, database.url, redis.url, s3.endpoint, root / "data")
-        os.environ.update(env)
-        settings = Settings()
-        from packsight.workers.broker import publisher_for
-
-        ctx = Context(settings, publisher_for(settings))
-        ctx.storage.ensure_bucket(BUCKET)
+    with services(args, "packsight-e2e-") as (root, ctx, env):
         jobs = []  # (name, prefix) of each timed job
         if args.video_dir:
             upload_folder(ctx.storage, args.video_dir, BUCKET, "given")

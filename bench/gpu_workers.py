@@ -19,18 +19,14 @@ import argparse
 import json
 import os
 import socket
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import end_to_end
-import harness
 from bench_workers import GPU_QUEUE, gpu_env, recorded, start_workers
 
-from packsight.models.migrate import upgrade_database
 from packsight.pipeline.context import Context
-from packsight.settings import Settings
 
 BUCKET = end_to_end.BUCKET
 
@@ -104,26 +100,8 @@ def main() -> None:
         args.out or end_to_end.ROOT / f"docs/results/gpu_workers_{datetime.now(UTC):%Y-%m-%d}.json"
     )
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": []}
-    with (
-        tempfile.TemporaryDirectory(prefix="packsight-gpus-") as scratch,
-        harness.postgres_database(private=True) as database,
-        harness.redis_server() as redis,
-        harness.s3_server() as s3,
-    ):
-        root = Path(scratch)
+    with end_to_end.services(args, "packsight-gpus-") as (root, ctx, env):
         args.logs = args.logs or root / "logs"
-        if args.model is None:
-            from packsight.vlm.architectures import build_random_model
-
-            args.model = build_random_model(root / "model", family=args.family, size=args.size)
-        upgrade_database(database.url)
-        env = end_to_end.environment(args, database.url, redis.url, s3.endpoint, root / "data")
-        os.environ.update(env)
-        settings = Settings()
-        from packsight.workers.broker import publisher_for
-
-        ctx = Context(settings, publisher_for(settings))
-        ctx.storage.ensure_bucket(BUCKET)
         width, height = (int(x) for x in args.video_sizes.split("x"))
         files = end_to_end.videos(
             root / "videos", args.unique_videos, args.seconds, (width, height)
