@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline_jobs import units
+from pipeline_jobs import submit, units
 
 from packsight.models.tables.work import UnitKind, WorkUnit
 from packsight.pipeline import label_delivery, stages
@@ -91,3 +91,9 @@ def sampled(ctx: Context, job_id: str) -> list[WorkUnit]:
     for unit in units(ctx, job_id, UnitKind.SAMPLE):
         stages.run(ctx, unit.id)
     return units(ctx, job_id, UnitKind.LABEL)
+
+
+def sampled_job(ctx: Context) -> tuple[str, list[WorkUnit]]:
+    """A job over the archive, its sample units run: its id and its label units, in order."""
+    job_id = submit(ctx)
+    return job_id, sampled(ctx, job_id)

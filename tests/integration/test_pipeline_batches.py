@@ -11,7 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-from labeler_calls import Calls, sampled, short_videos, watch_labeler, worker_context
+from labeler_calls import (
+    Calls,
+    sampled,
+    sampled_job,
+    short_videos,
+    watch_labeler,
+    worker_context,
+)
 from pipeline_jobs import clip_count, job_state, prediction_rows, submit, units
 from sqlalchemy import update
 
@@ -45,8 +52,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
 def test_one_delivery_fills_its_batches_with_other_videos_clips(
     ctx: Context, worker: Context, calls: Calls
 ) -> None:
-    job_id = submit(ctx)
-    labels = sampled(ctx, job_id)
+    job_id, labels = sampled_job(ctx)
     assert len(labels) == 4  # one unit per video
     stages.run(worker, labels[0].id)
     assert calls.sizes == [clip_count(ctx, job_id)]  # every video's clips in one stream
@@ -65,8 +71,7 @@ def test_the_heartbeat_keeps_every_adopted_unit(
 ) -> None:
     import harness
 
-    job_id = submit(ctx)
-    labels = sampled(ctx, job_id)
+    job_id, labels = sampled_job(ctx)
 
     def until_renewed(_call: int) -> None:
         # Called with the units adopted (their heartbeat set then): wait for later ones.
@@ -88,8 +93,7 @@ def test_the_heartbeat_keeps_every_adopted_unit(
 def test_a_failed_batch_counts_against_every_unit_in_it_and_they_run_alone(
     ctx: Context, worker: Context, calls: Calls
 ) -> None:
-    job_id = submit(ctx)
-    labels = sampled(ctx, job_id)
+    job_id, labels = sampled_job(ctx)
 
     def fail_once() -> None:  # one batch holds every clip: every unit has begun
         calls.in_batch = None
@@ -111,8 +115,7 @@ def test_a_failed_batch_counts_against_every_unit_in_it_and_they_run_alone(
 def test_a_unit_taken_over_meanwhile_is_left_to_its_new_holder(
     ctx: Context, worker: Context, calls: Calls
 ) -> None:
-    job_id = submit(ctx)
-    labels = sampled(ctx, job_id)
+    job_id, labels = sampled_job(ctx)
     taken = labels[2]
 
     def take_over(_call: int) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import harness
 import pytest
-from labeler_calls import Calls, sampled, short_videos, watch_labeler, worker_context
+from labeler_calls import Calls, sampled_job, short_videos, watch_labeler, worker_context
 from pipeline_jobs import clip_count, job_state, prediction_rows, submit, units
 
 from packsight.models.tables.work import UnitKind
@@ -39,8 +39,7 @@ def test_a_delivery_takes_waiting_units_a_task_at_a_time_until_none_is_left(
     ctx: Context, redis_url: str, calls: Calls
 ) -> None:
     worker = worker_context(ctx, redis_url, **SMALL_TASKS)
-    job_id = submit(ctx)
-    labels = sampled(ctx, job_id)
+    job_id, labels = sampled_job(ctx)
     assert len(labels) == 4
     stages.run(worker, labels[0].id)
     assert calls.sizes == [clip_count(ctx, job_id)]  # one delivery, every unit
@@ -53,8 +52,7 @@ def test_with_no_time_to_run_on_a_delivery_takes_one_task(
 ) -> None:
     tasks = {"gpu_batch_size": 1, "gpu_task_batches": 1}  # a task: no room beside its unit
     worker = worker_context(ctx, redis_url, **tasks, gpu_delivery_s=0)
-    job_id = submit(ctx)
-    labels = sampled(ctx, job_id)
+    job_id, labels = sampled_job(ctx)
     stages.run(worker, labels[0].id)
     assert calls.sizes == [len(labels[0].payload["clip_ids"])]
     left = units(ctx, job_id)
@@ -85,8 +83,7 @@ def test_each_unit_is_recorded_as_soon_as_its_clips_are_decided(
     ctx: Context, redis_url: str, calls: Calls
 ) -> None:
     worker = worker_context(ctx, redis_url, **SMALL_TASKS)
-    job_id = submit(ctx)
-    labels = sampled(ctx, job_id)
+    job_id, labels = sampled_job(ctx)
     first_clips = len(labels[0].payload["clip_ids"])
     batches: list[Any] = []
     seen_left: list[set[int]] = []
@@ -112,8 +109,7 @@ def test_a_delivery_failing_midway_keeps_what_it_recorded_and_holds_nothing(
     ctx: Context, redis_url: str, calls: Calls
 ) -> None:
     worker = worker_context(ctx, redis_url, **SMALL_TASKS)
-    job_id = submit(ctx)
-    labels = sampled(ctx, job_id)
+    job_id, labels = sampled_job(ctx)
     batches: list[Any] = []
 
     def fail_on_the_third(results: list[Any]) -> None:
@@ -138,8 +134,7 @@ def test_units_adopted_ahead_go_back_untouched_when_a_batch_before_them_fails(
     ctx: Context, redis_url: str, calls: Calls
 ) -> None:
     worker = worker_context(ctx, redis_url, gpu_batch_size=8, gpu_task_batches=1)
-    job_id = submit(ctx)
-    labels = sampled(ctx, job_id)  # four units; the delivery adopts them all at once
+    job_id, labels = sampled_job(ctx)  # four units; the delivery adopts them all at once
 
     def fail_at_once(_results: list[Any]) -> None:  # the helper has drawn the next clip
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
@@ -172,8 +167,7 @@ def test_a_delivery_whose_units_were_all_taken_over_stops_its_gpu_work(
 
     monkeypatch.setattr(label_delivery._Delivery, "__init__", watched)
     worker = worker_context(ctx, redis_url, gpu_batch_size=8, gpu_task_batches=1)
-    job_id = submit(ctx)
-    labels = sampled(ctx, job_id)
+    job_id, labels = sampled_job(ctx)
     batches: list[Any] = []
 
     def take_everything_over(results: list[Any]) -> None:
@@ -203,8 +197,7 @@ def test_a_failed_batch_counts_against_its_own_units_only(
     ctx: Context, redis_url: str, calls: Calls
 ) -> None:
     worker = worker_context(ctx, redis_url, **SMALL_TASKS)
-    job_id = submit(ctx)
-    labels = sampled(ctx, job_id)
+    job_id, labels = sampled_job(ctx)
     in_order = [(unit.id, clip) for unit in labels for clip in sorted(unit.payload["clip_ids"])]
     batches: list[int] = []
 
