@@ -2,9 +2,10 @@
 
 Each process takes whole videos, as prefork Celery workers do, and runs the per-video work of
 `pipeline/sampling.py` (`_sample`, `_store_clip`) without the database: download from storage,
-the motion pass (`plan_clips`: probe, every frame at 160x120, 5 s windows, motion-adaptive
-picks), 8 frames per window at model size (`decode_clips`), one JPEG frame pack per clip
-(`pack_frames`) written to the artifact store. Timed per run: clips/s and videos/s (wall clock
+the motion pass (`plan_clips`: probe, every frame's motion on a 160x120 grid, 5 s windows,
+motion-adaptive picks; `--samplers`: how motion is measured, each in turn), 8 frames per window
+at model size (`decode_clips`), one JPEG frame pack per clip (`pack_frames`) written to the
+artifact store. Timed per run: clips/s and videos/s (wall clock
 of the parent) and, per video in the workers, each phase's seconds and the process's CPU seconds.
 
     PYTHONPATH=src:. python bench/cpu_stage.py              # processes 1,2,4..cores; auto,1,2
@@ -36,14 +37,15 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from cpu_stage_report import PHASES, print_table  # the script's folder is on the path
+
 from packsight.storage.base import Storage
 from packsight.storage.local import LocalStorage
 from packsight.video.decode import decode_clips, is_video_key, plan_clips, probe_video
 from packsight.video.framepack import pack_frames
 from packsight.video.identity import clip_id, clip_prefix, identity_from_key
-from packsight.video.sampling import FrameSettings
+from packsight.video.sampling import SAMPLERS, FrameSettings
 
-PHASES = ("download", "motion", "decode", "pack", "write")
 SOURCE, ARTIFACTS = "videos", "packsight-artifacts"
 FRAMES = FrameSettings()  # what a job gets by default: 8 frames, 5 s, 336 px, 160x120 motion
 PLAN = {k: getattr(FRAMES, k) for k in ("frames_per_clip", "clip_seconds", "motion_size")}
@@ -103,8 +105,9 @@ def open_storages(spec: dict[str, str]) -> tuple[Storage, Storage]:
     return LocalStorage(Path(spec["source_root"])), LocalStorage(Path(spec["artifact_root"]))
 
 
-def _init_worker(spec: dict[str, str], threads: int | None) -> None:
+def _init_worker(spec: dict[str, str], threads: int | None, sampler: str = FRAMES.sampler) -> None:
     _worker["threads"] = threads or 0  # PACKSIGHT_DECODE_THREADS (0: decord's auto)
+    _worker["frames"] = FrameSettings(sampler=sampler)
     _worker["source"], _worker["artifacts"] = open_storages(spec)
     _worker["buckets"] = (spec["source_bucket"], spec["artifact_bucket"])
 
@@ -123,13 +126,15 @@ def sample_one(key: str) -> dict[str, Any]:
         return result
 
     prefix = clip_prefix(key, identity_from_key(key))
-    sampling = hashlib.sha256(FRAMES.key.encode()).hexdigest()[:12]
+    frames = _worker["frames"]
+    sampling = hashlib.sha256(frames.key.encode()).hexdigest()[:12]
     records, pack_bytes = [], 0
     with tempfile.TemporaryDirectory(prefix="packsight-") as tmp:
         path = Path(tmp) / PurePosixPath(key).name
         obj = timed("download", lambda: source.download(bucket, key, path))
         threads = _worker["threads"]
-        info, plans = timed("motion", lambda: plan_clips(path, **PLAN, threads=threads))
+        plan = PLAN | {"sampler": frames.sampler, "threads": threads}
+        info, plans = timed("motion", lambda: plan_clips(path, **plan))
         clips = decode_clips(path, info, plans, max_side=FRAMES.max_side, threads=threads)
         while (clip := timed("decode", lambda: next(clips, None))) is not None:
             frames_key = f"frames/{bucket}/{key}/{obj.etag}/{sampling}/{clip.start_frame:09d}.zip"
@@ -146,10 +151,10 @@ def sample_one(key: str) -> dict[str, Any]:
     return done | {"clips": len(records), "phase_s": spent, "pack_bytes": pack_bytes}
 
 
-def run(spec: dict[str, str], keys: list[str], processes: int, threads: int | None) -> dict:
+def run(spec: dict, keys: list[str], processes: int, threads: int | None, sampler: str) -> dict:
     """`processes` fork-started workers (as prefork's), each taking whole videos in turn."""
     context = multiprocessing.get_context("fork")
-    with context.Pool(processes, _init_worker, (spec, threads)) as pool:
+    with context.Pool(processes, _init_worker, (spec, threads, sampler)) as pool:
         pool.map(time.sleep, [0.2] * processes)  # every worker forked and initialised
         start = time.perf_counter()
         videos = list(pool.imap_unordered(sample_one, keys, chunksize=1))
@@ -158,6 +163,7 @@ def run(spec: dict[str, str], keys: list[str], processes: int, threads: int | No
     phase_s = {p: sum(v["phase_s"][p] for v in videos) for p in PHASES}
     cpu_s = sum(v["cpu_s"] for v in videos)
     result: dict[str, Any] = {"decord_threads": threads or "auto", "processes": processes}
+    result["sampler"] = sampler
     result |= {"videos": len(videos), "clips": clips, "wall_s": wall, "clips_per_s": clips / wall}
     result |= {"videos_per_s": len(videos) / wall, "cpu_s_per_clip": cpu_s / clips}
     # Per core busy: the processes, or all cores when there are more processes than cores.
@@ -166,34 +172,6 @@ def run(spec: dict[str, str], keys: list[str], processes: int, threads: int | No
     result["phase_s_per_clip"] = {p: s / clips for p, s in phase_s.items()}
     result["phase_share"] = {p: s / sum(phase_s.values()) for p, s in phase_s.items()}
     return result | {"video_wall_s": sorted(round(v["wall_s"], 3) for v in videos)}
-
-
-HEADER = (
-    "| decord threads | processes | videos | clips | wall s | clips/s | videos/s | clips/s/core "
-    "| CPU s/clip | CPU use | ms/clip: download | motion | decode | pack | write |"
-)
-
-
-def print_table(report: dict[str, Any]) -> None:
-    env, video = report["env"], report["video"]
-    print(
-        f"\n{env['cpu']} | {env['usable_cores']} usable cores | python {env['python']} | "
-        f"decord {env['decord']} | numpy {env['numpy']} | pillow {env['pillow']} | {env['date']}"
-    )
-    print(
-        f"videos: {video['width']}x{video['height']} @ {video['fps']:g} fps, {video['seconds']:.1f}"
-        f" s, {video['mbit_per_s']:.2f} Mbit/s, {video['clips']} clips each, {video['pack_kb']:.0f}"
-        f" kB per pack; storage {report['storage']}"
-    )
-    print(HEADER + "\n" + "|---" * 15 + "|")
-    for r in report["results"]:
-        ms = " | ".join(f"{1000 * r['phase_s_per_clip'][p]:.1f}" for p in PHASES)
-        print(
-            f"| {r['decord_threads']} | {r['processes']} | {r['videos']} | {r['clips']} | "
-            f"{r['wall_s']:.1f} | {r['clips_per_s']:.2f} | {r['videos_per_s']:.3f} | "
-            f"{r['clips_per_s_per_core']:.2f} | {r['cpu_s_per_clip']:.3f} | "
-            f"{100 * r['cpu_utilisation']:.0f}% | {ms} |"
-        )
 
 
 def _default_processes() -> str:
@@ -205,6 +183,7 @@ def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--processes", default=_default_processes(), help="e.g. 1,2,4")
     parser.add_argument("--decord-threads", default="auto,1,2", help="auto (decord's 0) or N")
+    parser.add_argument("--samplers", default=",".join(SAMPLERS), help="how motion is measured")
     parser.add_argument("--videos-per-process", type=int, default=3, help="tasks per run")
     parser.add_argument("--unique-videos", type=int, default=2, help="distinct synthetic videos")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each video")
@@ -275,18 +254,26 @@ def main() -> None:
         video["source"] = {"generator": "packsight.video.synth", "layout": "openpack", "seed": 42}
     report: dict[str, Any] = {"env": environment(), "video": video, "storage": spec["kind"]}
     report |= {"command": sys.argv[1:], "results": []}
-    for threads in [None if x == "auto" else int(x) for x in args.decord_threads.split(",")]:
-        for processes in [int(x) for x in args.processes.split(",")]:
-            tasks = [keys[i % len(keys)] for i in range(processes * args.videos_per_process)]
-            result = run(spec, tasks, processes, threads)
-            report["results"].append(result)
-            print(
-                f"decord threads {result['decord_threads']}, {processes} processes: "
-                f"{result['clips_per_s']:.2f} clips/s",
-                flush=True,
-            )
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(report, indent=2) + "\n")
+    runs = [
+        (sampler, None if threads == "auto" else int(threads), int(processes))
+        for threads in args.decord_threads.split(",")
+        for processes in args.processes.split(",")
+        for sampler in args.samplers.split(",")  # innermost: compared on one machine state
+    ]
+    first: dict[tuple, float] = {}
+    for sampler, threads, processes in runs:
+        tasks = [keys[i % len(keys)] for i in range(processes * args.videos_per_process)]
+        result = run(spec, tasks, processes, threads, sampler)
+        pace = first.setdefault((threads, processes), result["clips_per_s"])
+        result["ratio_to_first_sampler"] = result["clips_per_s"] / pace
+        report["results"].append(result)
+        print(
+            f"{sampler}, decord threads {result['decord_threads']}, {processes} processes: "
+            f"{result['clips_per_s']:.2f} clips/s",
+            flush=True,
+        )
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)
     print(f"\nwrote {args.out}")
     if args.work_dir is None:

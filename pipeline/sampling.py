@@ -38,7 +38,7 @@ from packsight.video.decode import (
 )
 from packsight.video.framepack import pack_frames
 from packsight.video.identity import VideoIdentity, clip_id, clip_prefix, identity_from_key
-from packsight.video.sampling import FrameSettings
+from packsight.video.sampling import SAMPLERS, FrameSettings
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,10 @@ def frames_of_job(params: dict) -> FrameSettings:
     if "frames" in params:
         return FrameSettings.from_json(params["frames"])
     return FrameSettings(
-        params["frames_per_clip"], params["clip_seconds"], params["frame_max_side"]
+        params["frames_per_clip"],
+        params["clip_seconds"],
+        params["frame_max_side"],
+        sampler=SAMPLERS[0],
     )
 
 
@@ -140,6 +143,7 @@ def _sample(ctx: Context, item: _Item, tmp: Path) -> tuple[ObjectInfo, VideoInfo
         clip_seconds=frames.clip_seconds,
         motion_size=frames.motion_size,
         threads=ctx.settings.decode_threads,
+        sampler=frames.sampler,
     )
     # One clip's frames in memory at a time, however long the video.
     records = [

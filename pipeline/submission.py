@@ -190,6 +190,7 @@ FRAME_VARIABLES = {
     "frame_max_side": "PACKSIGHT_FRAME_MAX_SIDE",
     "motion_width": "PACKSIGHT_MOTION_WIDTH",
     "motion_height": "PACKSIGHT_MOTION_HEIGHT",
+    "sampler": "PACKSIGHT_SAMPLER",
 }
 
 
@@ -202,10 +203,14 @@ def job_frames(settings: Settings, version: ModelVersion) -> FrameSettings:
     if trained is None:
         return configured
     trained_frames = FrameSettings.from_json(trained)
+    # Only what was set explicitly counts: a variable set to the value the adapter was trained
+    # with asks for nothing else, whatever the defaults of the others are.
     explicit = sorted(
-        FRAME_VARIABLES[name] for name in FRAME_VARIABLES.keys() & settings.model_fields_set
+        FRAME_VARIABLES[name]
+        for name in FRAME_VARIABLES.keys() & settings.model_fields_set
+        if _frame_value(configured, name) != _frame_value(trained_frames, name)
     )
-    if not explicit or configured == trained_frames:
+    if not explicit:
         return trained_frames
     if settings.force_frame_settings:
         return configured
@@ -215,6 +220,13 @@ def job_frames(settings: Settings, version: ModelVersion) -> FrameSettings:
         f"{configured.key}: unset to label with the trained settings, or set "
         "PACKSIGHT_FORCE_FRAME_SETTINGS=true to label with these anyway"
     )
+
+
+def _frame_value(frames: FrameSettings, variable: str) -> object:
+    """The value of one FRAME_VARIABLES setting in `frames`."""
+    if variable in ("motion_width", "motion_height"):
+        return frames.motion_size[variable == "motion_height"]
+    return getattr(frames, "max_side" if variable == "frame_max_side" else variable)
 
 
 def job_params(settings: Settings, version: ModelVersion) -> dict[str, object]:

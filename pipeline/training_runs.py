@@ -5,13 +5,14 @@ the run's work unit is recorded with it, so a run is never lost between commit a
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from packsight.models.promotions import serving_version
 from packsight.models.tables.training_runs import TrainingRunState
 from packsight.models.tables.work import UnitKind
 from packsight.models.training_runs import finish_run, start_run
@@ -64,7 +65,23 @@ def training_params(
         promotion_metric=settings.promotion_metric,
         promotion_tolerance=settings.promotion_tolerance,
         baseline_margin=settings.promotion_baseline_margin,
+        sampler=settings.sampler,
     )
+
+
+def _competing_sampler(session: Session, settings: Settings, params: RunParams) -> RunParams:
+    """Unless PACKSIGHT_SAMPLER is set, the run samples as the serving adapter was trained: a
+    candidate on other frames could not be scored against it, and never be promoted."""
+    if "sampler" in settings.model_fields_set:
+        return params
+    serving = serving_version(
+        session,
+        base_model=settings.model,
+        quantization=settings.quantization,
+        taxonomy=settings.taxonomy,
+    )
+    trained = ((serving.settings or {}).get("frames") or {}) if serving is not None else {}
+    return replace(params, sampler=trained.get("sampler", params.sampler))
 
 
 def record_run(
@@ -80,13 +97,14 @@ def record_run(
     params = training_params(settings, config=config, bucket=bucket)
 
     def record(session: Session) -> str:
+        frozen = _competing_sampler(session, settings, params)
         run = start_run(
             session,
             trigger=trigger,
             base_model=settings.model,
             quantization=settings.quantization,
             taxonomy=settings.taxonomy,
-            params=json.loads(json.dumps(params.to_json())),
+            params=json.loads(json.dumps(frozen.to_json())),
             stale_after_s=settings.training_stale_after_s,
         )
         add_units(session, UnitKind.TRAIN, [{"training_run_id": run.id}])

@@ -169,3 +169,36 @@ def test_completing_a_run_promotes_only_over_the_version_it_was_compared_with(db
         claim_run(session, run_id)
         with pytest.raises(RunLostError):
             complete_run(session, run_id, stale, _outcome(base, second, None, True))
+
+
+def test_a_run_samples_as_the_serving_adapter_was_trained_unless_told_otherwise(db: str) -> None:
+    """A default sampler other than the champion's must not leave every nightly candidate
+    incomparable with it (never promoted): the run keeps the champion's."""
+    from packsight.pipeline.context import Context
+    from packsight.pipeline.training_runs import fail_run, record_run
+    from packsight.training.retraining import RunParams
+    from packsight.video.sampling import SAMPLER, SAMPLERS, FrameSettings
+
+    model = f"tiny-{uuid.uuid4().hex[:8]}"
+
+    def run_sampler(sampler: str | None = None) -> str:
+        settings = Settings(database_url=db, model=model, quantization="nf4")
+        if sampler is not None:  # as if PACKSIGHT_SAMPLER were set
+            settings = Settings(database_url=db, model=model, quantization="nf4", sampler=sampler)
+        run_id = record_run(Context(settings), trigger="test")
+        with session_scope(db) as session:
+            params = RunParams.from_json(session.get_one(TrainingRun, run_id).params)
+            fail_run(session, run_id, "only its parameters were wanted")
+        return params.sampler
+
+    other = next(name for name in SAMPLERS if name != SAMPLER)
+    assert run_sampler() == SAMPLER  # nothing serving yet: the default
+    with session_scope(db) as session:
+        adapter = get_or_create_model_version(
+            session, base_model=model, adapter="artifact://a/other", quantization="nf4",
+            taxonomy="assignment",
+        )  # fmt: skip
+        adapter.settings = {"frames": FrameSettings(sampler=other).to_json()}
+        promote(session, adapter.id, reason="trained with the other sampler")
+    assert run_sampler() == other
+    assert run_sampler(sampler=SAMPLER) == SAMPLER  # asked for explicitly

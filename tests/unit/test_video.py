@@ -15,11 +15,13 @@ from packsight.video.decode import (
     decode_clips,
     is_video_key,
     model_frame_size,
+    motion_signal,
     plan_clips,
     probe_video,
     sample_video,
     split_windows,
 )
+from packsight.video.sampling import SAMPLERS
 from packsight.video.synth import SyntheticVideo, write_synthetic_archive
 
 
@@ -165,6 +167,52 @@ def test_the_decoder_thread_count_changes_no_pick_and_no_pixel(synthetic: Synthe
     assert all(np.array_equal(a, b) for a, b in zip(*frames, strict=True))
 
 
+def test_the_luma_motion_follows_the_first_samplers_scaled_motion(synthetic: SyntheticVideo):
+    """The default sampler reads motion off the decoder's luma plane; the first sampler scaled
+    every frame to RGB first. Both see the same movement, frame by frame."""
+    info = probe_video(synthetic.path)
+    luma, scaled = (motion_signal(synthetic.path, info, (160, 120), 1, s) for s in SAMPLERS)
+    assert len(luma) == len(scaled) == info.frame_count
+    assert luma[0] == scaled[0] == 0.0
+    assert np.corrcoef(luma[1:], scaled[1:])[0, 1] > 0.9
+    for sampler in SAMPLERS:
+        _, plans = plan_clips(synthetic.path, sampler=sampler)
+        assert all(len(p.frame_indices) == 8 for p in plans)
+    with pytest.raises(ValueError, match="unknown sampler 'fast'"):
+        plan_clips(synthetic.path, sampler="fast")
+
+
+def _write_moving_bar(path: Path, codec: str, pix_fmt: str) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=25)
+        assert isinstance(stream, av.VideoStream)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, pix_fmt
+        for i in range(40):
+            image = np.full((120, 160, 3), 40, dtype=np.uint8)
+            image[:, (i * i) % 140 : (i * i) % 140 + 20] = 220  # a bar jumping further each frame
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
+def test_motion_is_measured_on_luma_whatever_the_pixel_format(tmp_path: Path) -> None:
+    """RGB-coded video (FFV1 bgr0, H.264 in planar RGB) has no luma plane to read: it is
+    converted to gray, and measures the motion the YUV coding of the same frames shows."""
+    motions = []
+    for codec, pix_fmt, ext in (("libx264", "yuv420p", "mp4"), ("ffv1", "bgr0", "mkv"),
+                                ("libx264rgb", "rgb24", "mp4")):  # fmt: skip
+        path = tmp_path / f"bar-{codec}.{ext}"
+        _write_moving_bar(path, codec, pix_fmt)
+        motions.append(motion_signal(path, probe_video(path), (160, 120), 1))
+    yuv = motions[0]
+    assert yuv[1:].min() > 0  # the bar moves in every frame
+    for rgb in motions[1:]:
+        assert len(rgb) == len(yuv)
+        # Range and rounding differ (limited-range luma against full-range gray); the shape not.
+        assert np.corrcoef(yuv, rgb)[0, 1] > 0.98
+
+
 # --- broken inputs ------------------------------------------------------------------------------
 
 
@@ -212,3 +260,20 @@ def test_missing_file_and_directory_are_decode_errors(tmp_path: Path) -> None:
         probe_video(tmp_path / "nope.mp4")
     with pytest.raises(VideoDecodeError, match="not a regular file"):
         probe_video(tmp_path)
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (640, 360), (224, 168), (1920, 1080), (100, 90)])
+def test_each_cell_is_the_rounded_mean_of_its_four_points(size: tuple[int, int]) -> None:
+    """Strides where the grid divides the frame, index meshes where not: the same points."""
+    from packsight.video.luma import _cell_means, _cell_points
+
+    width, height = size
+    plane = np.random.default_rng(1).integers(0, 256, (height, width), dtype=np.uint8)
+    total = np.zeros((120, 160), dtype=np.int64)
+    for dy in (0.25, 0.75):
+        for dx in (0.25, 0.75):
+            ys = np.minimum(((np.arange(120) + dy) * height / 120).astype(int), height - 1)
+            xs = np.minimum(((np.arange(160) + dx) * width / 160).astype(int), width - 1)
+            total += plane[np.ix_(ys, xs)]
+    cells = _cell_means(plane, _cell_points(size, (160, 120)))
+    assert cells.dtype == np.uint8 and np.array_equal(cells, (total + 2) // 4)

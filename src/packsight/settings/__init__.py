@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from packsight.secret_rules import check_secret
 from packsight.settings import checks
-from packsight.video.sampling import FrameSettings
+from packsight.video.sampling import SAMPLER, SAMPLERS, FrameSettings
 
 
 class Settings(BaseSettings):
@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     frame_max_side: int = Field(default=336, ge=28, le=4096)
     motion_width: int = Field(default=160, ge=16, le=4096)
     motion_height: int = Field(default=120, ge=16, le=4096)
+    # How frames are picked (video/sampling.py names each); unset, a training run keeps the
+    # sampler the serving adapter was trained with, so its candidate stays comparable.
+    sampler: str = SAMPLER
     # An adapter is served with the frame settings it was trained with; setting others here
     # explicitly is refused unless this is true (its labels would be worse, silently).
     force_frame_settings: bool = False
@@ -145,6 +148,13 @@ class Settings(BaseSettings):
     # blocks a new run (no training worker picks it up). Longer than stale_after_s: a run whose
     # worker was lost is first redelivered by the sweeper (resuming from its checkpoint).
     training_stale_after_s: int = Field(default=7 * 3600, ge=60, le=60 * 24 * 3600)
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, value: str) -> str:
+        if value not in SAMPLERS:
+            raise ValueError(f"unknown sampler {value!r}; known: {', '.join(SAMPLERS)}")
+        return value
 
     @field_validator("frames_per_clip")
     @classmethod
@@ -239,6 +249,7 @@ class Settings(BaseSettings):
             clip_seconds=self.clip_seconds,
             max_side=self.frame_max_side,
             motion_size=(self.motion_width, self.motion_height),
+            sampler=self.sampler,
         )
 
     @property

@@ -20,10 +20,9 @@ from packsight.labels.taxonomy import Taxonomy
 from packsight.training.windows import Segment, select_training_windows, truth_for_window
 from packsight.video.decode import (
     ClipPlan,
-    VideoDecodeError,
     VideoInfo,
-    _motion_signal,
     decode_clips,
+    motion_signal,
     plan_clips,
     probe_video,
     split_windows,
@@ -66,6 +65,7 @@ def production_examples(
         frames_per_clip=frames.frames_per_clip,
         clip_seconds=frames.clip_seconds,
         motion_size=frames.motion_size,
+        sampler=frames.sampler,
     )
     plans = plans[:limit] if limit is not None else plans
     ids = [clip_id(prefix, plan.start_frame, info.fps) for plan in plans]
@@ -131,9 +131,7 @@ def examples_for_video(
     unique.
     """
     info = probe_video(path)
-    motion = _motion_signal(path, frames.motion_size)
-    if len(motion) != info.frame_count:
-        raise VideoDecodeError(path, f"decoded {len(motion)} of {info.frame_count} frames")
+    motion = motion_signal(path, info, frames.motion_size, sampler=frames.sampler)
     windows = select_training_windows(
         segments,
         frame_count=info.frame_count,

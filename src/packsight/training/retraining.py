@@ -23,7 +23,7 @@ from packsight.training.examples import (
 from packsight.training.windows import Segment, Split, procedure_successor, split_for_subject
 from packsight.video.decode import VideoDecodeError
 from packsight.video.identity import VideoIdentity, clip_prefix, identity_from_key
-from packsight.video.sampling import FrameSettings
+from packsight.video.sampling import SAMPLER, SAMPLERS, FrameSettings
 
 
 class VideoUnavailableError(Exception):
@@ -70,6 +70,7 @@ class RunParams:
     promotion_tolerance: float = 0.02
     motion_size: tuple[int, int] = (160, 120)
     baseline_margin: float = 0.05  # by how much OCA and AA@1 must beat every trivial baseline
+    sampler: str = SAMPLER
 
     @property
     def frames(self) -> FrameSettings:
@@ -79,6 +80,7 @@ class RunParams:
             clip_seconds=self.clip_seconds,
             max_side=self.max_side,
             motion_size=self.motion_size,
+            sampler=self.sampler,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -88,8 +90,9 @@ class RunParams:
     def from_json(cls, data: dict[str, Any]) -> RunParams:
         splits = data["splits"]
         motion = tuple(data.get("motion_size", (160, 120)))
+        sampler = data.get("sampler", SAMPLERS[0])  # runs recorded before it was kept
         return cls(
-            **{**data, "motion_size": motion, "splits": Splits(
+            **{**data, "motion_size": motion, "sampler": sampler, "splits": Splits(
                 train=tuple(splits["train"]),
                 validation=tuple(splits["validation"]),
                 test=tuple(splits["test"]),

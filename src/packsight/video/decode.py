@@ -1,36 +1,39 @@
 """Video decoding with decord: probe, split into clip windows, sample frames at model resolution.
 
-One cheap low-resolution pass measures motion for the whole video; only the chosen frames are then
-decoded at model resolution, so a long video never sits in memory.
+One cheap pass measures motion for the whole video (on the decoder's luma plane, `luma.py`; the
+first sampler scaled every frame with decord); only the chosen frames are then decoded at model
+resolution, so a long video never sits in memory.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
-import decord
 import numpy as np
 
-from packsight.video.sampling import boundary_sigma, motion_magnitude_chunks, sample_motion_adaptive
+from packsight.video.luma import LumaDecodeError, luma_chunks
+from packsight.video.reader import (
+    VideoDecodeError,
+    decoded,
+    frame_rate,
+    open_reader,
+    read_batch,
+    to_numpy,
+)
+from packsight.video.sampling import (
+    SAMPLER,
+    SAMPLERS,
+    boundary_sigma,
+    motion_magnitude_chunks,
+    sample_motion_adaptive,
+)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 # Frames per get_batch in the motion pass: ~3.7 MB of RGB at 160x120, big enough to amortise calls.
 MOTION_CHUNK_FRAMES = 64
-
-
-class VideoDecodeError(Exception):
-    """A video cannot be read: empty, truncated, corrupt, not a video, or without frames."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        super().__init__(f"cannot decode {str(path)!r}: {reason}")
-        self.path = str(path)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -118,10 +121,10 @@ def model_frame_size(
 
 def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
     """Frame rate, frame count and native size; decodes only the first frame."""
-    reader = _open_reader(path)
-    first = _decode(path, lambda: _to_numpy(reader.next()), "the first frame")
+    reader = open_reader(path)
+    first = decoded(path, lambda: to_numpy(reader.next()), "the first frame")
     return VideoInfo(
-        fps=_fps(path, reader),
+        fps=frame_rate(path, reader),
         frame_count=len(reader),
         width=int(first.shape[1]),
         height=int(first.shape[0]),
@@ -136,13 +139,12 @@ def plan_clips(
     motion_size: tuple[int, int] = (160, 120),
     boundaries: Sequence[int] | None = None,
     threads: int = 0,
+    sampler: str = SAMPLER,
 ) -> tuple[VideoInfo, list[ClipPlan]]:
-    """Probe, measure motion in one low-res pass, and choose each window's frames. `threads`:
-    the decoder's threads (0: its own choice, one per core)."""
+    """Probe, measure motion in one pass, and choose each window's frames. `threads`: the
+    decoder's threads (0: its own choice, one per core); `sampler`: how motion is measured."""
     info = probe_video(path)
-    motion = _motion_signal(path, motion_size, threads)
-    if len(motion) != info.frame_count:
-        raise VideoDecodeError(path, f"decoded {len(motion)} of {info.frame_count} frames")
+    motion = motion_signal(path, info, motion_size, threads, sampler)
     sigma = boundary_sigma(info.fps)
     plans = []
     for index, (start, end) in enumerate(split_windows(info.frame_count, info.fps, clip_seconds)):
@@ -171,12 +173,12 @@ def decode_clips(
 ) -> Iterator[SampledClip]:
     """Decode each plan's frames at model resolution, one clip at a time (streaming friendly)."""
     width, height = model_frame_size(info.width, info.height, max_side)
-    reader = _open_reader(path, threads, width=width, height=height)
+    reader = open_reader(path, threads, width=width, height=height)
     for plan in plans:
         wanted = [plan.start_frame + i for i in plan.frame_indices]
-        frames = _decode(
+        frames = decoded(
             path,
-            partial(_read_batch, reader, wanted),
+            partial(read_batch, reader, wanted),
             f"frames {wanted[0]}..{wanted[-1]} of clip {plan.index}",
         )
         yield SampledClip(plan.index, plan.start_frame, plan.end_frame, plan.frame_indices, frames)
@@ -211,18 +213,43 @@ def _boundary_in(boundaries: Sequence[int], start: int, end: int) -> int | None:
     return min(inside, key=lambda b: abs(b - centre))
 
 
-def _motion_signal(
+def motion_signal(
+    path: str | os.PathLike[str],
+    info: VideoInfo,
+    motion_size: tuple[int, int],
+    threads: int = 0,
+    sampler: str = SAMPLER,
+) -> np.ndarray:
+    """Every frame's motion, as `sampler` measures it on a `motion_size` grid."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; this version knows {', '.join(SAMPLERS)}")
+    if sampler == SAMPLERS[0]:
+        motion = _scaled_motion(path, motion_size, threads)
+    else:
+        try:
+            motion = motion_magnitude_chunks(luma_chunks(path, motion_size, threads))
+        except LumaDecodeError as exc:
+            reason = f"decoding frames failed after frame {exc.frames} (FFmpeg: {exc.reason})"
+            raise VideoDecodeError(path, reason) from exc
+    if len(motion) != info.frame_count:
+        reason = f"decoding frames gave {len(motion)} of {info.frame_count}; truncated or corrupt?"
+        raise VideoDecodeError(path, reason)
+    return motion
+
+
+def _scaled_motion(
     path: str | os.PathLike[str], motion_size: tuple[int, int], threads: int = 0
 ) -> np.ndarray:
-    reader = _open_reader(path, threads, width=motion_size[0], height=motion_size[1])
+    """The first sampler's motion: every frame scaled to `motion_size` RGB by decord, to gray."""
+    reader = open_reader(path, threads, width=motion_size[0], height=motion_size[1])
     total = len(reader)
 
     def gray_chunks() -> Iterator[np.ndarray]:
         for start in range(0, total, MOTION_CHUNK_FRAMES):
             indices = list(range(start, min(start + MOTION_CHUNK_FRAMES, total)))
-            rgb = _decode(
+            rgb = decoded(
                 path,
-                partial(_read_batch, reader, indices),
+                partial(read_batch, reader, indices),
                 f"frames {indices[0]}..{indices[-1]} of {total}",
             )
             yield _to_gray(rgb)
@@ -235,64 +262,3 @@ def _to_gray(rgb: np.ndarray) -> np.ndarray:
     wide = rgb.astype(np.uint16)
     luma = wide[..., 0] * 77 + wide[..., 1] * 150 + wide[..., 2] * 29
     return (luma >> 8).astype(np.uint8)
-
-
-def _read_batch(reader: decord.VideoReader, indices: list[int]) -> np.ndarray:
-    return _to_numpy(reader.get_batch(indices))
-
-
-def _to_numpy(batch: object) -> np.ndarray:
-    # decord's output type follows a process-wide "bridge" another module may have switched.
-    if hasattr(batch, "asnumpy"):
-        return batch.asnumpy()
-    if hasattr(batch, "numpy"):
-        return batch.numpy()
-    return np.asarray(batch)
-
-
-def _fps(path: str | os.PathLike[str], reader: decord.VideoReader) -> float:
-    fps = float(reader.get_avg_fps())
-    if not math.isfinite(fps) or fps <= 0:
-        raise VideoDecodeError(path, f"no usable frame rate (container says {fps})")
-    return fps
-
-
-def _open_reader(path: str | os.PathLike[str], threads: int = 0, **size: int) -> decord.VideoReader:
-    file = Path(path)
-    if not file.exists():
-        raise VideoDecodeError(path, "file not found")
-    if not file.is_file():
-        raise VideoDecodeError(path, "not a regular file")
-    if file.stat().st_size == 0:
-        raise VideoDecodeError(path, "file is empty (0 bytes)")
-    try:
-        return decord.VideoReader(str(file), num_threads=threads, **size)
-    except AssertionError as exc:  # decord asserts on a container that reports 0 frames
-        raise VideoDecodeError(path, "the video has no frames") from exc
-    except (RuntimeError, decord.DECORDError) as exc:
-        reason = _decord_reason(exc)
-        if reason.startswith("Error reading "):  # decord's only words when FFmpeg cannot open it
-            reason = "FFmpeg cannot open the container: not a video, or damaged/truncated"
-        raise VideoDecodeError(path, f"not a readable video (decord: {reason})") from exc
-
-
-def _decode(path: str | os.PathLike[str], read: Callable[[], np.ndarray], what: str) -> np.ndarray:
-    try:
-        return read()
-    except (RuntimeError, decord.DECORDError, StopIteration) as exc:
-        reason = f"decoding {what} failed; truncated or corrupt? (decord: {_decord_reason(exc)})"
-        raise VideoDecodeError(path, reason) from exc
-
-
-def _decord_reason(exc: BaseException) -> str:
-    """decord's C++ message in a user's words: no '[12:00:00] /src/x.cc:83:' prefix, no asserts."""
-    text = re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", str(exc))
-    text = " ".join(text.split())
-    if "av_read_frame failed with 1094995529" in text:  # AVERROR_INVALIDDATA while indexing
-        text = "invalid data where packets were expected; the file ends early or is damaged"
-    elif failed_check := re.search(r"Check failed: .* \(-?\d+ vs\. -?\d+\) (.+)$", text):
-        text = failed_check.group(1)  # the C++ assertion text means nothing to a user
-        if text == "Cannot create buffer source":  # the stream's pixel format is unknown
-            text = "no decodable video stream (pixel format unknown)"
-    text = text or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
