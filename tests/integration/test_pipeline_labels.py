@@ -101,3 +101,28 @@ def test_labels_are_reused_only_for_the_same_frame_settings(
         assert job is not None
         counts = job_counts(session, job=job).clips
     assert counts["total"] == counts["labelled"] == clip_count(smaller, other)
+
+
+def test_a_job_samples_with_the_sampler_the_settings_name(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The luma sampler through the whole pipeline: the same windows, clips of a sampling of
+    their own, each labelled once."""
+    from packsight.video.sampling import SAMPLERS
+
+    first = submit(ctx)
+    drive(ctx, job_id=first)
+    luma_sampler = next(name for name in SAMPLERS if name != ctx.settings.sampler)
+    monkeypatch.setenv("PACKSIGHT_SAMPLER", luma_sampler)
+    get_settings.cache_clear()
+    luma = Context(get_settings())
+    other = submit(luma)
+    drive(luma, job_id=other)
+    assert job_state(luma, other)[0] == "succeeded"
+    assert clip_count(luma, other) == clip_count(ctx, first)
+    assert len(prediction_rows(luma, other)) == clip_count(luma, other)
+    with session_scope(ctx.settings.resolved_database_url) as session:
+        job = session.get(Job, other)
+        assert job is not None and job.params["frames"]["sampler"] == luma_sampler
+        samplings = set(session.scalars(select(Clip.sampling).distinct()))
+    assert any(s.startswith(f"{luma_sampler}/") for s in samplings)
