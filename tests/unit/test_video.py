@@ -157,8 +157,11 @@ def test_motion_sampling_is_deterministic(synthetic: SyntheticVideo) -> None:
 def test_the_decoder_thread_count_changes_no_pick_and_no_pixel(synthetic: SyntheticVideo):
     """Workers decode with one thread each (faster under prefork); the clips must be the ones
     decord's own thread choice gives."""
-    auto, single = (plan_clips(synthetic.path, clip_seconds=2.0, threads=n) for n in (0, 1))
-    assert auto == single
+    for sampler in SAMPLERS:
+        auto, single = (
+            plan_clips(synthetic.path, clip_seconds=2.0, threads=n, sampler=sampler) for n in (0, 1)
+        )
+        assert auto == single
     info, plans = single
     frames = [
         [c.frames for c in decode_clips(synthetic.path, info, plans, max_side=112, threads=n)]
@@ -182,9 +185,9 @@ def test_the_luma_motion_follows_the_first_samplers_scaled_motion(synthetic: Syn
         plan_clips(synthetic.path, sampler="fast")
 
 
-def _write_moving_bar(path: Path, codec: str, pix_fmt: str) -> None:
+def _write_moving_bar(path: Path, codec: str, pix_fmt: str, **options: str) -> None:
     with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=25)
+        stream = container.add_stream(codec, rate=25, options=options)
         assert isinstance(stream, av.VideoStream)
         stream.width, stream.height, stream.pix_fmt = 160, 120, pix_fmt
         for i in range(40):
@@ -198,19 +201,26 @@ def _write_moving_bar(path: Path, codec: str, pix_fmt: str) -> None:
 
 def test_motion_is_measured_on_luma_whatever_the_pixel_format(tmp_path: Path) -> None:
     """RGB-coded video (FFV1 bgr0, H.264 in planar RGB) has no luma plane to read: it is
-    converted to gray, and measures the motion the YUV coding of the same frames shows."""
+    converted to gray, and measures the motion the YUV coding of the same frames shows. Frames
+    coded out of order (B-frames) are measured in the order they are shown."""
+    codings = [
+        ("libx264", "yuv420p", "mp4", {}),
+        ("ffv1", "bgr0", "mkv", {}),
+        ("libx264rgb", "rgb24", "mp4", {}),
+        ("libx264", "yuv420p", "mp4", {"preset": "medium", "bf": "3"}),
+    ]
     motions = []
-    for codec, pix_fmt, ext in (("libx264", "yuv420p", "mp4"), ("ffv1", "bgr0", "mkv"),
-                                ("libx264rgb", "rgb24", "mp4")):  # fmt: skip
-        path = tmp_path / f"bar-{codec}.{ext}"
-        _write_moving_bar(path, codec, pix_fmt)
-        motions.append(motion_signal(path, probe_video(path), (160, 120), 1))
+    for n, (codec, pix_fmt, ext, options) in enumerate(codings):
+        path = tmp_path / f"bar-{n}.{ext}"
+        _write_moving_bar(path, codec, pix_fmt, **options)
+        info = probe_video(path)
+        motions.append(motion_signal(path, info, (160, 120), 1, SAMPLERS[-1]))
     yuv = motions[0]
     assert yuv[1:].min() > 0  # the bar moves in every frame
-    for rgb in motions[1:]:
-        assert len(rgb) == len(yuv)
+    for other in motions[1:]:
+        assert len(other) == len(yuv)
         # Range and rounding differ (limited-range luma against full-range gray); the shape not.
-        assert np.corrcoef(yuv, rgb)[0, 1] > 0.98
+        assert np.corrcoef(yuv, other)[0, 1] > 0.98
 
 
 # --- broken inputs ------------------------------------------------------------------------------
