@@ -19,9 +19,9 @@ import numpy as np
 # Pixel formats whose first plane is 8-bit luma, as decoded (H.264, HEVC and VP9 give these).
 # Any other format is converted to 8-bit gray first: slower, the same measure.
 _LUMA_FIRST = frozenset(
-    f"{name}{suffix}"
-    for name in ("yuv420p", "yuv422p", "yuv444p", "yuv440p")
-    for suffix in ("", "j")  # yuvj*: full-range luma, same layout
+    f"yuv{range_}{layout}"
+    for layout in ("420p", "422p", "444p", "440p")
+    for range_ in ("", "j")  # yuvj*: full-range luma, same layout
 ) | {"yuv411p", "yuv410p", "nv12", "nv21", "gray"}
 _CHUNK_FRAMES = 64
 
