@@ -2,11 +2,12 @@
 
 Each process takes whole videos, as prefork Celery workers do, and runs the per-video work of
 `pipeline/sampling.py` (`_sample`, `_store_clip`) without the database: download from storage,
-the motion pass (`plan_clips`: probe, every frame's motion on a 160x120 grid, 5 s windows,
-motion-adaptive picks; `--samplers`: how motion is measured, each in turn), 8 frames per window
-at model size (`decode_clips`), one JPEG frame pack per clip (`pack_frames`) written to the
-artifact store. Timed per run: clips/s and videos/s (wall clock
-of the parent) and, per video in the workers, each phase's seconds and the process's CPU seconds.
+the motion pass (probe, every frame's motion on a 160x120 grid, 5 s windows, motion-adaptive
+picks; `--samplers`: how motion is measured), 8 frames per window at model size, one JPEG frame
+pack per clip (`pack_frames`) written to the artifact store. `--decodes`: `one-pass` decodes each
+frame once for both (`sample_clips`, as the pipeline does; its motion time is in "decode"),
+`two-pass` measures motion (`plan_clips`), then decodes the picks again (`decode_clips`). Timed:
+clips/s and videos/s (the parent's clock) and, per video, each phase's seconds and CPU seconds.
 
     PYTHONPATH=src:. python bench/cpu_stage.py              # processes 1,2,4..cores; auto,1,2
     PYTHONPATH=src:. python bench/cpu_stage.py --processes 1 --decord-threads 1 \\
@@ -14,8 +15,8 @@ of the parent) and, per video in the workers, each phase's seconds and the proce
     PYTHONPATH=src:. python bench/cpu_stage.py --make-videos .whl/cpu-stage-videos  # videos only
     PYTHONPATH=src:. python bench/cpu_stage.py --video-dir .whl/cpu-stage-videos    # any videos
 
-Needs numpy, Pillow and decord; PyAV only to write the synthetic videos (else --video-dir),
-boto3 only with --s3-endpoint. No celery, SQLAlchemy or pydantic.
+Needs numpy, Pillow, decord and PyAV, boto3 only with --s3-endpoint; no celery, SQLAlchemy or
+pydantic.
 """
 
 from __future__ import annotations
@@ -44,9 +45,12 @@ from packsight.storage.local import LocalStorage
 from packsight.video.decode import decode_clips, is_video_key, plan_clips, probe_video
 from packsight.video.framepack import pack_frames
 from packsight.video.identity import clip_id, clip_prefix, identity_from_key
+from packsight.video.onepass import sample_clips
 from packsight.video.sampling import SAMPLERS, FrameSettings
+from packsight.video.synth import write_synthetic_archive
 
 SOURCE, ARTIFACTS = "videos", "packsight-artifacts"
+DECODES = ("one-pass", "two-pass")
 FRAMES = FrameSettings()  # what a job gets by default: 8 frames, 5 s, 336 px, 160x120 motion
 PLAN = {k: getattr(FRAMES, k) for k in ("frames_per_clip", "clip_seconds", "motion_size")}
 _worker: dict[str, Any] = {}  # per process: the storages
@@ -79,10 +83,6 @@ def usable_cores() -> int:
 
 def make_videos(folder: Path, count: int, seconds: float, size: tuple[int, int], fps: int) -> None:
     """Synthetic sessions in OpenPack's layout (`U0101/kinect/S0100.mp4`), all `seconds` long."""
-    try:
-        from packsight.video.synth import write_synthetic_archive
-    except ImportError as exc:  # PyAV
-        sys.exit(f"writing synthetic videos needs PyAV ({exc}); pass --video-dir instead")
     write_synthetic_archive(
         folder, videos=count, size=size, fps=fps, min_seconds=seconds, max_seconds=seconds,
         layout="openpack",
@@ -105,9 +105,15 @@ def open_storages(spec: dict[str, str]) -> tuple[Storage, Storage]:
     return LocalStorage(Path(spec["source_root"])), LocalStorage(Path(spec["artifact_root"]))
 
 
-def _init_worker(spec: dict[str, str], threads: int | None, sampler: str = FRAMES.sampler) -> None:
+def _init_worker(
+    spec: dict[str, str],
+    threads: int | None,
+    sampler: str = FRAMES.sampler,
+    decode: str = DECODES[0],
+) -> None:
     _worker["threads"] = threads or 0  # PACKSIGHT_DECODE_THREADS (0: decord's auto)
     _worker["frames"] = FrameSettings(sampler=sampler)
+    _worker["decode"] = decode
     _worker["source"], _worker["artifacts"] = open_storages(spec)
     _worker["buckets"] = (spec["source_bucket"], spec["artifact_bucket"])
 
@@ -134,8 +140,13 @@ def sample_one(key: str) -> dict[str, Any]:
         obj = timed("download", lambda: source.download(bucket, key, path))
         threads = _worker["threads"]
         plan = PLAN | {"sampler": frames.sampler, "threads": threads}
-        info, plans = timed("motion", lambda: plan_clips(path, **plan))
-        clips = decode_clips(path, info, plans, max_side=FRAMES.max_side, threads=threads)
+        if _worker["decode"] == "one-pass":
+            info, clips = timed(
+                "motion", lambda: sample_clips(path, max_side=FRAMES.max_side, **plan)
+            )
+        else:
+            info, plans = timed("motion", lambda: plan_clips(path, **plan))
+            clips = decode_clips(path, info, plans, max_side=FRAMES.max_side, threads=threads)
         while (clip := timed("decode", lambda: next(clips, None))) is not None:
             frames_key = f"frames/{bucket}/{key}/{obj.etag}/{sampling}/{clip.start_frame:09d}.zip"
             meta = {
@@ -151,10 +162,11 @@ def sample_one(key: str) -> dict[str, Any]:
     return done | {"clips": len(records), "phase_s": spent, "pack_bytes": pack_bytes}
 
 
-def run(spec: dict, keys: list[str], processes: int, threads: int | None, sampler: str) -> dict:
-    """`processes` fork-started workers (as prefork's), each taking whole videos in turn."""
+def run(spec: dict, keys: list[str], processes: int, threads: int | None, variant: tuple) -> dict:
+    """`processes` fork-started workers (as prefork's), each taking whole videos in turn;
+    `variant`: (sampler, decode)."""
     context = multiprocessing.get_context("fork")
-    with context.Pool(processes, _init_worker, (spec, threads, sampler)) as pool:
+    with context.Pool(processes, _init_worker, (spec, threads, *variant)) as pool:
         pool.map(time.sleep, [0.2] * processes)  # every worker forked and initialised
         start = time.perf_counter()
         videos = list(pool.imap_unordered(sample_one, keys, chunksize=1))
@@ -163,7 +175,7 @@ def run(spec: dict, keys: list[str], processes: int, threads: int | None, sample
     phase_s = {p: sum(v["phase_s"][p] for v in videos) for p in PHASES}
     cpu_s = sum(v["cpu_s"] for v in videos)
     result: dict[str, Any] = {"decord_threads": threads or "auto", "processes": processes}
-    result["sampler"] = sampler
+    result["sampler"], result["decode"] = variant
     result |= {"videos": len(videos), "clips": clips, "wall_s": wall, "clips_per_s": clips / wall}
     result |= {"videos_per_s": len(videos) / wall, "cpu_s_per_clip": cpu_s / clips}
     # Per core busy: the processes, or all cores when there are more processes than cores.
@@ -184,6 +196,7 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--processes", default=_default_processes(), help="e.g. 1,2,4")
     parser.add_argument("--decord-threads", default="auto,1,2", help="auto (decord's 0) or N")
     parser.add_argument("--samplers", default=",".join(SAMPLERS), help="how motion is measured")
+    parser.add_argument("--decodes", default=",".join(DECODES), help="one-pass, two-pass or both")
     parser.add_argument("--videos-per-process", type=int, default=3, help="tasks per run")
     parser.add_argument("--unique-videos", type=int, default=2, help="distinct synthetic videos")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each video")
@@ -255,21 +268,22 @@ def main() -> None:
     report: dict[str, Any] = {"env": environment(), "video": video, "storage": spec["kind"]}
     report |= {"command": sys.argv[1:], "results": []}
     runs = [
-        (sampler, None if threads == "auto" else int(threads), int(processes))
+        ((sampler, decode), None if threads == "auto" else int(threads), int(processes))
         for threads in args.decord_threads.split(",")
         for processes in args.processes.split(",")
         for sampler in args.samplers.split(",")  # innermost: compared on one machine state
+        for decode in args.decodes.split(",")
     ]
     first: dict[tuple, float] = {}
-    for sampler, threads, processes in runs:
+    for variant, threads, processes in runs:
         tasks = [keys[i % len(keys)] for i in range(processes * args.videos_per_process)]
-        result = run(spec, tasks, processes, threads, sampler)
+        result = run(spec, tasks, processes, threads, variant)
         pace = first.setdefault((threads, processes), result["clips_per_s"])
-        result["ratio_to_first_sampler"] = result["clips_per_s"] / pace
+        result["ratio_to_first_variant"] = result["clips_per_s"] / pace
         report["results"].append(result)
         print(
-            f"{sampler}, decord threads {result['decord_threads']}, {processes} processes: "
-            f"{result['clips_per_s']:.2f} clips/s",
+            f"{' '.join(variant)}, decode threads {result['decord_threads']}, "
+            f"{processes} processes: {result['clips_per_s']:.2f} clips/s",
             flush=True,
         )
         args.out.parent.mkdir(parents=True, exist_ok=True)

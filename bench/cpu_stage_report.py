@@ -8,10 +8,11 @@ PHASES = ("download", "motion", "decode", "pack", "write")
 
 COLUMNS = (  # (heading, the result's value as printed)
     ("sampler", lambda r: r["sampler"]),
+    ("decode", lambda r: r.get("decode", "two-pass")),
     ("decord threads", lambda r: r["decord_threads"]),
     ("processes", lambda r: r["processes"]),
     ("clips/s", lambda r: f"{r['clips_per_s']:.2f}"),
-    ("× first sampler", lambda r: f"{r['ratio_to_first_sampler']:.2f}"),
+    ("× first", lambda r: f"{r['ratio_to_first_variant']:.2f}"),
     ("videos/s", lambda r: f"{r['videos_per_s']:.3f}"),
     ("clips/s/core", lambda r: f"{r['clips_per_s_per_core']:.2f}"),
     ("CPU s/clip", lambda r: f"{r['cpu_s_per_clip']:.3f}"),

@@ -29,15 +29,10 @@ from packsight.models.work import UnitRef, add_units, finish_unit
 from packsight.pipeline.context import Context
 from packsight.pipeline.units import Lease
 from packsight.storage.base import InvalidKeyError, ObjectInfo, ObjectNotFoundError
-from packsight.video.decode import (
-    SampledClip,
-    VideoDecodeError,
-    VideoInfo,
-    decode_clips,
-    plan_clips,
-)
+from packsight.video.decode import SampledClip, VideoDecodeError, VideoInfo
 from packsight.video.framepack import pack_frames
 from packsight.video.identity import VideoIdentity, clip_id, clip_prefix, identity_from_key
+from packsight.video.onepass import sample_clips
 from packsight.video.sampling import SAMPLERS, FrameSettings
 
 log = logging.getLogger(__name__)
@@ -137,10 +132,11 @@ def _sample(ctx: Context, item: _Item, tmp: Path) -> tuple[ObjectInfo, VideoInfo
     path = tmp / PurePosixPath(item.key).name
     obj = ctx.storage.download(item.bucket, item.key, path)
     frames = item.frames
-    info, plans = plan_clips(
+    info, clips = sample_clips(
         path,
         frames_per_clip=frames.frames_per_clip,
         clip_seconds=frames.clip_seconds,
+        max_side=frames.max_side,
         motion_size=frames.motion_size,
         threads=ctx.settings.decode_threads,
         sampler=frames.sampler,
@@ -149,9 +145,7 @@ def _sample(ctx: Context, item: _Item, tmp: Path) -> tuple[ObjectInfo, VideoInfo
     records = [
         _store_clip(ctx, item, obj.etag, clip)
         | {"clip_key": clip_id(item.prefix, clip.start_frame, info.fps)}
-        for clip in decode_clips(
-            path, info, plans, max_side=frames.max_side, threads=ctx.settings.decode_threads
-        )
+        for clip in clips
     ]
     return obj, info, records
 

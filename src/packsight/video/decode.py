@@ -152,7 +152,7 @@ def plan_clips(
         # frames, so a clip's picks do not depend on what came before it.
         window = motion[start:end].copy()
         window[0] = 0.0
-        boundary = _boundary_in(boundaries or (), start, end)
+        boundary = boundary_in(boundaries or (), start, end)
         picks = sample_motion_adaptive(
             window,
             frames_per_clip,
@@ -204,7 +204,7 @@ def sample_video(
     return info, list(decode_clips(path, info, plans, max_side=max_side))
 
 
-def _boundary_in(boundaries: Sequence[int], start: int, end: int) -> int | None:
+def boundary_in(boundaries: Sequence[int], start: int, end: int) -> int | None:
     """The boundary inside [start, end) nearest the window's centre (a full view of both sides)."""
     inside = sorted(b for b in boundaries if start <= b < end)
     if not inside:
@@ -252,12 +252,12 @@ def _scaled_motion(
                 partial(read_batch, reader, indices),
                 f"frames {indices[0]}..{indices[-1]} of {total}",
             )
-            yield _to_gray(rgb)
+            yield to_gray(rgb)
 
     return motion_magnitude_chunks(gray_chunks())
 
 
-def _to_gray(rgb: np.ndarray) -> np.ndarray:
+def to_gray(rgb: np.ndarray) -> np.ndarray:
     # Integer BT.601 luma (77, 150, 29)/256: exact enough for motion and ~3x faster than float.
     wide = rgb.astype(np.uint16)
     luma = wide[..., 0] * 77 + wide[..., 1] * 150 + wide[..., 2] * 29

@@ -40,31 +40,49 @@ def luma_chunks(
 ) -> Iterator[np.ndarray]:
     """uint8 [t, grid height, grid width] chunks: every frame's luma at the grid's points, in
     presentation order. `threads`: decoder threads (0: FFmpeg's choice, one per core)."""
-    width, height = grid
-    if width <= 0 or height <= 0:
-        raise ValueError(f"the motion grid must be positive, got {width}x{height}")
+    cells = LumaCells(grid)
+    chunk = []
+    for frame in decoded_frames(path, threads):
+        chunk.append(cells(frame))
+        if len(chunk) == _CHUNK_FRAMES:
+            yield np.stack(chunk)
+            chunk = []
+    if chunk:
+        yield np.stack(chunk)
+
+
+def decoded_frames(path: str | os.PathLike[str], threads: int = 0) -> Iterator[av.VideoFrame]:
+    """Every frame of the first video stream, decoded once, in presentation order; a failure of
+    FFmpeg is a LumaDecodeError that counts the frames decoded before it."""
     frames = 0
     try:
         with av.open(os.fspath(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = threads
-            points: dict[tuple[int, int], list[tuple[Any, ...]]] = {}
-            chunk = []
             for frame in container.decode(stream):
-                size = (frame.width, frame.height)
-                if size not in points:
-                    points[size] = _cell_points(size, grid)
-                chunk.append(_cell_means(_luma(frame), points[size]))
+                yield frame
                 frames += 1
-                if len(chunk) == _CHUNK_FRAMES:
-                    yield np.stack(chunk)
-                    chunk = []
-            if chunk:
-                yield np.stack(chunk)
     except (av.FFmpegError, IndexError) as exc:  # IndexError: no video stream
         reason = str(exc) if isinstance(exc, av.FFmpegError) else "no video stream"
         raise LumaDecodeError(frames, reason) from exc
+
+
+class LumaCells:
+    """A frame's luma at 2x2 points in each cell of `grid`, averaged: uint8 [rows, columns]."""
+
+    def __init__(self, grid: tuple[int, int]) -> None:
+        width, height = grid
+        if width <= 0 or height <= 0:
+            raise ValueError(f"the motion grid must be positive, got {width}x{height}")
+        self.grid = grid
+        self._points: dict[tuple[int, int], list[tuple[Any, ...]]] = {}
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        size = (frame.width, frame.height)
+        if size not in self._points:
+            self._points[size] = _cell_points(size, self.grid)
+        return _cell_means(_luma(frame), self._points[size])
 
 
 def _cell_points(size: tuple[int, int], grid: tuple[int, int]) -> list[tuple[Any, ...]]:
