@@ -11,11 +11,31 @@ import pytest
 import packsight.video.onepass as onepass
 from packsight.video.decode import VideoDecodeError, decode_clips, plan_clips
 from packsight.video.onepass import _Window, sample_clips
-from packsight.video.sampling import SAMPLERS, motion_magnitude, sample_motion_adaptive
+from packsight.video.sampling import (
+    SAMPLER,
+    SAMPLERS,
+    motion_magnitude,
+    sample_motion_adaptive,
+)
 from packsight.video.synth import SyntheticVideo, write_synthetic_archive
 
 PICKS = 8
 SETTINGS = {"frames_per_clip": PICKS, "clip_seconds": 2.0, "motion_size": (160, 120), "threads": 1}
+
+
+@pytest.fixture
+def decord_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The windows read with decord (the real reads, counted), in a process where no kind of
+    frame has been checked against decord yet."""
+    reads: list[int] = []
+
+    def counted(path, info, plans, **kwargs):
+        reads.extend(plan.index for plan in plans)
+        return decode_clips(path, info, plans, **kwargs)
+
+    monkeypatch.setattr(onepass, "_AGREES", {})
+    monkeypatch.setattr(onepass, "decode_clips", counted)
+    return reads
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +84,14 @@ def _assert_same(one: list, two: list) -> None:
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
-def test_one_decode_gives_the_two_pass_clips(synthetic: SyntheticVideo, sampler: str) -> None:
+def test_one_decode_gives_the_two_pass_clips(
+    synthetic: SyntheticVideo, sampler: str, decord_reads: list[int]
+) -> None:
     one = _one_pass(synthetic.path, sampler)
+    assert decord_reads == [0]  # the check of the first window; the rest from the one decode
     assert len(one) == 3 and len({c.frame_indices for c in one}) > 1
     _assert_same(one, _two_pass(synthetic.path, sampler))
+    assert _one_pass(synthetic.path, sampler) and decord_reads == [0]  # checked once a process
 
 
 @pytest.mark.parametrize(
@@ -81,10 +105,13 @@ def test_one_decode_gives_the_two_pass_clips(synthetic: SyntheticVideo, sampler:
 )
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_pixels_match_decord_whatever_the_format(
-    tmp_path: Path, sampler: str, size: tuple[int, int], pix_fmt: str, options: dict
-) -> None:
+    tmp_path: Path, sampler: str, size: tuple[int, int], pix_fmt: str, options: dict,
+    decord_reads: list[int],
+) -> None:  # fmt: skip
     path = _write(tmp_path / "v.mp4", frames=110, size=size, pix_fmt=pix_fmt, **options)
-    _assert_same(_one_pass(path, sampler), _two_pass(path, sampler))
+    one = _one_pass(path, sampler)
+    assert decord_reads == [0] and onepass._AGREES and all(onepass._AGREES.values())
+    _assert_same(one, _two_pass(path, sampler))
 
 
 def test_a_window_shorter_than_its_picks_repeats_frames(tmp_path: Path) -> None:
@@ -95,20 +122,30 @@ def test_a_window_shorter_than_its_picks_repeats_frames(tmp_path: Path) -> None:
 
 
 def test_a_pick_that_was_not_held_is_decoded_again(
-    synthetic: SyntheticVideo, monkeypatch: pytest.MonkeyPatch
+    synthetic: SyntheticVideo, monkeypatch: pytest.MonkeyPatch, decord_reads: list[int]
 ) -> None:
     """Holding two candidates a window misses most picks: they come from decord instead."""
-    again: list[int] = []
-
-    def counted(path, info, plans, **kwargs):  # the real decode, counted
-        again.extend(plan.index for plan in plans)
-        return decode_clips(path, info, plans, **kwargs)
-
     monkeypatch.setattr(onepass, "SPARE_CANDIDATES", 2 - PICKS)
-    monkeypatch.setattr(onepass, "decode_clips", counted)
     one = _one_pass(synthetic.path, SAMPLERS[1])
-    assert again == [0, 1, 2]
+    assert decord_reads == [0, 1, 2]
     _assert_same(one, _two_pass(synthetic.path, SAMPLERS[1]))
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_a_scaler_unlike_decords_hands_the_video_to_the_two_pass_path(
+    synthetic: SyntheticVideo, monkeypatch: pytest.MonkeyPatch, decord_reads: list[int],
+    sampler: str,
+) -> None:  # fmt: skip
+    """As a build of FFmpeg that rounds differently would: each pixel one level brighter."""
+    scale = onepass.Scaler.__call__
+    monkeypatch.setattr(onepass.Scaler, "__call__", lambda self, f: scale(self, f) | 1)
+    one = _one_pass(synthetic.path, sampler)
+    assert decord_reads == [0, 0, 1, 2]  # the check, then every window from the reference
+    assert list(onepass._AGREES.values()) == [False]
+    _assert_same(one, _two_pass(synthetic.path, sampler))
+    decord_reads.clear()
+    _one_pass(synthetic.path, sampler)  # the next video of that kind: straight to the reference
+    assert decord_reads == [0, 1, 2]
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -129,13 +166,34 @@ def test_a_window_holds_few_frames_and_every_pick(seed: int) -> None:
     assert set(chosen) <= set(window.held)
 
 
-def test_a_truncated_video_is_a_decode_error(tmp_path: Path) -> None:
-    whole = _write(tmp_path / "whole.mp4", frames=120, size=(160, 120), pix_fmt="yuv420p")
-    data = whole.read_bytes()
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_a_video_cut_short_fails_as_the_two_pass_path_fails_it(
+    tmp_path: Path, sampler: str
+) -> None:
+    """The index is first and the last frame cut: decord counts every frame, PyAV decodes fewer;
+    the reference takes over from the window that did not finish, and decides."""
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        noise = np.random.default_rng(0).integers(0, 256, (120, 120, 160, 3), dtype=np.uint8)
+        for image in noise:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode(None))
     cut = tmp_path / "cut.mp4"
-    cut.write_bytes(data[: len(data) * 2 // 3])
-    with pytest.raises(VideoDecodeError, match="cannot decode"):
-        _one_pass(cut, SAMPLERS[1])
+    cut.write_bytes(whole.read_bytes()[:-100])
+    with pytest.raises(VideoDecodeError) as reference:
+        _two_pass(cut, sampler)
+    with pytest.raises(VideoDecodeError) as caught:
+        _one_pass(cut, sampler)
+    assert str(caught.value) == str(reference.value)
+
+
+def test_a_consumer_may_stop_early(synthetic: SyntheticVideo) -> None:
+    _, clips = sample_clips(synthetic.path, max_side=112, **SETTINGS)  # type: ignore[arg-type]
+    first = next(clips)
+    clips.close()  # type: ignore[attr-defined]
+    assert first.frame_indices == _one_pass(synthetic.path, SAMPLER)[0].frame_indices
 
 
 def test_known_boundaries_take_the_two_pass_path(synthetic: SyntheticVideo) -> None:
