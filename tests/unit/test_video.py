@@ -18,11 +18,17 @@ from packsight.video.decode import (
     motion_signal,
     plan_clips,
     probe_video,
-    sample_video,
     split_windows,
 )
+from packsight.video.onepass import sample_clips
 from packsight.video.sampling import SAMPLERS
 from packsight.video.synth import SyntheticVideo, write_synthetic_archive
+
+
+def sample_video(path: Path, **settings: float) -> tuple[VideoInfo, list]:
+    """Every clip of a video, as labelling samples it."""
+    info, clips = sample_clips(path, **settings)  # type: ignore[arg-type]
+    return info, list(clips)
 
 
 @pytest.fixture(scope="module")

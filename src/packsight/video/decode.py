@@ -1,7 +1,8 @@
-"""Video decoding with decord: probe, split into clip windows, sample frames at model resolution.
+"""Video decoding: probe, split into clip windows, plan the picks, read them with decord.
 
-One cheap pass measures motion for the whole video (on the decoder's luma plane, `luma.py`; the
-first sampler scaled every frame with decord); only the chosen frames are then decoded at model
+The two-pass path and the reference for `onepass.py`: one pass measures motion for the whole
+video (`motion_signal`: the decoder's luma plane, `luma.py`, or for the first sampler every
+frame scaled by decord); `decode_clips` then decodes only the chosen frames again at model
 resolution, so a long video never sits in memory.
 """
 
@@ -182,26 +183,6 @@ def decode_clips(
             f"frames {wanted[0]}..{wanted[-1]} of clip {plan.index}",
         )
         yield SampledClip(plan.index, plan.start_frame, plan.end_frame, plan.frame_indices, frames)
-
-
-def sample_video(
-    path: str | os.PathLike[str],
-    *,
-    frames_per_clip: int = 8,
-    clip_seconds: float = 5.0,
-    max_side: int = 336,
-    motion_size: tuple[int, int] = (160, 120),
-    boundaries: Sequence[int] | None = None,
-) -> tuple[VideoInfo, list[SampledClip]]:
-    """Split a video into clip windows and return each window's motion-sampled frames."""
-    info, plans = plan_clips(
-        path,
-        frames_per_clip=frames_per_clip,
-        clip_seconds=clip_seconds,
-        motion_size=motion_size,
-        boundaries=boundaries,
-    )
-    return info, list(decode_clips(path, info, plans, max_side=max_side))
 
 
 def boundary_in(boundaries: Sequence[int], start: int, end: int) -> int | None:
