@@ -6,7 +6,8 @@ the motion pass (probe, every frame's motion on a 160x120 grid, 5 s windows, mot
 picks; `--samplers`: how motion is measured), 8 frames per window at model size, one JPEG frame
 pack per clip (`pack_frames`) written to the artifact store. `--decodes`: `one-pass` decodes each
 frame once for both (`sample_clips`, as the pipeline does; its motion time is in "decode"),
-`two-pass` measures motion (`plan_clips`), then decodes the picks again (`decode_clips`). Timed:
+`two-pass` measures motion (`plan_clips`), then decodes the picks again (`decode_clips`), `nvdec`
+is one-pass with the GPU's decoder (PACKSIGHT_DECODE_DEVICE=cuda; not a default). Timed:
 clips/s and videos/s (the parent's clock) and, per video, each phase's seconds and CPU seconds.
 
     PYTHONPATH=src:. python bench/cpu_stage.py              # processes 1,2,4..cores; auto,1,2
@@ -34,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -140,10 +142,10 @@ def sample_one(key: str) -> dict[str, Any]:
         obj = timed("download", lambda: source.download(bucket, key, path))
         threads = _worker["threads"]
         plan = PLAN | {"sampler": frames.sampler, "threads": threads}
-        if _worker["decode"] == "one-pass":
-            info, clips = timed(
-                "motion", lambda: sample_clips(path, max_side=FRAMES.max_side, **plan)
-            )
+        if _worker["decode"] != "two-pass":
+            device = "cuda" if _worker["decode"] == "nvdec" else "cpu"
+            one = partial(sample_clips, path, max_side=FRAMES.max_side, device=device)
+            info, clips = timed("motion", lambda: one(**plan))
         else:
             info, plans = timed("motion", lambda: plan_clips(path, **plan))
             clips = decode_clips(path, info, plans, max_side=FRAMES.max_side, threads=threads)
@@ -196,7 +198,7 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--processes", default=_default_processes(), help="e.g. 1,2,4")
     parser.add_argument("--decord-threads", default="auto,1,2", help="auto (decord's 0) or N")
     parser.add_argument("--samplers", default=",".join(SAMPLERS), help="how motion is measured")
-    parser.add_argument("--decodes", default=",".join(DECODES), help="one-pass, two-pass or both")
+    parser.add_argument("--decodes", default=",".join(DECODES), help="one-pass, two-pass, nvdec")
     parser.add_argument("--videos-per-process", type=int, default=3, help="tasks per run")
     parser.add_argument("--unique-videos", type=int, default=2, help="distinct synthetic videos")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each video")

@@ -140,6 +140,7 @@ def _sample(ctx: Context, item: _Item, tmp: Path) -> tuple[ObjectInfo, VideoInfo
         motion_size=frames.motion_size,
         threads=ctx.settings.decode_threads,
         sampler=frames.sampler,
+        device=ctx.settings.decode_device,
     )
     # One clip's frames in memory at a time, however long the video.
     records = [

@@ -8,6 +8,7 @@ import av
 import numpy as np
 import pytest
 
+import packsight.video.luma as luma
 import packsight.video.onepass as onepass
 from packsight.video.decode import VideoDecodeError, decode_clips, plan_clips
 from packsight.video.onepass import _Window, sample_clips
@@ -112,6 +113,20 @@ def test_pixels_match_decord_whatever_the_format(
     one = _one_pass(path, sampler)
     assert decord_reads == [0] and onepass._AGREES and all(onepass._AGREES.values())
     _assert_same(one, _two_pass(path, sampler))
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_the_gpus_decoder_gives_the_same_clips(
+    synthetic: SyntheticVideo, sampler: str, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """NVDEC's frames where a CUDA device opens; else the CPU decodes, and says so once."""
+    monkeypatch.setattr(luma, "_UNAVAILABLE", set())
+    one = _one_pass(synthetic.path, sampler, device="cuda")
+    _assert_same(one, _two_pass(synthetic.path, sampler))
+    _assert_same(_one_pass(synthetic.path, sampler, device="cuda"), one)
+    warned = [r for r in caplog.records if "no cuda video decoder" in r.getMessage()]
+    assert len(warned) == (1 if "cuda" in luma._UNAVAILABLE else 0)
 
 
 def test_a_window_shorter_than_its_picks_repeats_frames(tmp_path: Path) -> None:

@@ -178,6 +178,7 @@ def test_the_api_token_must_fit_an_http_header() -> None:
         ("gpu_batch_size", "0"),
         ("gpu_task_batches", "0"),
         ("decode_threads", "-1"),
+        ("decode_device", "gpu"),
         ("frames_per_clip", "0"),
         ("clip_seconds", "0"),
         ("frame_max_side", "27"),

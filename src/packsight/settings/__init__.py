@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     # core, which oversubscribes the cores when every prefork process does it: measured 20-40%
     # slower at full load than one each).
     decode_threads: int = Field(default=1, ge=0, le=64)
+    # Where the one decode of labelling runs: "cpu", or "cuda" for the GPU's video decoder
+    # (NVDEC, through FFmpeg), its frames copied back for the motion pass and the picks; where
+    # no CUDA device can be opened the CPU decodes, with a warning.
+    decode_device: Literal["cpu", "cuda"] = "cpu"
 
     frames_per_clip: int = Field(default=8, ge=2, le=64)
     # At least a second: clip ids name a clip by its start second.

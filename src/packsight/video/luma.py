@@ -9,12 +9,14 @@ keeps the codec's pixel noise that a cell's mean averages out (a quarter of the 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
 
 import av
 import numpy as np
+from av.codec.hwaccel import HWAccel
 
 # Pixel formats whose first plane is 8-bit luma, as decoded (H.264, HEVC and VP9 give these).
 # Any other format is converted to 8-bit gray first: slower, the same measure.
@@ -24,6 +26,8 @@ _LUMA_FIRST = frozenset(
     for range_ in ("", "j")  # yuvj*: full-range luma, same layout
 ) | {"yuv411p", "yuv410p", "nv12", "nv21", "gray"}
 _CHUNK_FRAMES = 64
+_UNAVAILABLE: set[str] = set()  # hardware decoders this process could not open
+log = logging.getLogger(__name__)
 
 
 class LumaDecodeError(Exception):
@@ -51,21 +55,36 @@ def luma_chunks(
         yield np.stack(chunk)
 
 
-def decoded_frames(path: str | os.PathLike[str], threads: int = 0) -> Iterator[av.VideoFrame]:
+def decoded_frames(
+    path: str | os.PathLike[str], threads: int = 0, device: str = "cpu"
+) -> Iterator[av.VideoFrame]:
     """Every frame of the first video stream, decoded once, in presentation order; a failure of
-    FFmpeg is a LumaDecodeError that counts the frames decoded before it."""
+    FFmpeg is a LumaDecodeError that counts the frames decoded before it. `device`: "cpu", or an
+    FFmpeg hardware device type ("cuda": NVDEC) whose frames come back in system memory."""
     frames = 0
     try:
-        with av.open(os.fspath(path)) as container:
+        with _open(path, device) as container:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            stream.codec_context.thread_count = threads
+            if device == "cpu":  # a hardware decoder keeps its own queue of frames
+                stream.thread_type = "AUTO"
+                stream.codec_context.thread_count = threads
             for frame in container.decode(stream):
                 yield frame
                 frames += 1
     except (av.FFmpegError, IndexError) as exc:  # IndexError: no video stream
         reason = str(exc) if isinstance(exc, av.FFmpegError) else "no video stream"
         raise LumaDecodeError(frames, reason) from exc
+
+
+def _open(path: str | os.PathLike[str], device: str) -> av.container.InputContainer:
+    if device != "cpu":
+        try:  # a stream the device cannot decode falls back to FFmpeg's software decoder
+            return av.open(os.fspath(path), hwaccel=HWAccel(device, allow_software_fallback=True))
+        except av.FFmpegError as exc:  # no such device here (no GPU, no driver, no NVDEC)
+            if device not in _UNAVAILABLE:
+                log.warning("no %s video decoder (%s): decoding on the CPU", device, exc)
+                _UNAVAILABLE.add(device)
+    return av.open(os.fspath(path))
 
 
 class LumaCells:

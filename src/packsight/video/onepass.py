@@ -68,6 +68,7 @@ class _Video:
     motion_size: tuple[int, int]
     threads: int
     sampler: str
+    device: str
 
 
 def sample_clips(
@@ -80,13 +81,17 @@ def sample_clips(
     boundaries: Sequence[int] | None = None,
     threads: int = 0,
     sampler: str = SAMPLER,
+    device: str = "cpu",
 ) -> tuple[VideoInfo, Iterator[SampledClip]]:
     """The video's info and its clips, one window at a time: what `plan_clips` then
-    `decode_clips` give with the same arguments, decoding each frame once. With `boundaries`
-    (training's windows, where any frame near one may be picked) it takes the two-pass path."""
+    `decode_clips` give with the same arguments, decoding each frame once (on `device`: "cpu",
+    or "cuda" for NVDEC). With `boundaries` (training's windows, where any frame near one may be
+    picked) it takes the two-pass path."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; this version knows {', '.join(SAMPLERS)}")
-    video = _Video(path, frames_per_clip, clip_seconds, max_side, motion_size, threads, sampler)
+    video = _Video(
+        path, frames_per_clip, clip_seconds, max_side, motion_size, threads, sampler, device
+    )
     if boundaries:
         info, plans = _plan(video, boundaries)
         return info, decode_clips(path, info, plans, max_side=max_side, threads=threads)
@@ -207,7 +212,7 @@ class _Sampling:
         pending = iter([_Window(i, s, e, keep) for i, (s, e) in enumerate(windows)])
         window, count = next(pending, None), 0
         try:
-            for frame in decoded_frames(self.video.path, self.video.threads):
+            for frame in decoded_frames(self.video.path, self.video.threads, self.video.device):
                 count += 1
                 if window is None:  # more frames than the container said
                     raise _Handover(self.given)
