@@ -246,9 +246,8 @@ class _Sampling:
             _AGREES[kind] = self._agrees(window, clip)
             if not _AGREES[kind]:
                 log.warning("PyAV scales %s frames unlike decord: two-pass sampling", kind[:3])
-                if self.given == 0:
-                    raise _Handover(0)
-                return self._decord(plan)
+        if not _AGREES[kind]:  # this window on (the first sampler's motion is scaled too)
+            raise _Handover(self.given)
         return clip
 
     def _decord(self, plan: ClipPlan) -> SampledClip:
