@@ -16,8 +16,7 @@ clips/s and videos/s (the parent's clock) and, per video, each phase's seconds a
     PYTHONPATH=src:. python bench/cpu_stage.py --make-videos .whl/cpu-stage-videos  # videos only
     PYTHONPATH=src:. python bench/cpu_stage.py --video-dir .whl/cpu-stage-videos    # any videos
 
-Needs numpy, Pillow, decord and PyAV, boto3 only with --s3-endpoint; no celery, SQLAlchemy or
-pydantic.
+Needs numpy, Pillow, decord, PyAV (boto3 with --s3-endpoint); no celery, SQLAlchemy, pydantic.
 """
 
 from __future__ import annotations
@@ -83,11 +82,11 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def make_videos(folder: Path, count: int, seconds: float, size: tuple[int, int], fps: int) -> None:
+def make_videos(folder: Path, args: argparse.Namespace) -> None:
     """Synthetic sessions in OpenPack's layout (`U0101/kinect/S0100.mp4`), all `seconds` long."""
     write_synthetic_archive(
-        folder, videos=count, size=size, fps=fps, min_seconds=seconds, max_seconds=seconds,
-        layout="openpack",
+        folder, videos=args.unique_videos, size=args.size, fps=args.fps, min_seconds=args.seconds,
+        max_seconds=args.seconds, layout="openpack", preset=args.x264_preset,
     )  # fmt: skip
 
 
@@ -204,6 +203,7 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each video")
     parser.add_argument("--size", default="1280x720", help="synthetic frame size WxH")
     parser.add_argument("--fps", type=int, default=25)
+    parser.add_argument("--x264-preset", default="ultrafast", help="synthetic videos' encoding")
     parser.add_argument("--video-dir", type=Path, help="use these videos (any layout)")
     parser.add_argument("--make-videos", type=Path, help="only write the synthetic videos here")
     parser.add_argument("--work-dir", type=Path, help="default: a fresh temporary folder")
@@ -246,16 +246,16 @@ def _storage_spec(args: argparse.Namespace, work: Path, folder: Path, keys: list
 
 def main() -> None:
     args = _parse_args()
-    width, height = (int(v) for v in args.size.lower().split("x"))
+    args.size = tuple(int(v) for v in args.size.lower().split("x"))
     if args.make_videos:
-        make_videos(args.make_videos, args.unique_videos, args.seconds, (width, height), args.fps)
+        make_videos(args.make_videos, args)
         print(f"wrote {len(video_keys(args.make_videos))} videos to {args.make_videos}")
         return
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="packsight-cpu-stage-"))
     folder = args.video_dir.resolve() if args.video_dir else work / SOURCE
     if not args.video_dir and not video_keys(folder):
         started = time.perf_counter()
-        make_videos(folder, args.unique_videos, args.seconds, (width, height), args.fps)
+        make_videos(folder, args)
         print(f"wrote synthetic videos in {time.perf_counter() - started:.0f} s", flush=True)
     keys = video_keys(folder)
     if not keys:

@@ -55,6 +55,7 @@ def write_synthetic_archive(
     min_seconds: float = 12,
     max_seconds: float = 30,
     layout: Layout = "packsight",
+    preset: str = X264_OPTIONS["preset"],
 ) -> list[SyntheticVideo]:
     """Write `videos` sessions under out_dir; deterministic for a seed.
 
@@ -63,6 +64,7 @@ def write_synthetic_archive(
     with a sidecar `<session>.json` (`{"start": ISO-8601, "fps": ...}`) beside each video, and
     no manifest. Annotations are `<user>/annotation/openpack-operations/<session>.csv` in both.
     Video i depends only on (seed, i), so a larger archive extends a smaller one unchanged.
+    `preset`: x264's (a slower one adds B-frames and CABAC, closer to a camera's encoding).
     """
     if layout not in ("packsight", "openpack"):
         raise ValueError(f"layout must be 'packsight' or 'openpack', got {layout!r}")
@@ -90,7 +92,8 @@ def write_synthetic_archive(
         else:
             key = f"{user}/video/{user}_{session}.mp4"
         # Own streams for pixels and uuids: changing the renderer must not change the annotations.
-        _write_video(out_dir / key, np.random.default_rng([seed, i, 1]), taxonomy, plan, fps, size)
+        rng = np.random.default_rng([seed, i, 1])
+        _write_video(out_dir / key, rng, taxonomy, plan, fps, size, preset)
         csv_path = out_dir / user / "annotation" / "openpack-operations" / f"{session}.csv"
         uuids = np.random.default_rng([seed, i, 2])
         _write_annotation(csv_path, uuids, taxonomy, user, session, plan, start, fps)
@@ -191,12 +194,14 @@ def _write_video(
     plan: list[tuple[str, int, int, int]],
     fps: int,
     size: tuple[int, int],
+    preset: str,
 ) -> None:
     width, height = size
     path.parent.mkdir(parents=True, exist_ok=True)
     scene = _Scene(rng, taxonomy, width, height)
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options=X264_OPTIONS)
+        options = X264_OPTIONS | {"preset": preset}
+        stream = container.add_stream("libx264", rate=fps, options=options)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.gop_size = 2 * fps  # short GOPs keep get_batch's seeks cheap
         stream.codec_context.time_base = Fraction(1, fps)
