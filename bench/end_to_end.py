@@ -204,7 +204,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--video-sizes", default="1280x720,640x360", help="one job each")
     parser.add_argument("--video-dir", type=Path, help="one job over these videos instead")
-    parser.add_argument("--cpu-workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    parser.add_argument(
+        "--cpu-workers",
+        default=str(max(1, (os.cpu_count() or 2) - 2)),
+        help="e.g. 4,8: each in turn",
+    )
     parser.add_argument("--decode-threads", type=int, default=1)
     parser.add_argument("--cpu-nice", type=int, default=0, help="niceness of the CPU workers")
     parser.add_argument("--gpu-cores", type=int, default=0, help="physical cores, GPU worker's")
@@ -221,34 +225,43 @@ def main() -> None:
     report["host"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     report["host"] |= {"cores": cores.physical_cores(), "gpu": cores.split(args.gpu_cores)[0]}
     report["env"] = {k: v for k, v in os.environ.items() if k.startswith("PACKSIGHT_")}
+    counts = [int(n) for n in args.cpu_workers.split(",")]
+    report["runs"] = []
     with services(args, "packsight-e2e-") as (root, ctx, env):
-        jobs = []  # (name, prefix) of each timed job
-        if args.video_dir:
-            upload_folder(ctx.storage, args.video_dir, BUCKET, "given")
-            jobs.append((str(args.video_dir), "given/"))
-            first = sorted(args.video_dir.rglob("*.mp4"))[0]
-        else:
-            for run, size in enumerate(args.video_sizes.split(",")):
-                width, height = (int(x) for x in size.split("x"))
-                files = videos(root / size, args.unique_videos, args.seconds, (width, height))
-                upload_copies(ctx, files, f"{size}/", args.videos, run)
-                jobs.append((size, f"{size}/"))
-            first = files[0]
-        ctx.storage.put_bytes(BUCKET, "warmup/U9999/kinect/S9999.mp4", first.read_bytes())
-        logs = args.logs or root / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        workers = start_workers(env, logs, args.cpu_workers, args.cpu_nice, args.gpu_cores)
-        report["runs"] = []
-        try:
-            report["warmup"] = run_job(ctx, "warmup/")  # the GPU worker loads its model
-            gpu_worker = workers[1].pid
-            spy = args.py_spy and PhaseProfiles(args.py_spy, gpu_worker, logs, args.py_spy_mode)
-            for name, prefix in jobs:
-                report["runs"].append({"videos": name, "job": run_job(ctx, prefix, spy)})
-                print(json.dumps(report["runs"][-1]), flush=True)
-        finally:
-            for worker in reversed(workers):
-                worker.stop()
+        for turn, count in enumerate(counts):  # each count: its own workers, fresh copies
+            jobs = []  # (name, prefix) of each timed job
+            if args.video_dir:
+                upload_folder(ctx.storage, args.video_dir, BUCKET, f"given{turn}")
+                jobs.append((str(args.video_dir), f"given{turn}/"))
+                first = sorted(args.video_dir.rglob("*.mp4"))[0]
+            else:
+                sizes = args.video_sizes.split(",")
+                for run, size in enumerate(sizes):
+                    width, height = (int(x) for x in size.split("x"))
+                    files = videos(root / size, args.unique_videos, args.seconds, (width, height))
+                    upload_copies(
+                        ctx, files, f"{turn}/{size}/", args.videos, turn * len(sizes) + run
+                    )
+                    jobs.append((size, f"{turn}/{size}/"))
+                first = files[0]
+            warmup = f"warmup{turn}/U99{turn:02d}/kinect/S99{turn:02d}.mp4"
+            ctx.storage.put_bytes(BUCKET, warmup, first.read_bytes())
+            logs = args.logs or root / "logs"
+            (logs := logs / f"{count}_cpu_workers").mkdir(parents=True, exist_ok=True)
+            workers = start_workers(env, logs, count, args.cpu_nice, args.gpu_cores)
+            try:  # the warm-up job: the GPU worker loads its model
+                report[f"warmup_{count}" if turn else "warmup"] = run_job(ctx, f"warmup{turn}/")
+                gpu_worker = workers[1].pid
+                spy = args.py_spy and PhaseProfiles(args.py_spy, gpu_worker, logs, args.py_spy_mode)
+                if spy:  # one recording per job and phase, per worker count
+                    report.setdefault("gpu_worker_profiles", {})[count] = spy.summaries
+                for name, prefix in jobs:
+                    job = run_job(ctx, prefix, spy)
+                    report["runs"].append({"videos": name, "cpu_workers": count, "job": job})
+                    print(json.dumps(report["runs"][-1]), flush=True)
+            finally:
+                for worker in reversed(workers):
+                    worker.stop()
         runs = report["runs"]
         alone = gpu_alone(ctx, [run["job"]["job_id"] for run in runs], args.alone_repeats)
         for run, run_alone in zip(runs, alone, strict=True):
@@ -257,12 +270,11 @@ def main() -> None:
             run["efficiency"] = job["clips_per_s"] / run_alone["clips_per_s"]
             run["where"] = where(job, run_alone)
             print(
-                f"{run['videos']}: end to end {job['clips_per_s']:.2f} clips/s, GPU alone "
+                f"{run['videos']}, {run['cpu_workers']} CPU workers: end to end "
+                f"{job['clips_per_s']:.2f} clips/s, GPU alone "
                 f"{run_alone['clips_per_s']:.2f}: {run['efficiency']:.0%}",
                 flush=True,
             )
-        if spy is not None:
-            report["gpu_worker_profiles"] = spy.summaries
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"wrote {out}")
 
