@@ -77,13 +77,12 @@ def decoded_frames(
 
 
 def _open(path: str | os.PathLike[str], device: str) -> av.container.InputContainer:
-    if device != "cpu":
+    if device != "cpu" and device not in _UNAVAILABLE:  # tried once a process
         try:  # a stream the device cannot decode falls back to FFmpeg's software decoder
             return av.open(os.fspath(path), hwaccel=HWAccel(device, allow_software_fallback=True))
         except av.FFmpegError as exc:  # no such device here (no GPU, no driver, no NVDEC)
-            if device not in _UNAVAILABLE:
-                log.warning("no %s video decoder (%s): decoding on the CPU", device, exc)
-                _UNAVAILABLE.add(device)
+            log.warning("no %s video decoder (%s): decoding on the CPU", device, exc)
+            _UNAVAILABLE.add(device)
     return av.open(os.fspath(path))
 
 
