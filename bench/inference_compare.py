@@ -4,6 +4,7 @@ the ratios to the baselines of the same run, and the table printed last."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,14 @@ from packsight.vlm.labeler import Labeler
 from packsight.vlm.speedups import Speedups
 
 # System variants: today's eager path, + CUDA graphs for the decisions (with positions made in
-# the forward, with GPU values read mid-batch, then the default), + compiled vision tower, +
-# compiled norms and activation in the language model's prefill.
+# the forward, with GPU values read mid-batch, without the fused kernels, then the default), +
+# compiled vision tower, + compiled norms and activation in the language model's prefill.
+UNFUSED = Speedups(fused_kernels=False)
 VARIANTS = {
     "eager": Speedups.none(),
-    "graphs_device_positions": Speedups(cuda_graphs=True, host_positions=False, fewer_syncs=False),
-    "graphs_syncing": Speedups(cuda_graphs=True, fewer_syncs=False),
+    "graphs_device_positions": replace(UNFUSED, host_positions=False, fewer_syncs=False),
+    "graphs_syncing": replace(UNFUSED, fewer_syncs=False),
+    "graphs_unfused": UNFUSED,
     "graphs": Speedups(cuda_graphs=True, compile_vision=False),
     "full": Speedups(cuda_graphs=True, compile_vision=True),
     "lm": Speedups(cuda_graphs=True, compile_vision=True, compile_language=True),

@@ -76,6 +76,7 @@ def load_version(
         batch_size=settings.gpu_batch_size,
         speedups=Speedups(
             cuda_graphs=settings.cuda_graphs,
+            fused_kernels=settings.fused_kernels,
             compile_vision=settings.compile_vision,
             compile_language=settings.compile_language,
         ),

@@ -188,9 +188,10 @@ def test_a_compile_failure_falls_back_to_eager(
 
 
 def test_speedups_apply_on_cuda_only() -> None:
-    # By default only the exact one: compiling changes near-tie decisions (speedups.py).
+    # By default only the exact ones: compiling changes near-tie decisions (speedups.py).
     assert Speedups() == Speedups(
         cuda_graphs=True,
+        fused_kernels=True,
         compile_vision=False,
         compile_language=False,
         host_positions=True,
@@ -201,3 +202,8 @@ def test_speedups_apply_on_cuda_only() -> None:
         Speedups.none(), host_positions=True, fewer_syncs=True
     )
     assert everything.for_device(torch.device("cuda")) == everything
+
+
+def test_fused_kernels_stay_off_on_the_cpu(tiny_models: dict[str, Path]) -> None:
+    labeler = tiny_labeler(tiny_models["qwen2_vl"])
+    assert labeler.speedups.fused_kernels is False and labeler.fused is None

@@ -91,9 +91,11 @@ class Settings(BaseSettings):
     # of another version gets the GPU (0: one task's worth only).
     gpu_delivery_s: float = Field(default=60.0, ge=0, le=3600)
     # GPU-only speed-ups of the labeler (vlm/speedups.py): the seven decisions as CUDA graphs
-    # (the same answers, on by default); torch.compile of the vision tower and of the language
-    # model's norms (faster still, but near-tie decisions can change: off by default).
+    # (the same answers, on by default); elementwise steps as fused kernels that round as the
+    # eager ops do (the same answers, on by default); torch.compile of the vision tower and of
+    # the language model's norms (faster still, but near-tie decisions can change: off).
     cuda_graphs: bool = True
+    fused_kernels: bool = True
     compile_vision: bool = False
     compile_language: bool = False
     # Threads of the video decoder per CPU worker process; 0: the decoder's own choice (one per

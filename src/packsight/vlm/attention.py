@@ -61,8 +61,11 @@ def packed_sdpa(
         )
         attended = F.scaled_dot_product_attention(
             q_n, k_n, v_n, dropout_p=dropout if module.training else 0.0, scale=scaling
-        )
-        out[:, pick] = attended.transpose(0, 1).flatten(1, 2)
+        ).transpose(0, 1)
+        if isinstance(pick, slice):  # written in place: one copy, not two
+            out[:, pick].unflatten(1, (len(starts), length)).copy_(attended)
+        else:
+            out[:, pick] = attended.flatten(1, 2)
     return out.transpose(0, 1).unsqueeze(0), None
 
 

@@ -20,16 +20,13 @@ from packsight.labels.prediction import ClipPrediction
 from packsight.labels.taxonomy import Taxonomy
 from packsight.video.framepack import EncodedFrames
 from packsight.vlm.answer import AnswerFormat
-from packsight.vlm.attention import read_bounds_once
 from packsight.vlm.clip_input import ClipInput, check_clip, decode_clips
-from packsight.vlm.compiled import Compiled, compile_model
-from packsight.vlm.decoding import HOST_MASK, LockstepDecoder
+from packsight.vlm.decoding import HOST_MASK
 from packsight.vlm.free_form import generate_free_form
 from packsight.vlm.loading import Quantization, load_model_and_processor, resolve_device
 from packsight.vlm.model_inputs import processor_inputs
 from packsight.vlm.parsing import OutputParseError, parse_prediction
-from packsight.vlm.speedups import Speedups
-from packsight.vlm.static_decoding import StaticDecoder
+from packsight.vlm.speedups import Speedups, install
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +72,8 @@ class Labeler:
         self.answer_format = AnswerFormat(tokenizer, taxonomy)
         # GPU-only speed-ups (speedups.py); each falls back to the eager path on its own.
         self.speedups = fast = (speedups or Speedups()).for_device(device)
-        read_bounds_once(model, fast.fewer_syncs)
-        self.decoder: LockstepDecoder = (
-            StaticDecoder(model, self.answer_format, graphs=True)
-            if fast.cuda_graphs
-            else LockstepDecoder(model, self.answer_format)
-        )
-        self.compiled: Compiled | None = compile_model(
-            model,
-            vision=fast.compile_vision and constrained,
-            language=fast.compile_language and constrained,
+        self.decoder, self.compiled, self.fused = install(
+            model, self.answer_format, fast, constrained=constrained, device=device
         )
         # Frames are given at their final size (no resize), so each side must split into whole
         # merged patches: patch_size * merge_size pixels (28 for Qwen2-VL and Qwen2.5-VL).

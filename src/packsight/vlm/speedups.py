@@ -3,6 +3,10 @@
 - `cuda_graphs` (on by default): the seven decisions over a preallocated KV cache, captured
   once per batch shape and replayed (static_decoding.py). The same kernels as the eager
   decisions: the same answers and probabilities.
+- `fused_kernels` (on by default): the vision tower's rotary embedding and activation and the
+  language model's silu(gate) * up as single Triton kernels that round exactly as the eager
+  chain of ops does (fused.py): the same bits, fewer passes over memory. Where compiling is on
+  for a part, the compiled code fuses that part instead.
 - `compile_vision` (off by default): torch.compile of the vision tower's blocks (compiled.py).
 - `compile_language` (off by default): torch.compile of the language model's RMS norms and
   silu(gate) * up in the prefill, the NF4 linears left as they are (compiled.py).
@@ -23,20 +27,29 @@ on the benchmark's random-weight checkpoints they changed 1-9% of the decisions 
 which is why they are opt-in. The first batch of each shape pays for compiling.
 
 The others apply on CUDA devices only and fall back to the eager path where they cannot run. A GPU
-worker takes them from its settings (PACKSIGHT_CUDA_GRAPHS, PACKSIGHT_COMPILE_VISION,
+worker takes them from its settings (PACKSIGHT_CUDA_GRAPHS, PACKSIGHT_FUSED_KERNELS,
+PACKSIGHT_COMPILE_VISION,
 PACKSIGHT_COMPILE_LANGUAGE).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from packsight.vlm.answer import AnswerFormat
+    from packsight.vlm.compiled import Compiled
+    from packsight.vlm.decoding import LockstepDecoder
+    from packsight.vlm.fused import Fused
 
 
 @dataclass(frozen=True)
 class Speedups:
     cuda_graphs: bool = True
+    fused_kernels: bool = True
     compile_vision: bool = False
     compile_language: bool = False
     host_positions: bool = True
@@ -47,6 +60,7 @@ class Speedups:
         """The eager path before any speed-up, the reference they are checked against."""
         return cls(
             cuda_graphs=False,
+            fused_kernels=False,
             compile_vision=False,
             compile_language=False,
             host_positions=False,
@@ -61,3 +75,43 @@ class Speedups:
         return replace(
             Speedups.none(), host_positions=self.host_positions, fewer_syncs=self.fewer_syncs
         )
+
+
+def install(
+    model: torch.nn.Module,
+    answer_format: AnswerFormat,
+    speedups: Speedups,
+    *,
+    constrained: bool,
+    device: torch.device,
+) -> tuple[LockstepDecoder, Compiled | None, Fused | None]:
+    """Set `speedups` (already `for_device`) up on a loaded model: its decoder, its compiled
+    pieces and its fused kernels. Compiling and fusing apply to the constrained path only (the
+    free-form one is the benchmark's plain baseline); where a part is compiled, the compiled
+    code fuses it instead of the kernels."""
+    from packsight.vlm.attention import read_bounds_once
+    from packsight.vlm.compiled import compile_model
+    from packsight.vlm.decoding import LockstepDecoder
+    from packsight.vlm.fused import fuse_model
+    from packsight.vlm.static_decoding import StaticDecoder
+
+    fast = speedups
+    read_bounds_once(model, fast.fewer_syncs)
+    decoder = (
+        StaticDecoder(model, answer_format, graphs=True)
+        if fast.cuda_graphs
+        else LockstepDecoder(model, answer_format)
+    )
+    compiled = compile_model(
+        model,
+        vision=fast.compile_vision and constrained,
+        language=fast.compile_language and constrained,
+    )
+    fuse = fast.fused_kernels and constrained
+    fused = fuse_model(
+        model,
+        device,
+        vision=fuse and not fast.compile_vision,
+        language=fuse and not fast.compile_language,
+    )
+    return decoder, compiled, fused

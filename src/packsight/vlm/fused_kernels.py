@@ -1,0 +1,63 @@
+"""The Triton kernels of `fused.py`, imported on first use (importing Triton takes ~1 s).
+
+Triton resolves the names a kernel uses from its module's globals, hence a module of their own.
+Every product, sum and quotient is an explicit round-to-nearest operation (`*_rn`), so none is
+contracted into a fused multiply-add; `.to(kind)` marks where the eager chain stores a 16-bit
+intermediate tensor.
+"""
+
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
+
+
+@triton.jit
+def rotary(x, cos, sin, out, rows, heads, x_token, x_head, cs_token, DIM: tl.constexpr,
+           WIDTH: tl.constexpr, BLOCK_ROWS: tl.constexpr):  # fmt: skip
+    # x [tokens, heads, DIM], strided; cos, sin [tokens, DIM]; out [tokens, heads, DIM].
+    row = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)[:, None]
+    d = tl.arange(0, WIDTH)[None, :]
+    keep = (row < rows) & (d < DIM)
+    token = (row // heads).to(tl.int64)
+    head = row % heads
+    half = DIM // 2
+    partner = tl.where(d < half, d + half, d - half)
+    at = x + token * x_token + head * x_head
+    value = tl.load(at + d, mask=keep, other=0.0).to(tl.float32)
+    other = tl.load(at + partner, mask=keep, other=0.0).to(tl.float32)
+    turned = tl.where(d < half, -other, other)  # rotate_half: a negation, exact
+    c = tl.load(cos + token * cs_token + d, mask=keep, other=0.0).to(tl.float32)
+    s = tl.load(sin + token * cs_token + d, mask=keep, other=0.0).to(tl.float32)
+    rotated = libdevice.add_rn(libdevice.mul_rn(value, c), libdevice.mul_rn(turned, s))
+    tl.store(out + row.to(tl.int64) * DIM + d, rotated.to(out.dtype.element_ty), mask=keep)
+
+
+@triton.jit
+def quick_gelu(x, out, n, BLOCK: tl.constexpr):
+    # x * sigmoid(1.702 * x), each of the three eager results stored in x's type.
+    at = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    keep = at < n
+    value = tl.load(x + at, mask=keep, other=0.0)
+    kind = value.dtype
+    wide = value.to(tl.float32)
+    scale = tl.full(wide.shape, 1.702, tl.float32)
+    scaled = libdevice.mul_rn(wide, scale).to(kind).to(tl.float32)
+    one = tl.full(wide.shape, 1.0, tl.float32)
+    gate = libdevice.div_rn(one, libdevice.add_rn(one, libdevice.exp(-scaled)))
+    gate = gate.to(kind).to(tl.float32)
+    tl.store(out + at, libdevice.mul_rn(wide, gate).to(kind), mask=keep)
+
+
+@triton.jit
+def silu_mul(gate, up, out, n, BLOCK: tl.constexpr):
+    # silu(gate) * up, silu's result stored in gate's type first.
+    at = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    keep = at < n
+    g = tl.load(gate + at, mask=keep, other=0.0)
+    kind = g.dtype
+    wide = g.to(tl.float32)
+    one = tl.full(wide.shape, 1.0, tl.float32)
+    act = libdevice.div_rn(wide, libdevice.add_rn(one, libdevice.exp(-wide)))
+    act = act.to(kind).to(tl.float32)
+    u = tl.load(up + at, mask=keep, other=0.0).to(tl.float32)
+    tl.store(out + at, libdevice.mul_rn(act, u).to(kind), mask=keep)

@@ -1,0 +1,76 @@
+"""The fused kernels' indexing, on the CPU through Triton's interpreter: strided queries and keys
+from one packed projection, a head size that is no power of two, tails of partial blocks. The
+interpreter has no CUDA math library, so plain operators stand in for the `*_rn` functions and
+`exp` here, and it emulates bfloat16 only roughly: float16 values must be within a rounding of
+ATen's. That both types are bit-identical on a GPU is what test_fused_gpu.py checks."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+
+CHECK = r'''
+import types
+import torch
+import triton
+import triton.language as tl
+from packsight.vlm import fused, fused_kernels
+
+@triton.jit
+def mul(a, b):
+    return a * b
+
+@triton.jit
+def add(a, b):
+    return a + b
+
+@triton.jit
+def div(a, b):
+    return a / b
+
+@triton.jit
+def exp(x):
+    return tl.exp(x)
+
+fused_kernels.libdevice = types.SimpleNamespace(mul_rn=mul, add_rn=add, div_rn=div, exp=exp)
+
+
+def ulps(got, want):
+    """How many 16-bit steps apart, per element (the bit patterns are ordered for finite
+    values of one sign)."""
+    step = (got.view(torch.int16).int() - want.view(torch.int16).int()).abs()
+    return int(step[torch.isfinite(want)].max())
+
+
+torch.manual_seed(0)
+for kind in (torch.float16,):
+    x = (torch.randn(3001) * 4).to(kind)  # not a multiple of the block
+    assert ulps(fused.quick_gelu(x), x * torch.sigmoid(1.702 * x)) <= 1, kind
+    up = torch.randn(3001).to(kind)
+    assert ulps(fused.silu_mul(x, up), torch.nn.functional.silu(x) * up) <= 1, kind
+    for heads, dim in ((3, 80), (2, 16)):
+        qkv = torch.randn(37, 3, heads, dim).to(kind)  # as the towers' packed projection
+        q, k, _ = qkv.permute(1, 0, 2, 3).unbind(0)
+        angles = torch.randn(37, dim // 2) * 30
+        angles = torch.cat([angles, angles], dim=-1)
+        cos, sin = angles.cos(), angles.sin()
+        from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
+        want = apply_rotary_pos_emb_vision(q, k, cos, sin)
+        got = fused.rotary_vision(q, k, cos, sin)
+        for g, w in zip(got, want):
+            assert g.shape == w.shape and g.stride() == w.stride() and g.dtype == w.dtype
+            assert ulps(g, w) <= 1, (kind, heads, dim)
+print("ok")
+'''
+
+
+def test_the_kernels_compute_the_eager_chain_in_the_interpreter(tmp_path: Path) -> None:
+    env = os.environ | {"TRITON_INTERPRET": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

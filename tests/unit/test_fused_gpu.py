@@ -1,0 +1,121 @@
+"""The fused kernels on a CUDA device (skipped elsewhere): bit-identical to the eager chain of
+ATen ops they replace, over every 16-bit input value for the activations and on random
+strided tensors for the rotary embedding, and the labeler's predictions with them identical
+to the eager labeler's, probabilities included, for both model families."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from packsight.labels.taxonomy import load_taxonomy
+from packsight.vlm import fused
+from packsight.vlm.clip_input import ClipInput
+from packsight.vlm.labeler import load_labeler
+from packsight.vlm.speedups import Speedups
+from packsight.vlm.tiny import build_tiny_model
+
+pytestmark = pytest.mark.gpu
+KINDS = [torch.bfloat16, torch.float16]
+
+
+def every_value(kind: torch.dtype) -> torch.Tensor:
+    """All 65,536 values of a 16-bit type (NaNs and infinities included), on the GPU."""
+    bits = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)
+    return bits.view(kind).cuda()
+
+
+def assert_identical(got: torch.Tensor, want: torch.Tensor) -> None:
+    assert got.shape == want.shape and got.dtype == want.dtype and got.stride() == want.stride()
+    nan = got.isnan() & want.isnan()
+    differ = ~((got == want) | nan) | (got.signbit() != want.signbit()) & ~nan
+    where = differ.nonzero()[:5].flatten().tolist()
+    assert not differ.any(), f"{int(differ.sum())} values differ, e.g. at {where}"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_quick_gelu_is_bit_identical_for_every_value(kind: torch.dtype) -> None:
+    x = every_value(kind)
+    assert_identical(fused.quick_gelu(x), x * torch.sigmoid(1.702 * x))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_silu_mul_is_bit_identical_for_every_gate_value(kind: torch.dtype) -> None:
+    gate = every_value(kind)
+    for seed in range(3):
+        generator = torch.Generator(device="cuda").manual_seed(seed)
+        up = gate[torch.randperm(gate.numel(), device="cuda", generator=generator)]
+        assert_identical(fused.silu_mul(gate, up), F.silu(gate) * up)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("heads", "dim"), [(16, 80), (2, 16), (16, 64)])
+def test_rotary_is_bit_identical_on_the_towers_strided_views(
+    kind: torch.dtype, heads: int, dim: int
+) -> None:
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
+
+    torch.manual_seed(heads * dim)
+    tokens = 4099  # not a multiple of the kernel's rows
+    qkv = (torch.randn(tokens, 3, heads, dim, device="cuda") * 8).to(kind)
+    q, k, _ = qkv.permute(1, 0, 2, 3).unbind(0)  # the towers' packed projection, split
+    angles = torch.rand(tokens, dim // 2, device="cuda") * 500
+    angles = torch.cat([angles, angles], dim=-1)
+    cos, sin = angles.cos(), angles.sin()
+    want = apply_rotary_pos_emb_vision(q, k, cos, sin)
+    for got, expected in zip(fused.rotary_vision(q, k, cos, sin), want, strict=True):
+        assert_identical(got, expected)
+
+
+def clips() -> list[ClipInput]:
+    result = []
+    for seed in range(5):
+        n = 125 if seed % 2 else 60
+        frames = np.random.default_rng(seed).integers(0, 256, (8, 56, 56, 3), dtype=np.uint8)
+        indices = tuple(round(i * (n - 1) / 7) for i in range(8))
+        result.append(ClipInput(frames=frames, clip_frame_count=n, frame_indices=indices))
+    return result
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_labeler_with_fused_kernels_predicts_what_the_eager_one_does(
+    tmp_path: Path, family: str, kind: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tiny = build_tiny_model(tmp_path / family, family=family)  # type: ignore[arg-type]
+    rotations: list[int] = []
+    rotate = fused.rotary_vision
+
+    def counted(*args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rotations.append(1)
+        return rotate(*args)
+
+    monkeypatch.setattr(fused, "rotary_vision", counted)
+
+    def labeler(speedups: Speedups):
+        return load_labeler(
+            model=str(tiny),
+            adapter=None,
+            quantization="nf4",
+            device="cuda",
+            taxonomy=load_taxonomy("assignment"),
+            batch_size=4,
+            dtype=kind,
+            speedups=speedups,
+        )
+
+    eager = labeler(Speedups.none())
+    assert eager.fused is None
+    expected = eager.predict(clips())
+    assert not rotations  # the eager model's tower is untouched by the routing
+    del eager
+    only_fused = labeler(Speedups(cuda_graphs=False, host_positions=False, fewer_syncs=False))
+    # Loading checked the kernels against the eager ops on this GPU, and they agreed.
+    assert only_fused.fused is not None and only_fused.fused.patched
+    rotations.clear()
+    assert only_fused.predict(clips()) == expected
+    assert rotations  # the kernels did run
