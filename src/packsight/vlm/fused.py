@@ -117,7 +117,8 @@ def _differs(device: torch.device, kind: torch.dtype) -> str | None:
     values = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(kind)
     x = values[torch.isfinite(values)].to(device)
     up = x.flip(0)
-    qkv = x[: 7 * 3 * 2 * 80].reshape(7, 3, 2, 80) / 64
+    moderate = x[x.abs() < 1000]  # no infinities in the products, so no NaN to compare
+    qkv = moderate[:: max(1, len(moderate) // 3360)][:3360].reshape(7, 3, 2, 80)
     q, k, _ = qkv.permute(1, 0, 2, 3).unbind(0)
     angles = torch.linspace(-300, 300, 7 * 40, device=device).reshape(7, 40).repeat(1, 2)
     cos, sin = angles.cos(), angles.sin()
@@ -157,7 +158,7 @@ def _route_rotary(module_name: str) -> None:
         return
 
     def apply(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> Any:
-        if getattr(_inside, "vision", 0) and _sixteen_bit(q, k) and q.dim() == 3:
+        if getattr(_inside, "vision", 0) and _sixteen_bit(q, k) and q.dim() == cos.dim() + 1 == 3:
             return rotary_vision(q, k, cos, sin)
         return eager(q, k, cos, sin)
 
