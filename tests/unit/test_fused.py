@@ -62,8 +62,18 @@ for kind in (torch.float16,):
         want = apply_rotary_pos_emb_vision(q, k, cos, sin)
         got = fused.rotary_vision(q, k, cos, sin)
         for g, w in zip(got, want):
-            assert g.shape == w.shape and g.stride() == w.stride() and g.dtype == w.dtype
+            assert fused.same_layout(g, w) and g.dtype == w.dtype
             assert ulps(g, w) <= 1, (kind, heads, dim)
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb
+    for length in (1, 9):
+        q = torch.randn(2, length, 3 * 16).to(kind).view(2, length, 3, 16).transpose(1, 2)
+        k = torch.randn(2, length, 16).to(kind).view(2, length, 1, 16).transpose(1, 2)
+        angles = torch.randn(2, length, 8) * 30
+        angles = torch.cat([angles, angles], dim=-1)
+        cos, sin = angles.cos().to(kind), angles.sin().to(kind)
+        for g, w in zip(fused.rotary_text(q, k, cos, sin), apply_rotary_pos_emb(q, k, cos, sin)):
+            assert fused.same_layout(g, w) and g.dtype == w.dtype
+            assert ulps(g, w) <= 1, (kind, length)
 print("ok")
 '''
 

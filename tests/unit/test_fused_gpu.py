@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from packsight.labels.taxonomy import load_taxonomy
-from packsight.vlm import fused
+from packsight.vlm import fused, fused_model
 from packsight.vlm.clip_input import ClipInput
 from packsight.vlm.labeler import load_labeler
 from packsight.vlm.speedups import Speedups
@@ -30,7 +30,7 @@ def every_value(kind: torch.dtype) -> torch.Tensor:
 
 
 def assert_identical(got: torch.Tensor, want: torch.Tensor) -> None:
-    assert got.shape == want.shape and got.dtype == want.dtype and got.stride() == want.stride()
+    assert fused.same_layout(got, want) and got.dtype == want.dtype
     nan = got.isnan() & want.isnan()
     differ = ~((got == want) | nan) | (got.signbit() != want.signbit()) & ~nan
     where = differ.nonzero()[:5].flatten().tolist()
@@ -71,6 +71,25 @@ def test_rotary_is_bit_identical_on_the_towers_strided_views(
         assert_identical(got, expected)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("length", [1, 7, 900])
+def test_text_rotary_is_bit_identical_and_laid_out_as_eager(kind: torch.dtype, length: int) -> None:
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb
+
+    torch.manual_seed(length)
+    batch, heads, kv_heads, dim = 3, 12, 2, 128
+    # As the attention layers make them: projections viewed as heads, then transposed.
+    q = torch.randn(batch, length, heads * dim, device="cuda").to(kind) * 4
+    k = torch.randn(batch, length, kv_heads * dim, device="cuda").to(kind) * 4
+    q, k = (t.view(batch, length, -1, dim).transpose(1, 2) for t in (q, k))
+    angles = torch.rand(batch, length, dim // 2, device="cuda") * 3000
+    angles = torch.cat([angles, angles], dim=-1)
+    cos, sin = angles.cos().to(kind), angles.sin().to(kind)
+    want = apply_rotary_pos_emb(q, k, cos, sin)
+    for got, expected in zip(fused.rotary_text(q, k, cos, sin), want, strict=True):
+        assert_identical(got, expected)
+
+
 def clips() -> list[ClipInput]:
     result = []
     for seed in range(5):
@@ -87,14 +106,19 @@ def test_the_labeler_with_fused_kernels_predicts_what_the_eager_one_does(
     tmp_path: Path, family: str, kind: torch.dtype, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tiny = build_tiny_model(tmp_path / family, family=family)  # type: ignore[arg-type]
-    rotations: list[int] = []
-    rotate = fused.rotary_vision
+    rotations: list[str] = []
 
-    def counted(*args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rotations.append(1)
-        return rotate(*args)
+    def counted(name: str):
+        rotate = getattr(fused, name)
 
-    monkeypatch.setattr(fused, "rotary_vision", counted)
+        def call(*args: torch.Tensor) -> tuple:
+            rotations.append(name)
+            return rotate(*args)
+
+        return call
+
+    for name in ("rotary_vision", "rotary_text"):
+        monkeypatch.setattr(fused_model, name, counted(name))
 
     def labeler(speedups: Speedups):
         return load_labeler(
@@ -118,4 +142,4 @@ def test_the_labeler_with_fused_kernels_predicts_what_the_eager_one_does(
     assert only_fused.fused is not None and only_fused.fused.patched
     rotations.clear()
     assert only_fused.predict(clips()) == expected
-    assert rotations  # the kernels did run
+    assert set(rotations) == {"rotary_vision", "rotary_text"}  # the kernels did run

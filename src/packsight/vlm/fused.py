@@ -20,9 +20,6 @@ Applies on CUDA devices with Triton; elsewhere the eager functions run.
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import torch
@@ -54,20 +51,54 @@ def rotary_vision(
     """The vision towers' `apply_rotary_pos_emb_vision`: q, k [tokens, heads, dim] (any
     strides along tokens and heads), cos, sin [tokens, dim]; computed in float32, returned
     contiguous in q's and k's dtypes."""
-    return _rotate(q, cos, sin), _rotate(k, cos, sin)
+    outs = []
+    for x in (q, k):  # as [tokens, heads, 1, dim] beside angles [tokens, 1, dim]
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        _rotate(x[:, :, None], cos[:, None], sin[:, None], out[:, :, None], stored=False)
+        outs.append(out)
+    return outs[0], outs[1]
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    tokens, heads, dim = x.shape
-    if x.stride(2) != 1 or cos.stride(1) != 1 or sin.stride() != cos.stride():
+def rotary_text(
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The language models' `apply_rotary_pos_emb`: q, k [batch, heads, length, dim], cos,
+    sin [batch, length, dim], all of one 16-bit type; each output laid out in memory as the
+    eager ops lay theirs out (asked of them on the meta device, once per shape)."""
+    outs = []
+    for x, stride in zip((q, k), _text_layout(q, k, cos, sin), strict=True):
+        out = torch.empty_strided(x.shape, stride, dtype=x.dtype, device=x.device)
+        outs.append(_rotate(x, cos, sin, out, stored=True))
+    return outs[0], outs[1]
+
+
+def _text_layout(*tensors: torch.Tensor) -> tuple[tuple[int, ...], ...]:
+    key = tuple((t.shape, t.stride(), t.dtype) for t in tensors)
+    if key not in _LAYOUTS:
+        meta = [
+            torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta") for t in tensors
+        ]
+        _LAYOUTS[key] = tuple(out.stride() for out in eager_text_rotary(*meta))
+    return _LAYOUTS[key]
+
+
+_LAYOUTS: dict[tuple, tuple[tuple[int, ...], ...]] = {}
+
+
+def _rotate(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor, *, stored: bool
+) -> torch.Tensor:
+    """x and out [batch, heads, length, dim], cos and sin [batch, length, dim]."""
+    batch, heads, length, dim = x.shape
+    if x.stride(3) != 1:
+        x = x.contiguous()
+    if cos.stride(2) != 1 or sin.stride() != cos.stride():
         cos, sin = cos.contiguous(), sin.contiguous()
-        x = x if x.stride(2) == 1 else x.contiguous()
-    out = torch.empty((tokens, heads, dim), dtype=x.dtype, device=x.device)
-    rows = tokens * heads
+    rows = batch * heads * length
     width = 1 << max(dim - 1, 1).bit_length()
     _kernels().rotary[((rows + ROWS - 1) // ROWS,)](
-        x, cos, sin, out, rows, heads, x.stride(0), x.stride(1), cos.stride(0),
-        DIM=dim, WIDTH=width, BLOCK_ROWS=ROWS, **_NO_FUSION,
+        x, cos, sin, out, rows, heads, length, *x.stride()[:3], *cos.stride()[:2],
+        *out.stride()[:3], DIM=dim, WIDTH=width, BLOCK_ROWS=ROWS, STORED=stored, **_NO_FUSION,
     )  # fmt: skip
     return out
 
@@ -112,135 +143,60 @@ _CHECKED: dict[tuple[str, torch.dtype], str | None] = {}
 
 def _differs(device: torch.device, kind: torch.dtype) -> str | None:
     """Which kernel's output differs from its eager chain on `device`, if any."""
-    from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
+    from transformers.models.qwen2_vl import modeling_qwen2_vl
 
+    vision = modeling_qwen2_vl.apply_rotary_pos_emb_vision
+    vision = getattr(vision, "_packsight_eager", vision)
     values = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(kind)
     x = values[torch.isfinite(values)].to(device)
     up = x.flip(0)
     moderate = x[x.abs() < 1000]  # no infinities in the products, so no NaN to compare
-    qkv = moderate[:: max(1, len(moderate) // 3360)][:3360].reshape(7, 3, 2, 80)
-    q, k, _ = qkv.permute(1, 0, 2, 3).unbind(0)
+    spread = moderate[:: max(1, len(moderate) // 3360)][:3360]
+    q, k, _ = spread.reshape(7, 3, 2, 80).permute(1, 0, 2, 3).unbind(0)
     angles = torch.linspace(-300, 300, 7 * 40, device=device).reshape(7, 40).repeat(1, 2)
     cos, sin = angles.cos(), angles.sin()
-    pairs = {
+    text = spread.reshape(2, 7, 3, 80).transpose(1, 2)  # [batch, heads, length, dim]
+    steps = torch.linspace(-300, 300, 2 * 7 * 40, device=device).reshape(2, 7, 40).repeat(1, 1, 2)
+    angles16 = steps.cos().to(kind), steps.sin().to(kind)
+    pairs: dict[str, tuple[Any, Any]] = {
         "quick_gelu": (quick_gelu(x), x * torch.sigmoid(1.702 * x)),
         "silu_mul": (silu_mul(x, up), F.silu(x) * up),
-        "rotary": (
-            torch.cat(rotary_vision(q, k, cos, sin)),
-            torch.cat(apply_rotary_pos_emb_vision(q, k, cos, sin)),
+        "rotary_vision": (rotary_vision(q, k, cos, sin), vision(q, k, cos, sin)),
+        "rotary_text": (
+            rotary_text(text, text[:, :1], *angles16),
+            eager_text_rotary(text, text[:, :1], *angles16),
         ),
     }
-    wrong = [name for name, (got, want) in pairs.items() if not torch.equal(got, want)]
+    wrong = [
+        name
+        for name, (got, want) in pairs.items()
+        if not all(
+            torch.equal(g, w) and same_layout(g, w)
+            for g, w in zip(_tensors(got), _tensors(want), strict=True)
+        )
+    ]
     return f"{', '.join(wrong)} differ from the eager ops" if wrong else None
 
 
-def _sixteen_bit(*tensors: torch.Tensor) -> bool:
-    return all(t.is_cuda and t.dtype in (torch.float16, torch.bfloat16) for t in tensors)
+def _tensors(value: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return value if isinstance(value, tuple) else (value,)
 
 
-# The towers call a module-level `apply_rotary_pos_emb_vision`; it is replaced by a function
-# that runs the fused kernel while this thread is inside the vision forward of a model whose
-# kernels are fused (forward hooks below), and the library's own function otherwise, so that
-# another model in the process (an eager reference) is untouched.
-_inside = threading.local()
-_ROTARY_MODULES = (
-    "transformers.models.qwen2_vl.modeling_qwen2_vl",
-    "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl",
-)
-
-
-def _route_rotary(module_name: str) -> None:
-    import importlib
-
-    module = importlib.import_module(module_name)
-    eager = getattr(module, "apply_rotary_pos_emb_vision", None)
-    if eager is None or getattr(eager, "_packsight_fused", False):
-        return
-
-    def apply(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> Any:
-        if getattr(_inside, "vision", 0) and _sixteen_bit(q, k) and q.dim() == cos.dim() + 1 == 3:
-            return rotary_vision(q, k, cos, sin)
-        return eager(q, k, cos, sin)
-
-    apply._packsight_fused = True  # type: ignore[attr-defined]
-    module.apply_rotary_pos_emb_vision = apply  # type: ignore[attr-defined]
-
-
-def _enter(*_: object) -> None:
-    _inside.vision = getattr(_inside, "vision", 0) + 1
-
-
-def _leave(*_: object) -> None:
-    _inside.vision = getattr(_inside, "vision", 1) - 1
-
-
-class Fused:
-    """The modules whose forward runs fused kernels; `remove` restores them."""
-
-    def __init__(self) -> None:
-        self.patched: list[torch.nn.Module] = []
-        self.hooks: list[Any] = []
-
-    def patch(self, module: torch.nn.Module, forward: Callable[..., Any]) -> None:
-        module.forward = partial(forward, module)
-        self.patched.append(module)
-
-    def remove(self) -> None:
-        for module in self.patched:
-            vars(module).pop("forward", None)
-        for hook in self.hooks:
-            hook.remove()
-        self.patched, self.hooks = [], []
-
-
-def _gelu_forward(_act: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return quick_gelu(x) if _sixteen_bit(x) else x * torch.sigmoid(1.702 * x)
-
-
-def _mlp_forward(mlp: Any, x: torch.Tensor) -> torch.Tensor:
-    # What the gated MLP computes, down(act(gate(x)) * up(x)), the product fused with silu.
-    gate, up = mlp.gate_proj(x), mlp.up_proj(x)
-    if _sixteen_bit(gate, up):
-        return mlp.down_proj(silu_mul(gate, up))
-    return mlp.down_proj(mlp.act_fn(gate) * up)
-
-
-def _gated(mlp: Any) -> bool:
-    act = type(getattr(mlp, "act_fn", None)).__name__
-    return all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj")) and act in (
-        "SiLUActivation",
-        "SiLU",
+def same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """The same shape, laid out alike in memory (a dimension of size 1 has no stride to speak
+    of: it may be reported either way)."""
+    return a.shape == b.shape and all(
+        x == y for x, y, n in zip(a.stride(), b.stride(), a.shape, strict=True) if n > 1
     )
 
 
-def fuse_model(
-    model: torch.nn.Module, device: torch.device, *, vision: bool, language: bool
-) -> Fused | None:
-    """Route the loaded model's vision tower (rotary, activation) and/or its language model's
-    MLP activations through the fused kernels; None where nothing is asked for or the kernels
-    cannot run on `device`."""
-    unwrap = getattr(model, "get_base_model", None)
-    base = unwrap() if callable(unwrap) else model
-    kind = getattr(base, "dtype", torch.float32)
-    if not (vision or language) or not usable(device, kind):
-        return None
-    fused = Fused()
-    visual = getattr(getattr(base, "model", None), "visual", None)
-    if vision and visual is not None:
-        for name in _ROTARY_MODULES:
-            _route_rotary(name)
-        fused.hooks.append(visual.register_forward_pre_hook(_enter))
-        fused.hooks.append(visual.register_forward_hook(_leave, always_call=True))
-        for block in getattr(visual, "blocks", []):
-            mlp = block.mlp
-            if type(getattr(mlp, "act", None)).__name__ == "QuickGELUActivation":
-                fused.patch(mlp.act, _gelu_forward)
-            elif _gated(mlp):
-                fused.patch(mlp, _mlp_forward)
-    text = getattr(getattr(base, "model", None), "language_model", None)
-    if language and text is not None:
-        for layer in getattr(text, "layers", []):
-            mlp = layer.get_submodule("mlp")
-            if _gated(mlp):
-                fused.patch(mlp, _mlp_forward)
-    return fused
+def sixteen_bit(*tensors: torch.Tensor) -> bool:
+    return all(t.is_cuda and t.dtype in (torch.float16, torch.bfloat16) for t in tensors)
+
+
+def eager_text_rotary(*args: Any) -> Any:
+    """transformers' own `apply_rotary_pos_emb`, routed or not."""
+    from transformers.models.qwen2_vl import modeling_qwen2_vl
+
+    apply = modeling_qwen2_vl.apply_rotary_pos_emb
+    return getattr(apply, "_packsight_eager", apply)(*args)

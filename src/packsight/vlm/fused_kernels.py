@@ -12,24 +12,36 @@ from triton.language.extra import libdevice
 
 
 @triton.jit
-def rotary(x, cos, sin, out, rows, heads, x_token, x_head, cs_token, DIM: tl.constexpr,
-           WIDTH: tl.constexpr, BLOCK_ROWS: tl.constexpr):  # fmt: skip
-    # x [tokens, heads, DIM], strided; cos, sin [tokens, DIM]; out [tokens, heads, DIM].
-    row = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)[:, None]
+def rotary(x, cos, sin, out, rows, heads, length, x_b, x_h, x_l, c_b, c_l, o_b, o_h, o_l,
+           DIM: tl.constexpr, WIDTH: tl.constexpr, BLOCK_ROWS: tl.constexpr,
+           STORED: tl.constexpr):  # fmt: skip
+    # x [batch, heads, length, DIM] and out alike, cos and sin [batch, length, DIM], all
+    # strided (the last dimension contiguous). STORED: the eager chain runs in x's 16-bit type
+    # (each product stored in it, then the sum), as the language models' does; otherwise in
+    # float32 with one rounding at the end, as the vision towers' does.
+    row = (tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)[:, None]).to(tl.int64)
     d = tl.arange(0, WIDTH)[None, :]
     keep = (row < rows) & (d < DIM)
-    token = (row // heads).to(tl.int64)
-    head = row % heads
+    b, h, p = row // (heads * length), (row // length) % heads, row % length
     half = DIM // 2
     partner = tl.where(d < half, d + half, d - half)
-    at = x + token * x_token + head * x_head
-    value = tl.load(at + d, mask=keep, other=0.0).to(tl.float32)
+    at = x + b * x_b + h * x_h + p * x_l
+    value = tl.load(at + d, mask=keep, other=0.0)
+    kind = value.dtype
+    value = value.to(tl.float32)
     other = tl.load(at + partner, mask=keep, other=0.0).to(tl.float32)
     turned = tl.where(d < half, -other, other)  # rotate_half: a negation, exact
-    c = tl.load(cos + token * cs_token + d, mask=keep, other=0.0).to(tl.float32)
-    s = tl.load(sin + token * cs_token + d, mask=keep, other=0.0).to(tl.float32)
-    rotated = libdevice.add_rn(libdevice.mul_rn(value, c), libdevice.mul_rn(turned, s))
-    tl.store(out + row.to(tl.int64) * DIM + d, rotated.to(out.dtype.element_ty), mask=keep)
+    angle = b * c_b + p * c_l + d
+    c = tl.load(cos + angle, mask=keep, other=0.0).to(tl.float32)
+    s = tl.load(sin + angle, mask=keep, other=0.0).to(tl.float32)
+    first = libdevice.mul_rn(value, c)
+    second = libdevice.mul_rn(turned, s)
+    if STORED:
+        first = first.to(kind).to(tl.float32)
+        second = second.to(kind).to(tl.float32)
+    rotated = libdevice.add_rn(first, second)
+    target = out + b * o_b + h * o_h + p * o_l + d
+    tl.store(target, rotated.to(out.dtype.element_ty), mask=keep)
 
 
 @triton.jit

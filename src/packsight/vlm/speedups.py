@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from packsight.vlm.answer import AnswerFormat
     from packsight.vlm.compiled import Compiled
     from packsight.vlm.decoding import LockstepDecoder
-    from packsight.vlm.fused import Fused
+    from packsight.vlm.fused_model import Fused
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def install(
     from packsight.vlm.attention import read_bounds_once
     from packsight.vlm.compiled import compile_model
     from packsight.vlm.decoding import LockstepDecoder
-    from packsight.vlm.fused import fuse_model
+    from packsight.vlm.fused_model import fuse_model
     from packsight.vlm.static_decoding import StaticDecoder
 
     fast = speedups
