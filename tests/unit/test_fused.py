@@ -84,3 +84,22 @@ def test_the_kernels_compute_the_eager_chain_in_the_interpreter(tmp_path: Path) 
         [sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, cwd=tmp_path
     )
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_a_failing_kernel_leaves_the_eager_ops_for_good(monkeypatch: pytest.MonkeyPatch) -> None:
+    from packsight.vlm import fused_model
+
+    monkeypatch.setattr(fused_model, "_failed", False)
+    calls: list[str] = []
+
+    def broken(x: int) -> int:
+        calls.append("fused")
+        raise RuntimeError("no compiler for this shape")
+
+    def eager(x: int) -> int:
+        calls.append("eager")
+        return x + 1
+
+    assert fused_model._either(broken, eager, 1) == 2
+    assert fused_model._either(broken, eager, 2) == 3
+    assert calls == ["fused", "eager", "eager"]  # not tried again

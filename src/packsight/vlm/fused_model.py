@@ -4,6 +4,7 @@ replacement is confined to the fused model's own forward."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -20,6 +21,8 @@ from packsight.vlm.fused import (
     usable,
 )
 
+log = logging.getLogger(__name__)
+
 # The models call module-level rotary functions; each is replaced by one that runs the fused
 # kernel while this thread is inside the vision tower's (or language model's) forward of a
 # model whose kernels are fused (forward hooks below), and the library's own function
@@ -31,10 +34,29 @@ _MODELLING = (
 )
 
 
+def _either(fused: Callable[..., Any], eager: Callable[..., Any], *args: Any) -> Any:
+    """`fused(*args)`, or `eager(*args)` once a kernel has failed (a shape Triton will not
+    compile, say): the same values either way, so a forward never fails for a kernel's sake
+    and from then on the process runs the eager ops."""
+    global _failed
+    if not _failed:
+        try:
+            return fused(*args)
+        except torch.OutOfMemoryError:
+            raise  # the labeler halves the batch
+        except Exception as exc:
+            log.warning("a fused kernel failed, running the eager ops from now on: %s", exc)
+            _failed = True
+    return eager(*args)
+
+
+_failed = False
+
+
 def _vision_rotary(eager: Callable[..., Any]) -> Callable[..., Any]:
     def apply(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> Any:
         if _active("vision") and sixteen_bit(q, k) and q.dim() == cos.dim() + 1 == 3:
-            return rotary_vision(q, k, cos, sin)
+            return _either(rotary_vision, eager, q, k, cos, sin)
         return eager(q, k, cos, sin)
 
     return apply
@@ -45,7 +67,7 @@ def _text_rotary(eager: Callable[..., Any]) -> Callable[..., Any]:
               unsqueeze_dim: int = 1) -> Any:  # fmt: skip
         same = sixteen_bit(q, k, cos, sin) and len({q.dtype, k.dtype, cos.dtype, sin.dtype}) == 1
         if _active("language") and same and unsqueeze_dim == 1 and q.dim() == cos.dim() + 1 == 4:
-            return rotary_text(q, k, cos, sin)
+            return _either(rotary_text, eager, q, k, cos, sin)
         return eager(q, k, cos, sin, unsqueeze_dim)
 
     return apply
@@ -100,16 +122,21 @@ class Fused:
         self.patched, self.hooks = [], []
 
 
+def _quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(1.702 * x)
+
+
 def _gelu_forward(_act: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return quick_gelu(x) if sixteen_bit(x) else x * torch.sigmoid(1.702 * x)
+    return _either(quick_gelu, _quick_gelu, x) if sixteen_bit(x) else _quick_gelu(x)
 
 
 def _mlp_forward(mlp: Any, x: torch.Tensor) -> torch.Tensor:
     # What the gated MLP computes, down(act(gate(x)) * up(x)), the product fused with silu.
     gate, up = mlp.gate_proj(x), mlp.up_proj(x)
+    eager = lambda g, u: mlp.act_fn(g) * u  # noqa: E731
     if sixteen_bit(gate, up):
-        return mlp.down_proj(silu_mul(gate, up))
-    return mlp.down_proj(mlp.act_fn(gate) * up)
+        return mlp.down_proj(_either(silu_mul, eager, gate, up))
+    return mlp.down_proj(eager(gate, up))
 
 
 def _gated(mlp: Any) -> bool:
