@@ -74,6 +74,9 @@ for kind in (torch.float16,):
         for g, w in zip(fused.rotary_text(q, k, cos, sin), apply_rotary_pos_emb(q, k, cos, sin)):
             assert fused.same_layout(g, w) and g.dtype == w.dtype
             assert ulps(g, w) <= 1, (kind, length)
+    x = (torch.randn(5, 37) * 3).to(kind)  # a width that is no power of two
+    weight = torch.randn(37).to(kind)
+    assert ulps(fused.rms_norm(x, weight, 1e-6), fused.eager_rms_norm(x, weight, 1e-6)) <= 1
 print("ok")
 '''
 
@@ -103,3 +106,22 @@ def test_a_failing_kernel_leaves_the_eager_ops_for_good(monkeypatch: pytest.Monk
     assert fused_model._either(broken, eager, 1) == 2
     assert fused_model._either(broken, eager, 2) == 3
     assert calls == ["fused", "eager", "eager"]  # not tried again
+
+
+def test_the_norms_reference_is_what_the_models_norm_modules_compute() -> None:
+    import torch
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLRMSNorm
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLRMSNorm
+
+    from packsight.vlm import fused
+
+    torch.manual_seed(0)
+    for kind in (torch.bfloat16, torch.float16):
+        x = (torch.randn(4, 9, 48) * 5).to(kind)
+        for norm in (Qwen2VLRMSNorm(48, eps=1e-6), Qwen2_5_VLRMSNorm(48, eps=1e-5)):
+            norm = norm.to(kind)
+            with torch.no_grad():
+                norm.weight.copy_(torch.randn(48))
+                want = norm(x)
+            got = fused.eager_rms_norm(x, norm.weight.detach(), norm.variance_epsilon)
+            assert torch.equal(got, want) and got.dtype == want.dtype

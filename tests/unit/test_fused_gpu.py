@@ -90,6 +90,19 @@ def test_text_rotary_is_bit_identical_and_laid_out_as_eager(kind: torch.dtype, l
         assert_identical(got, expected)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shape", [(64, 900, 1536), (4099, 1280), (3, 1, 2048)])
+def test_rms_norm_is_bit_identical_to_the_models_module(kind: torch.dtype, shape: tuple) -> None:
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLRMSNorm
+
+    torch.manual_seed(len(shape))
+    norm = Qwen2VLRMSNorm(shape[-1], eps=1e-6).to(kind).cuda()
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(shape[-1]) * 2)
+        x = (torch.randn(shape, device="cuda") * 7).to(kind)
+        assert_identical(fused.rms_norm(x, norm.weight, norm.variance_epsilon), norm(x))
+
+
 def clips() -> list[ClipInput]:
     result = []
     for seed in range(5):

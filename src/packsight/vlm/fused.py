@@ -120,6 +120,28 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """The Qwen RMS norms' forward for a contiguous 16-bit `x`: the squares and the scaling
+    fused, the mean over the last dimension and the rsqrt of it left to ATen (a reduction
+    whose order these kernels could not promise to follow)."""
+    n, width = x.numel(), x.shape[-1]
+    squares = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    _kernels().squares[_blocks(n)](x, squares, n, BLOCK=BLOCK, **_NO_FUSION)
+    scale = torch.rsqrt(squares.mean(-1, keepdim=True) + eps)
+    out = torch.empty(x.shape, dtype=torch.result_type(weight, x), device=x.device)
+    _kernels().rms_scale[_blocks(n)](
+        x, scale, weight, out, n, width, BLOCK=BLOCK, **_NO_FUSION
+    )  # fmt: skip
+    return out
+
+
+def eager_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """What the models' RMS norm modules compute (the reference of `rms_norm`)."""
+    wide = x.to(torch.float32)
+    wide = wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * wide.to(x.dtype)
+
+
 def usable(device: torch.device, kind: torch.dtype) -> bool:
     """Whether the kernels run here and give the eager bits: a CUDA device, an importable
     Triton that compiles for it, and each kernel equal to its eager chain on every value of
@@ -156,11 +178,13 @@ def _differs(device: torch.device, kind: torch.dtype) -> str | None:
     angles = torch.linspace(-300, 300, 7 * 40, device=device).reshape(7, 40).repeat(1, 2)
     cos, sin = angles.cos(), angles.sin()
     text = spread.reshape(2, 7, 3, 80).transpose(1, 2)  # [batch, heads, length, dim]
+    norm = spread.reshape(42, 80), moderate[-80:], 1e-6
     steps = torch.linspace(-300, 300, 2 * 7 * 40, device=device).reshape(2, 7, 40).repeat(1, 1, 2)
     angles16 = steps.cos().to(kind), steps.sin().to(kind)
     pairs: dict[str, tuple[Any, Any]] = {
         "quick_gelu": (quick_gelu(x), x * torch.sigmoid(1.702 * x)),
         "silu_mul": (silu_mul(x, up), F.silu(x) * up),
+        "rms_norm": (rms_norm(*norm), eager_rms_norm(*norm)),
         "rotary_vision": (rotary_vision(q, k, cos, sin), vision(q, k, cos, sin)),
         "rotary_text": (
             rotary_text(text, text[:, :1], *angles16),

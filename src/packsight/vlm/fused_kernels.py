@@ -73,3 +73,25 @@ def silu_mul(gate, up, out, n, BLOCK: tl.constexpr):
     act = act.to(kind).to(tl.float32)
     u = tl.load(up + at, mask=keep, other=0.0).to(tl.float32)
     tl.store(out + at, libdevice.mul_rn(act, u).to(kind), mask=keep)
+
+
+@triton.jit
+def squares(x, out, n, BLOCK: tl.constexpr):
+    # x.to(float32).pow(2): the RMS norm's input to its mean (ATen's reduction, kept).
+    at = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    keep = at < n
+    wide = tl.load(x + at, mask=keep, other=0.0).to(tl.float32)
+    tl.store(out + at, libdevice.mul_rn(wide, wide), mask=keep)
+
+
+@triton.jit
+def rms_scale(x, scale, weight, out, n, width, BLOCK: tl.constexpr):
+    # weight * (x.to(float32) * scale).to(x's type), scale = rsqrt(mean + eps) per row.
+    at = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    keep = at < n
+    value = tl.load(x + at, mask=keep, other=0.0)
+    kind = value.dtype
+    row_scale = tl.load(scale + at // width, mask=keep, other=0.0)
+    normed = libdevice.mul_rn(value.to(tl.float32), row_scale).to(kind).to(tl.float32)
+    w = tl.load(weight + at % width, mask=keep, other=0.0).to(tl.float32)
+    tl.store(out + at, libdevice.mul_rn(w, normed).to(out.dtype.element_ty), mask=keep)

@@ -14,6 +14,7 @@ import torch
 
 from packsight.vlm.fused import (
     quick_gelu,
+    rms_norm,
     rotary_text,
     rotary_vision,
     silu_mul,
@@ -139,6 +140,22 @@ def _mlp_forward(mlp: Any, x: torch.Tensor) -> torch.Tensor:
     return mlp.down_proj(eager(gate, up))
 
 
+def _norm_forward(norm: Any, x: torch.Tensor) -> torch.Tensor:
+    own = type(norm).forward
+    if sixteen_bit(x) and x.is_contiguous():
+        return _either(rms_norm, lambda *_: own(norm, x), x, norm.weight, norm.variance_epsilon)
+    return own(norm, x)
+
+
+def _rms_norms(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """The Qwen RMS norms inside `module` (their forward is the one `rms_norm` replaces)."""
+    return [
+        m
+        for m in module.modules()
+        if type(m).__name__.endswith("RMSNorm") and hasattr(m, "variance_epsilon")
+    ]
+
+
 def _gated(mlp: Any) -> bool:
     act = type(getattr(mlp, "act_fn", None)).__name__
     return all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj")) and act in (
@@ -169,6 +186,8 @@ def fuse_model(
                 fused.patch(mlp.act, _gelu_forward)
             elif _gated(mlp):
                 fused.patch(mlp, _mlp_forward)
+        for norm in _rms_norms(visual):
+            fused.patch(norm, _norm_forward)
     text = getattr(getattr(base, "model", None), "language_model", None)
     if language and text is not None:
         _route("apply_rotary_pos_emb", _text_rotary)
@@ -177,4 +196,6 @@ def fuse_model(
             mlp = layer.get_submodule("mlp")
             if _gated(mlp):
                 fused.patch(mlp, _mlp_forward)
+        for norm in _rms_norms(text):
+            fused.patch(norm, _norm_forward)
     return fused
