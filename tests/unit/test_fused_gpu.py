@@ -61,7 +61,9 @@ def test_rotary_is_bit_identical_on_the_towers_strided_views(
 
     torch.manual_seed(heads * dim)
     tokens = 4099  # not a multiple of the kernel's rows
-    qkv = (torch.randn(tokens, 3, heads, dim, device="cuda") * 8).to(kind)
+    qkv = torch.randn(tokens, 3, heads, dim, device="cuda") * 8
+    qkv[: tokens // 2] *= 1e-39  # float32 subnormals too: none may be flushed to zero
+    qkv = qkv.to(kind)
     q, k, _ = qkv.permute(1, 0, 2, 3).unbind(0)  # the towers' packed projection, split
     angles = torch.rand(tokens, dim // 2, device="cuda") * 500
     angles = torch.cat([angles, angles], dim=-1)
@@ -80,6 +82,7 @@ def test_text_rotary_is_bit_identical_and_laid_out_as_eager(kind: torch.dtype, l
     batch, heads, kv_heads, dim = 3, 12, 2, 128
     # As the attention layers make them: projections viewed as heads, then transposed.
     q = torch.randn(batch, length, heads * dim, device="cuda").to(kind) * 4
+    q[0] *= 1e-38  # products below float32's normal range
     k = torch.randn(batch, length, kv_heads * dim, device="cuda").to(kind) * 4
     q, k = (t.view(batch, length, -1, dim).transpose(1, 2) for t in (q, k))
     angles = torch.rand(batch, length, dim // 2, device="cuda") * 3000
@@ -154,5 +157,7 @@ def test_the_labeler_with_fused_kernels_predicts_what_the_eager_one_does(
     # Loading checked the kernels against the eager ops on this GPU, and they agreed.
     assert only_fused.fused is not None and only_fused.fused.patched
     rotations.clear()
+    monkeypatch.setattr(fused_model, "_failed", False)
     assert only_fused.predict(clips()) == expected
     assert set(rotations) == {"rotary_vision", "rotary_text"}  # the kernels did run
+    assert not fused_model._failed  # and none fell back to the eager ops

@@ -38,11 +38,24 @@ def _kernels() -> Any:
     return fused_kernels
 
 
-_NO_FUSION = {"enable_fp_fusion": False}  # belt and braces beside the explicit *_rn
+# Compile options: no contraction into fused multiply-adds (belt and braces beside the explicit
+# *_rn), and no flushing of subnormal float32 values to zero, which Triton would otherwise ask
+# of libdevice and ATen's kernels do not do (bfloat16 has float32's subnormals).
+_EXACT = {"enable_fp_fusion": False, "enable_reflect_ftz": False}
 
 
-def _blocks(n: int) -> tuple[int]:
-    return ((n + BLOCK - 1) // BLOCK,)
+def _launch(kernel: Any, n: int, *args: Any, **constants: Any) -> None:
+    """`kernel` over `n` programs on the device of its first tensor argument (Triton launches
+    on the current device, which need not be the tensors')."""
+    if not args[0].is_cuda:  # Triton's interpreter, in the tests
+        kernel[(n,)](*args, **constants, **_EXACT)
+        return
+    with torch.cuda.device(args[0].device):
+        kernel[(n,)](*args, **constants, **_EXACT)
+
+
+def _blocks(n: int) -> int:
+    return (n + BLOCK - 1) // BLOCK
 
 
 def rotary_vision(
@@ -90,15 +103,20 @@ def _rotate(
 ) -> torch.Tensor:
     """x and out [batch, heads, length, dim], cos and sin [batch, length, dim]."""
     batch, heads, length, dim = x.shape
+    if dim % 2 or out.shape != x.shape or out.stride(3) != 1:
+        raise ValueError(f"no fused rotary for {tuple(x.shape)} into {tuple(out.shape)}")
+    # As eager broadcasts them (a batch of one, say): stride 0 where they repeat.
+    cos, sin = cos.expand(batch, length, dim), sin.expand(batch, length, dim)
     if x.stride(3) != 1:
         x = x.contiguous()
     if cos.stride(2) != 1 or sin.stride() != cos.stride():
         cos, sin = cos.contiguous(), sin.contiguous()
     rows = batch * heads * length
     width = 1 << max(dim - 1, 1).bit_length()
-    _kernels().rotary[((rows + ROWS - 1) // ROWS,)](
+    _launch(
+        _kernels().rotary, (rows + ROWS - 1) // ROWS,
         x, cos, sin, out, rows, heads, length, *x.stride()[:3], *cos.stride()[:2],
-        *out.stride()[:3], DIM=dim, WIDTH=width, BLOCK_ROWS=ROWS, STORED=stored, **_NO_FUSION,
+        *out.stride()[:3], DIM=dim, WIDTH=width, BLOCK_ROWS=ROWS, STORED=stored,
     )  # fmt: skip
     return out
 
@@ -107,7 +125,7 @@ def quick_gelu(x: torch.Tensor) -> torch.Tensor:
     """`x * torch.sigmoid(1.702 * x)` for a 16-bit tensor."""
     x = x.contiguous()
     out = torch.empty_like(x)
-    _kernels().quick_gelu[_blocks(x.numel())](x, out, x.numel(), BLOCK=BLOCK, **_NO_FUSION)
+    _launch(_kernels().quick_gelu, _blocks(x.numel()), x, out, x.numel(), BLOCK=BLOCK)
     return out
 
 
@@ -116,7 +134,7 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     gate, up = gate.contiguous(), up.contiguous()
     out = torch.empty_like(gate)
     n = gate.numel()
-    _kernels().silu_mul[_blocks(n)](gate, up, out, n, BLOCK=BLOCK, **_NO_FUSION)
+    _launch(_kernels().silu_mul, _blocks(n), gate, up, out, n, BLOCK=BLOCK)
     return out
 
 
@@ -124,14 +142,13 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """The Qwen RMS norms' forward for a contiguous 16-bit `x`: the squares and the scaling
     fused, the mean over the last dimension and the rsqrt of it left to ATen (a reduction
     whose order these kernels could not promise to follow)."""
+    x = x.contiguous()
     n, width = x.numel(), x.shape[-1]
     squares = torch.empty(x.shape, dtype=torch.float32, device=x.device)
-    _kernels().squares[_blocks(n)](x, squares, n, BLOCK=BLOCK, **_NO_FUSION)
+    _launch(_kernels().squares, _blocks(n), x, squares, n, BLOCK=BLOCK)
     scale = torch.rsqrt(squares.mean(-1, keepdim=True) + eps)
     out = torch.empty(x.shape, dtype=torch.result_type(weight, x), device=x.device)
-    _kernels().rms_scale[_blocks(n)](
-        x, scale, weight, out, n, width, BLOCK=BLOCK, **_NO_FUSION
-    )  # fmt: skip
+    _launch(_kernels().rms_scale, _blocks(n), x, scale, weight, out, n, width, BLOCK=BLOCK)
     return out
 
 
@@ -149,7 +166,7 @@ def usable(device: torch.device, kind: torch.dtype) -> bool:
     leaves the model unfused, with a warning."""
     if device.type != "cuda" or kind not in (torch.float16, torch.bfloat16):
         return False
-    key = (str(device), kind)
+    key = (_index(device), kind)
     if key not in _CHECKED:
         try:
             _CHECKED[key] = _differs(device, kind)
@@ -160,7 +177,11 @@ def usable(device: torch.device, kind: torch.dtype) -> bool:
     return _CHECKED[key] is None
 
 
-_CHECKED: dict[tuple[str, torch.dtype], str | None] = {}
+_CHECKED: dict[tuple[int, torch.dtype], str | None] = {}
+
+
+def _index(device: torch.device) -> int:
+    return torch.cuda.current_device() if device.index is None else device.index
 
 
 def _differs(device: torch.device, kind: torch.dtype) -> str | None:
@@ -177,9 +198,10 @@ def _differs(device: torch.device, kind: torch.dtype) -> str | None:
     q, k, _ = spread.reshape(7, 3, 2, 80).permute(1, 0, 2, 3).unbind(0)
     angles = torch.linspace(-300, 300, 7 * 40, device=device).reshape(7, 40).repeat(1, 2)
     cos, sin = angles.cos(), angles.sin()
-    text = spread.reshape(2, 7, 3, 80).transpose(1, 2)  # [batch, heads, length, dim]
+    # [batch, heads, length, dim] as the language models' attention makes them (dim 128).
+    text = spread[: 7 * 3 * 128].reshape(1, 7, 3, 128).transpose(1, 2)
     norm = spread.reshape(42, 80), moderate[-80:], 1e-6
-    steps = torch.linspace(-300, 300, 2 * 7 * 40, device=device).reshape(2, 7, 40).repeat(1, 1, 2)
+    steps = torch.linspace(-300, 300, 7 * 64, device=device).reshape(1, 7, 64).repeat(1, 1, 2)
     angles16 = steps.cos().to(kind), steps.sin().to(kind)
     pairs: dict[str, tuple[Any, Any]] = {
         "quick_gelu": (quick_gelu(x), x * torch.sigmoid(1.702 * x)),
@@ -195,7 +217,7 @@ def _differs(device: torch.device, kind: torch.dtype) -> str | None:
         name
         for name, (got, want) in pairs.items()
         if not all(
-            torch.equal(g, w) and same_layout(g, w)
+            same_bits(g, w) and same_layout(g, w)
             for g, w in zip(_tensors(got), _tensors(want), strict=True)
         )
     ]
@@ -204,6 +226,12 @@ def _differs(device: torch.device, kind: torch.dtype) -> str | None:
 
 def _tensors(value: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     return value if isinstance(value, tuple) else (value,)
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal bit for bit (so +0 and -0 differ, and a NaN equals the same NaN)."""
+    bits = {2: torch.int16, 4: torch.int32}[a.element_size()]
+    return a.dtype == b.dtype and torch.equal(a.view(bits), b.view(bits))
 
 
 def same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -215,7 +243,12 @@ def same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def sixteen_bit(*tensors: torch.Tensor) -> bool:
-    return all(t.is_cuda and t.dtype in (torch.float16, torch.bfloat16) for t in tensors)
+    """Whether the tensors are on a CUDA device, of a 16-bit type, that `usable` checked and
+    found exact."""
+    return all(
+        t.is_cuda and _CHECKED.get((_index(t.device), t.dtype), "unchecked") is None
+        for t in tensors
+    )
 
 
 def eager_text_rotary(*args: Any) -> Any:

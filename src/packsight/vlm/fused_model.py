@@ -46,6 +46,8 @@ def _either(fused: Callable[..., Any], eager: Callable[..., Any], *args: Any) ->
         except torch.OutOfMemoryError:
             raise  # the labeler halves the batch
         except Exception as exc:
+            if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+                raise  # the capture fails either way; its caller stays eager
             log.warning("a fused kernel failed, running the eager ops from now on: %s", exc)
             _failed = True
     return eager(*args)
@@ -98,7 +100,7 @@ def _hooks(fused: Fused, module: torch.nn.Module, part: str) -> None:
         setattr(_inside, part, getattr(_inside, part, 0) + 1)
 
     def leave(*_: object) -> None:
-        setattr(_inside, part, getattr(_inside, part, 1) - 1)
+        setattr(_inside, part, max(getattr(_inside, part, 0) - 1, 0))
 
     fused.hooks.append(module.register_forward_pre_hook(enter))
     fused.hooks.append(module.register_forward_hook(leave, always_call=True))
