@@ -30,7 +30,10 @@ def rotary(x, cos, sin, out, rows, heads, length, x_b, x_h, x_l, c_b, c_l, o_b, 
     kind = value.dtype
     value = value.to(tl.float32)
     other = tl.load(at + partner, mask=keep, other=0.0).to(tl.float32)
-    turned = tl.where(d < half, -other, other)  # rotate_half: a negation, exact
+    # rotate_half's negation as a product with -1, exact for every value and the sign of zero
+    # flipped as ATen's neg flips it (some Triton versions negate as 0 - x, which gives +0).
+    minus = tl.full(other.shape, -1.0, tl.float32)
+    turned = tl.where(d < half, libdevice.mul_rn(other, minus), other)
     angle = b * c_b + p * c_l + d
     c = tl.load(cos + angle, mask=keep, other=0.0).to(tl.float32)
     s = tl.load(sin + angle, mask=keep, other=0.0).to(tl.float32)
