@@ -3,10 +3,11 @@
 - `cuda_graphs` (on by default): the seven decisions over a preallocated KV cache, captured
   once per batch shape and replayed (static_decoding.py). The same kernels as the eager
   decisions: the same answers and probabilities.
-- `fused_kernels` (on by default): the vision tower's rotary embedding and activation and the
-  language model's silu(gate) * up as single Triton kernels that round exactly as the eager
-  chain of ops does (fused.py): the same bits, fewer passes over memory. Where compiling is on
-  for a part, the compiled code fuses that part instead.
+- `fused_kernels` (on by default): the vision tower's and the language model's rotary
+  embeddings, activations (QuickGELU, silu(gate) * up) and RMS norms as Triton kernels that
+  round exactly as the eager chain of ops does (fused.py): the same bits, fewer passes over
+  memory; checked against the eager ops on the GPU at load. Where compiling is on for a part,
+  the compiled code fuses that part instead.
 - `compile_vision` (off by default): torch.compile of the vision tower's blocks (compiled.py).
 - `compile_language` (off by default): torch.compile of the language model's RMS norms and
   silu(gate) * up in the prefill, the NF4 linears left as they are (compiled.py).
