@@ -88,6 +88,8 @@ def rotary_text(
 def _text_layout(*tensors: torch.Tensor) -> tuple[tuple[int, ...], ...]:
     key = tuple((t.shape, t.stride(), t.dtype) for t in tensors)
     if key not in _LAYOUTS:
+        if len(_LAYOUTS) >= 512:  # prompt lengths vary from batch to batch: keep it bounded
+            _LAYOUTS.clear()
         meta = [
             torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta") for t in tensors
         ]
