@@ -125,3 +125,49 @@ def test_the_norms_reference_is_what_the_models_norm_modules_compute() -> None:
                 want = norm(x)
             got = fused.eager_rms_norm(x, norm.weight.detach(), norm.variance_epsilon)
             assert torch.equal(got, want) and got.dtype == want.dtype
+
+
+def test_routing_counts_forwards_and_leaves_other_tensors_to_eager() -> None:
+    import torch
+
+    from packsight.vlm import fused_model
+
+    class Tower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[bool] = []
+            self.fail = False
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.seen.append(fused_model._active("vision"))
+            if self.fail:
+                raise RuntimeError("a failing forward")
+            return x
+
+    tower, fused = Tower(), fused_model.Fused()
+    fused_model._hooks(fused, tower, "vision")
+    tower(torch.zeros(1))
+    tower.fail = True
+    with pytest.raises(RuntimeError):
+        tower(torch.zeros(1))
+    assert tower.seen == [True, True] and not fused_model._active("vision")  # left each time
+    # Inside the forward of a fused model, tensors the check did not pass (here: on the CPU)
+    # still take the library's own function.
+    calls: list[str] = []
+
+    def eager(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        calls.append("eager")
+        return args[:2]
+
+    router = fused_model._vision_rotary(eager)
+    fused_model._inside.vision = 1
+    try:
+        q = torch.zeros(3, 2, 4, dtype=torch.bfloat16)
+        router(q, q, torch.zeros(3, 4), torch.zeros(3, 4))
+    finally:
+        fused_model._inside.vision = 0
+    assert calls == ["eager"]
+    fused.remove()
+    tower.fail = False
+    tower(torch.zeros(1))
+    assert tower.seen[-1] is False  # the hooks are gone
