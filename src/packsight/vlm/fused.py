@@ -13,8 +13,11 @@ outputs are bit-identical to the eager ones (checked on CUDA over every 16-bit i
 the activations, and on random tensors for the rotary), unlike torch.compile, whose
 reductions and fused arithmetic round differently.
 
-Only the elementwise steps are replaced; norms, matrix products and attention stay ATen's.
-Applies on CUDA devices with Triton; elsewhere the eager functions run.
+Fused here: both rotary embeddings (the vision towers' in float32, the language models' in
+their 16-bit type), QuickGELU, silu(gate) * up, and the RMS norms' elementwise passes around
+ATen's own mean. Reductions, matrix products and attention stay ATen's. Applies on CUDA
+devices with Triton (fused_model.py routes the model's modules here); elsewhere the eager
+functions run.
 """
 
 from __future__ import annotations
