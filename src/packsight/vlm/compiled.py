@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from packsight.vlm.patches import Patches, base_model
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,13 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
-class Compiled:
+class Compiled(Patches):
     """Routes calls of the patched modules through compiled functions until one fails."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.active = True
         self.failure: str | None = None
-        self.patched: list[torch.nn.Module] = []
 
     def function(
         self, eager: Callable[..., Any], eligible: Callable[..., bool] | None = None
@@ -65,26 +66,10 @@ class Compiled:
 
         return call
 
-    def patch(self, module: torch.nn.Module, forward: Callable[..., Any]) -> None:
-        """Make `forward(module, ...)` the module's forward (an instance attribute)."""
-        module.forward = partial(forward, module)
-        self.patched.append(module)
-
     def disable(self, reason: str) -> None:
         """Back to eager everywhere (from the next call on)."""
         log.warning("compiled model pieces disabled, running eager: %s", reason[:500])
         self.active, self.failure = False, reason
-
-    def remove(self) -> None:
-        """Restore the modules' own forward (the instance attribute hid the class's)."""
-        for module in self.patched:
-            vars(module).pop("forward", None)
-        self.patched = []
-
-
-def _base(model: torch.nn.Module) -> Any:
-    unwrap = getattr(model, "get_base_model", None)  # a PEFT model holds the network inside
-    return unwrap() if callable(unwrap) else model
 
 
 def _compile_vision(compiled: Compiled, base: Any) -> None:
@@ -131,7 +116,7 @@ def compile_model(model: torch.nn.Module, *, vision: bool, language: bool) -> Co
     None when neither is asked for."""
     if not (vision or language):
         return None
-    compiled, base = Compiled(), _base(model)
+    compiled, base = Compiled(), base_model(model)
     if vision:
         _compile_vision(compiled, base)
     if language:

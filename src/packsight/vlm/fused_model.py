@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import torch
@@ -21,6 +20,7 @@ from packsight.vlm.fused import (
     sixteen_bit,
     usable,
 )
+from packsight.vlm.patches import Patches, base_model
 
 log = logging.getLogger(__name__)
 
@@ -106,23 +106,19 @@ def _hooks(fused: Fused, module: torch.nn.Module, part: str) -> None:
     fused.hooks.append(module.register_forward_hook(leave, always_call=True))
 
 
-class Fused:
-    """The modules whose forward runs fused kernels; `remove` restores them."""
+class Fused(Patches):
+    """The modules whose forward runs fused kernels and the hooks that mark their forwards;
+    `remove` restores them."""
 
     def __init__(self) -> None:
-        self.patched: list[torch.nn.Module] = []
+        super().__init__()
         self.hooks: list[Any] = []
 
-    def patch(self, module: torch.nn.Module, forward: Callable[..., Any]) -> None:
-        module.forward = partial(forward, module)
-        self.patched.append(module)
-
     def remove(self) -> None:
-        for module in self.patched:
-            vars(module).pop("forward", None)
+        super().remove()
         for hook in self.hooks:
             hook.remove()
-        self.patched, self.hooks = [], []
+        self.hooks = []
 
 
 def _quick_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -172,8 +168,7 @@ def fuse_model(
     """Route the loaded model's vision tower (rotary, activation) and/or its language model's
     MLP activations through the fused kernels; None where nothing is asked for or the kernels
     cannot run on `device`."""
-    unwrap = getattr(model, "get_base_model", None)
-    base = unwrap() if callable(unwrap) else model
+    base = base_model(model)
     kind = getattr(base, "dtype", torch.float32)
     if not (vision or language) or not usable(device, kind):
         return None
