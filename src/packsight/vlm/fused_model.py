@@ -121,12 +121,9 @@ class Fused(Patches):
         self.hooks = []
 
 
-def _quick_gelu(x: torch.Tensor) -> torch.Tensor:
-    return x * torch.sigmoid(1.702 * x)
-
-
-def _gelu_forward(_act: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return _either(quick_gelu, _quick_gelu, x) if sixteen_bit(x) else _quick_gelu(x)
+def _gelu_forward(act: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    own = type(act).forward
+    return _either(quick_gelu, lambda *_: own(act, x), x) if sixteen_bit(x) else own(act, x)
 
 
 def _mlp_forward(mlp: Any, x: torch.Tensor) -> torch.Tensor:
@@ -165,9 +162,9 @@ def _gated(mlp: Any) -> bool:
 def fuse_model(
     model: torch.nn.Module, device: torch.device, *, vision: bool, language: bool
 ) -> Fused | None:
-    """Route the loaded model's vision tower (rotary, activation) and/or its language model's
-    MLP activations through the fused kernels; None where nothing is asked for or the kernels
-    cannot run on `device`."""
+    """Route the loaded model's vision tower and/or its language model (rotary embedding,
+    activations, RMS norms) through the fused kernels; None where nothing is asked for or
+    the kernels cannot run on `device`."""
     base = base_model(model)
     kind = getattr(base, "dtype", torch.float32)
     if not (vision or language) or not usable(device, kind):
