@@ -96,18 +96,26 @@ def ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
 
 
 def profile_batch(labeler: Labeler, clips: list, out: Path) -> None:
-    """One batch under torch.profiler: the GPU kernels by total time, into `out`."""
+    """One batch under torch.profiler into `out`: its wall time beside the GPU's kernel time
+    (the difference is the GPU idling, waiting for the host), then the kernels and ops by
+    their own GPU time."""
+    import time
+
     from torch.profiler import ProfilerActivity, profile
 
     inputs = labeler._inputs(clips)
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
         labeler._run(inputs, clips)
         torch.cuda.synchronize()
-    table = prof.key_averages().table(
-        sort_by="cuda_time_total", row_limit=45, max_name_column_width=70
+        wall = time.perf_counter() - start
+    averages = prof.key_averages()
+    kernels = sum(e.self_device_time_total for e in averages if e.device_type.name == "CUDA")
+    table = averages.table(sort_by="self_cuda_time_total", row_limit=60, max_name_column_width=70)
+    out.write_text(
+        f"wall {wall:.3f} s (profiled), GPU kernels and copies {kernels / 1e6:.3f} s\n\n{table}"
     )
-    out.write_text(table)
 
 
 HEADER = (
