@@ -17,7 +17,8 @@ from packsight.vlm.labeler import Labeler
 from packsight.vlm.speedups import Speedups
 
 # System variants: today's eager path, + CUDA graphs for the decisions (with positions made in
-# the forward, with GPU values read mid-batch, without the fused kernels, then the default), +
+# the forward, with GPU values read mid-batch, without the fused kernels, then the default, then
+# with the prefill's remaining reads made on the host), +
 # compiled vision tower, + compiled norms and activation in the language model's prefill.
 UNFUSED = Speedups(fused_kernels=False)
 VARIANTS = {
@@ -26,6 +27,7 @@ VARIANTS = {
     "graphs_syncing": replace(UNFUSED, fewer_syncs=False),
     "graphs_unfused": UNFUSED,
     "graphs": Speedups(cuda_graphs=True, compile_vision=False),
+    "graphs_host_vision": Speedups(host_vision=True),
     "full": Speedups(cuda_graphs=True, compile_vision=True),
     "lm": Speedups(cuda_graphs=True, compile_vision=True, compile_language=True),
 }

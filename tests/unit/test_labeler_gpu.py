@@ -136,3 +136,23 @@ def test_graphs_of_two_prompt_lengths_are_kept_and_replayed(
     assert isinstance(graphs.decoder, StaticDecoder)
     assert graphs.decoder.captures == 2  # one per length, each replayed after
     assert got == expected
+
+
+@pytest.mark.parametrize("quantization", ["nf4", "none"])
+def test_the_host_made_prefill_reads_nothing_from_the_gpu_and_keeps_every_answer(
+    tiny: Path, quantization: Quantization
+) -> None:
+    batches = (clips(), more_clips(), uniform(125, range(4)))  # padded, padded, not padded
+    default = _labeler(tiny, quantization, torch.bfloat16, Speedups())
+    expected = [default.predict(batch) for batch in batches]
+    del default
+    host = _labeler(tiny, quantization, torch.bfloat16, Speedups(host_vision=True))
+    assert [host.predict(batch) for batch in batches] == expected
+    prepared = host._prepared(clips()[:4])
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host wait on the GPU raises
+    try:
+        host.decoder._prefill(prepared)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()

@@ -89,8 +89,19 @@ def segment_bounds(cu_seq_lens: torch.Tensor) -> list[int]:
 _forward = threading.local()  # the bounds read in the vision forward this thread is running
 
 
+def known_bounds(pairs: list[tuple[torch.Tensor, list[int]]]) -> None:
+    """Bounds the host already knows, for the next vision forward of this thread: that forward
+    reads none of these tensors from the device. `forget_bounds` drops them if it never ran."""
+    _forward.known = {id(tensor): (tensor, bounds) for tensor, bounds in pairs}
+
+
+def forget_bounds() -> None:
+    _forward.known = None
+
+
 def _open_forward(*_: object) -> None:
-    _forward.bounds = {}
+    _forward.bounds = getattr(_forward, "known", None) or {}
+    _forward.known = None
 
 
 def _close_forward(*_: object) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from packsight.vlm.answer import DIGITS, Answer, AnswerFormat
+from packsight.vlm.prefill import HOST_VISION, prefill
 
 if TYPE_CHECKING:
     from transformers import Cache
@@ -207,10 +208,16 @@ class LockstepDecoder:
 
     def _prefill(self, inputs: dict) -> torch.Tensor:
         """Run the prompt; keeps its KV cache and M-RoPE offsets, returns its last logits.
-        `inputs` may hold `position_ids` and `rope_deltas` from `positions`."""
+        `inputs` may hold `position_ids` and `rope_deltas` from `positions`, and with them
+        the batch's `HostVision` (prefill.py)."""
         self.mask = inputs["attention_mask"]
-        given = {k: v for k, v in inputs.items() if k not in ("rope_deltas", HOST_MASK)}
-        out = self.model(**given, use_cache=True, logits_to_keep=1)
+        host = inputs.get(HOST_VISION)
+        if host is not None:
+            out = prefill(self.model, inputs, host)
+        else:
+            skipped = ("rope_deltas", HOST_MASK, HOST_VISION)
+            given = {k: v for k, v in inputs.items() if k not in skipped}
+            out = self.model(**given, use_cache=True, logits_to_keep=1)
         self.cache = out.past_key_values
         deltas = inputs.get("rope_deltas")
         self.deltas = (self._vlm.rope_deltas if deltas is None else deltas).to(self.mask.device)

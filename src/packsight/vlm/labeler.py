@@ -26,6 +26,7 @@ from packsight.vlm.free_form import generate_free_form
 from packsight.vlm.loading import Quantization, load_model_and_processor, resolve_device
 from packsight.vlm.model_inputs import processor_inputs
 from packsight.vlm.parsing import OutputParseError, parse_prediction
+from packsight.vlm.prefill import HOST_VISION, host_vision
 from packsight.vlm.speedups import Speedups, install
 
 log = logging.getLogger(__name__)
@@ -92,13 +93,19 @@ class Labeler:
         return self._features(clips).to(self.device)
 
     def _prepared(self, clips: list[ClipInput]) -> Any:
-        """What the decoder runs: `_inputs`, plus the prompt's M-RoPE positions made on the host
-        and its mask kept there too (`host_positions`, `fewer_syncs`: see speedups.py)."""
+        """What the decoder runs: `_inputs`, plus the prompt's M-RoPE positions made on the host,
+        its mask kept there too and what the vision tower derives from the frame grid
+        (`host_positions`, `fewer_syncs`, `host_vision`: see speedups.py)."""
         features, fast = self._features(clips), self.speedups
+        host: dict[str, Any] = {}
         if self.constrained and fast.host_positions:
             features["position_ids"], features["rope_deltas"] = self.decoder.positions(features)
-        host_mask = features["attention_mask"] if self.constrained and fast.fewer_syncs else None
-        return features.to(self.device) | ({} if host_mask is None else {HOST_MASK: host_mask})
+            vision = host_vision(self.model, features) if fast.host_vision else None
+            if vision is not None:
+                host[HOST_VISION] = vision.to(self.device)
+        if self.constrained and fast.fewer_syncs:
+            host[HOST_MASK] = features["attention_mask"]
+        return features.to(self.device) | host
 
     def _features(self, clips: list[ClipInput]) -> Any:
         # Token ids, masks and grids stay on the host here; pixels are already on the device.

@@ -22,6 +22,12 @@
   until the GPU has run all it was given, and the GPU then idles while the host queues more:
   38 such stalls a batch fewer, each longer on a busy host. The same integers and masks: the
   same answers.
+- `host_vision` (off by default: not yet measured on a GPU; with `host_positions`): the
+  prefill's remaining reads made on the host while the previous batch runs (prefill.py): what
+  the vision tower derives from the frame grid (rotary positions, segment bounds and, for
+  Qwen2.5-VL, the window order, whose device version reads the GPU once per clip), the check
+  of the video tokens and whether any prompt token is padding. Nothing is then read from
+  the GPU between a batch's start and its answers. The same values: the same answers.
 
 The two compile switches are faster still but close to, not identical with, the eager numbers:
 on the benchmark's random-weight checkpoints they changed 1-9% of the decisions (near ties),
@@ -55,6 +61,7 @@ class Speedups:
     compile_language: bool = False
     host_positions: bool = True
     fewer_syncs: bool = True
+    host_vision: bool = False
 
     @classmethod
     def none(cls) -> Speedups:
@@ -66,15 +73,19 @@ class Speedups:
             compile_language=False,
             host_positions=False,
             fewer_syncs=False,
+            host_vision=False,
         )
 
     def for_device(self, device: torch.device) -> Speedups:
-        """What of this applies on `device`: off CUDA only the host positions and the fewer
-        syncs (CPU workers stay eager otherwise)."""
+        """What of this applies on `device`: off CUDA only what the host computes (CPU
+        workers stay eager otherwise)."""
         if device.type == "cuda":
             return self
         return replace(
-            Speedups.none(), host_positions=self.host_positions, fewer_syncs=self.fewer_syncs
+            Speedups.none(),
+            host_positions=self.host_positions,
+            fewer_syncs=self.fewer_syncs,
+            host_vision=self.host_vision,
         )
 
 
