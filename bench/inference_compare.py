@@ -18,7 +18,7 @@ from packsight.vlm.speedups import Speedups
 
 # System variants: today's eager path, + CUDA graphs for the decisions (with positions made in
 # the forward, with GPU values read mid-batch, without the fused kernels, then the default, then
-# with the prefill's remaining reads made on the host), +
+# with the prefill's remaining reads made on the host, and with batches overlapped), +
 # compiled vision tower, + compiled norms and activation in the language model's prefill.
 UNFUSED = Speedups(fused_kernels=False)
 VARIANTS = {
@@ -28,6 +28,7 @@ VARIANTS = {
     "graphs_unfused": UNFUSED,
     "graphs": Speedups(cuda_graphs=True, compile_vision=False),
     "graphs_host_vision": Speedups(host_vision=True),
+    "graphs_overlap": Speedups(host_vision=True, overlap_batches=True),
     "full": Speedups(cuda_graphs=True, compile_vision=True),
     "lm": Speedups(cuda_graphs=True, compile_vision=True, compile_language=True),
 }

@@ -79,6 +79,8 @@ def load_version(
             fused_kernels=settings.fused_kernels,
             compile_vision=settings.compile_vision,
             compile_language=settings.compile_language,
+            host_vision=settings.host_vision,
+            overlap_batches=settings.overlap_batches,
         ),
     )
 

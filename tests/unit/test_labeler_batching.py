@@ -10,8 +10,9 @@ from labeler_clips import TAXONOMY, frames_of, make_clip
 
 from packsight.labels.prediction import ClipPrediction
 from packsight.vlm.clip_input import ClipInput
+from packsight.vlm.decoding import Queued
 from packsight.vlm.labeler import Labeler
-from packsight.vlm.parsing import OutputParseError
+from packsight.vlm.speedups import Speedups
 
 
 class TightMemoryLabeler(Labeler):
@@ -21,14 +22,16 @@ class TightMemoryLabeler(Labeler):
     fits = 2
     batches: list[int]
 
-    def _run(self, inputs: dict, clips: list[ClipInput]) -> list[ClipPrediction | OutputParseError]:
+    def _launch(self, inputs: dict, clips: list[ClipInput]) -> Queued | list:
         self.batches.append(len(clips))
         if len(clips) > self.fits:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated device limit)")
-        return super()._run(inputs, clips)
+        return super()._launch(inputs, clips)
 
 
-def tight_labeler(labeler: Labeler, *, batch_size: int) -> TightMemoryLabeler:
+def tight_labeler(
+    labeler: Labeler, *, batch_size: int, overlap: bool = False
+) -> TightMemoryLabeler:
     """The shared tiny model behind a simulated small device."""
     tight = TightMemoryLabeler(
         model=labeler.model,
@@ -37,6 +40,7 @@ def tight_labeler(labeler: Labeler, *, batch_size: int) -> TightMemoryLabeler:
         device=labeler.device,
         model_version_name="tight",
         batch_size=batch_size,
+        speedups=Speedups(overlap_batches=overlap),
     )
     tight.batches = []
     return tight
@@ -63,7 +67,11 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(labeler: Labeler) -> N
     assert tight.batch_size == 1
 
 
-def test_stream_matches_predict_and_keeps_load_errors_in_place(labeler: Labeler) -> None:
+# Overlapped, the next batch is launched before the current one's answers are read.
+@pytest.mark.parametrize("overlap", [False, True])
+def test_stream_matches_predict_and_keeps_load_errors_in_place(
+    labeler: Labeler, overlap: bool
+) -> None:
     from packsight.video.framepack import FramePackError
 
     clips = [make_clip(seed, 125 if seed % 2 else 60) for seed in range(7)]
@@ -75,9 +83,10 @@ def test_stream_matches_predict_and_keeps_load_errors_in_place(labeler: Labeler)
     ]
     loaders.insert(3, lambda: FramePackError("pack 3 is corrupt"))
     loaders.append(lambda: make_clip(99, 125, size=50))  # unusable frame size
-    tight = tight_labeler(labeler, batch_size=4)
+    tight = tight_labeler(labeler, batch_size=4, overlap=overlap)
     tight.fits = 3  # the first batch of 4 runs out of memory
-    results = tight.predict_stream(loaders)
+    sizes: list[int] = []
+    results = tight.predict_stream(loaders, on_batch=sizes.append)
     assert len(results) == len(loaders)
     assert isinstance(results[3], FramePackError)
     assert isinstance(results[-1], ValueError) and "multiple of 28" in str(results[-1])
@@ -93,6 +102,7 @@ def test_stream_matches_predict_and_keeps_load_errors_in_place(labeler: Labeler)
     # Batch 1 holds 3 loadable clips (pack 3 failed) and fits; batch 2 (4 clips) runs out of
     # memory and is redone as two pairs.
     assert tight.batches == [3, 4, 2, 2]
+    assert sizes == [3, 2]  # as each batch was settled: the second at the lowered size
 
 
 def test_jpeg_encoded_frames_decode_on_the_device_and_damage_stays_local(labeler: Labeler) -> None:
@@ -132,3 +142,46 @@ def test_jpeg_encoded_frames_decode_on_the_device_and_damage_stays_local(labeler
     results = labeler.predict_stream(loaders)
     assert isinstance(results[1], ValueError) and "damaged JPEG" in str(results[1])
     assert isinstance(results[0], ClipPrediction) and isinstance(results[2], ClipPrediction)
+
+
+class OrderLabeler(Labeler):
+    """Notes when each batch is launched on the device and when its answers are read."""
+
+    log: list[str]
+
+    def _launch(self, inputs: dict, clips: list[ClipInput]) -> Queued | list:
+        self.log.append(f"launch {len(self.log)}")
+        return super()._launch(inputs, clips)
+
+    def _finish(self, launched: Queued | list, clips: list[ClipInput]) -> list:
+        self.log.append("read")
+        return super()._finish(launched, clips)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_overlapped_batches_launch_before_the_answers_before_them_are_read(
+    labeler: Labeler, overlap: bool
+) -> None:
+    clips = [make_clip(seed, 125 if seed % 2 else 60) for seed in range(7)]
+    ordered = OrderLabeler(
+        model=labeler.model,
+        processor=labeler.processor,
+        taxonomy=TAXONOMY,
+        device=labeler.device,
+        model_version_name="ordered",
+        batch_size=3,
+        speedups=Speedups(overlap_batches=overlap),
+    )
+    ordered.log = []
+    expected = ordered.predict(clips)  # the same batches of 3, 3 and 1
+    ordered.log = []
+    loaders: list[Callable[[], ClipInput | Exception]] = [
+        lambda clip=clip: clip  # type: ignore[misc]
+        for clip in clips
+    ]
+    assert ordered.predict_stream(loaders) == expected
+    steps = [step.split()[0] for step in ordered.log]
+    if overlap:  # batch k+1 is queued before batch k is read; the last read at the end
+        assert steps == ["launch", "launch", "read", "launch", "read", "read"]
+    else:
+        assert steps == ["launch", "read"] * 3

@@ -156,3 +156,28 @@ def test_the_host_made_prefill_reads_nothing_from_the_gpu_and_keeps_every_answer
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
+
+
+@pytest.mark.parametrize("quantization", ["nf4", "none"])
+def test_overlapped_batches_on_a_stream_of_their_own_keep_every_answer(
+    tiny: Path, quantization: Quantization
+) -> None:
+    from packsight.video.framepack import pack_frames, read_frame_pack
+
+    # JPEG frame packs, as a GPU task streams them: decoded on the preparing stream.
+    packed = [
+        ClipInput(
+            read_frame_pack(pack_frames(np.asarray(c.frames), meta={})),
+            c.clip_frame_count,
+            c.frame_indices,
+        )
+        for c in clips(range(11)) + uniform(125, range(20, 25))
+    ]
+    loaders = [lambda clip=clip: clip for clip in packed]
+    plain = _labeler(tiny, quantization, torch.bfloat16, Speedups())
+    expected = plain.predict_stream(loaders)
+    del plain
+    overlapped = Speedups(overlap_batches=True, host_vision=True)
+    labeler = _labeler(tiny, quantization, torch.bfloat16, overlapped)
+    for _ in range(2):  # graphs captured in the first pass, replayed in the second
+        assert labeler.predict_stream(loaders) == expected

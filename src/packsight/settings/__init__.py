@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     fused_kernels: bool = True
     compile_vision: bool = False
     compile_language: bool = False
+    # Exact, but not yet measured on a GPU, hence off: the prefill's remaining device reads
+    # made on the host, and the next batch queued before the current one's answers are read.
+    host_vision: bool = False
+    overlap_batches: bool = False
     # Threads of the video decoder per CPU worker process; 0: the decoder's own choice (one per
     # core, which oversubscribes the cores when every prefork process does it: measured 20-40%
     # slower at full load than one each).

@@ -58,6 +58,34 @@ ROPE_INPUTS = (
 HOST_MASK = "packsight_host_attention_mask"
 
 
+@dataclass
+class Queued:
+    """A batch's answers on their way to the host: `_answer`'s tensors, copied into pinned
+    host memory behind the batch's work on a CUDA device, with an event that marks the copy
+    done. The copy is queued at once, before any later batch can reuse the device tensors
+    (a replayed graph writes its answers into the same buffers every time)."""
+
+    rows: torch.Tensor
+    evidence: torch.Tensor
+    done: torch.cuda.Event | None = None
+
+    @classmethod
+    def of(cls, rows: torch.Tensor, evidence: torch.Tensor) -> Queued:
+        if rows.device.type != "cuda":
+            return cls(rows, evidence)
+        host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in (rows, evidence)]
+        for into, source in zip(host, (rows, evidence), strict=True):
+            into.copy_(source, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return cls(host[0], host[1], done)
+
+    def read(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.done is not None:
+            self.done.synchronize()  # the batch's one wait for the device
+        return self.rows, self.evidence
+
+
 def choose(
     logits: torch.Tensor, candidates: torch.Tensor, allowed: torch.Tensor | None
 ) -> Decision:
@@ -223,19 +251,28 @@ class LockstepDecoder:
         self.deltas = (self._vlm.rope_deltas if deltas is None else deltas).to(self.mask.device)
         return out.logits[:, -1]
 
-    @torch.inference_mode()
     def decode(self, inputs: dict, frame_counts: list[int]) -> list[Decoded]:
         """Every row's answer, with its operation probabilities."""
+        return self.collect(self.submit(inputs, frame_counts))
+
+    @torch.inference_mode()
+    def submit(self, inputs: dict, frame_counts: list[int]) -> Queued:
+        """Queue the batch's prefill and decisions on the device, and the copy of their
+        answers to the host, without waiting for any of it (`collect` waits)."""
         device = inputs["attention_mask"].device
         self._constants(device)
         last = torch.tensor(frame_counts, device=device, dtype=torch.long) - 1
         logits = self._prefill(inputs)
         rows, evidence = self._answer(logits, last)
         self.cache = None  # free the KV cache before the next batch
-        return self.rows(rows, evidence)
+        return Queued.of(rows, evidence)
+
+    def collect(self, queued: Queued) -> list[Decoded]:
+        """A submitted batch's answers, once the device has them."""
+        return self.rows(*queued.read())
 
     def rows(self, rows: torch.Tensor, evidence: torch.Tensor) -> list[Decoded]:
-        """`_answer`'s tensors as one `Decoded` per row: the only host syncs of the answer."""
+        """`_answer`'s tensors as one `Decoded` per row: the answer's only read, on the host."""
         kinds = len(self.format.code_ids)
         return [
             Decoded(

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Generator, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from itertools import islice
 from typing import Any
 
 import torch
@@ -21,13 +19,14 @@ from packsight.labels.taxonomy import Taxonomy
 from packsight.video.framepack import EncodedFrames
 from packsight.vlm.answer import AnswerFormat
 from packsight.vlm.clip_input import ClipInput, check_clip, decode_clips
-from packsight.vlm.decoding import HOST_MASK
+from packsight.vlm.decoding import HOST_MASK, Queued
 from packsight.vlm.free_form import generate_free_form
 from packsight.vlm.loading import Quantization, load_model_and_processor, resolve_device
 from packsight.vlm.model_inputs import processor_inputs
 from packsight.vlm.parsing import OutputParseError, parse_prediction
 from packsight.vlm.prefill import HOST_VISION, host_vision
 from packsight.vlm.speedups import Speedups, install
+from packsight.vlm.streaming import stream
 
 log = logging.getLogger(__name__)
 
@@ -166,53 +165,8 @@ class Labeler:
         GPU works on the current one, so CPU work (and whatever produces the loaders) hides
         behind GPU work. A loader returns its clip, or the error that made it unreadable,
         which then stands in that clip's place. `on_batch` hears the size of each batch the
-        model ran."""
-        source = iter(loaders)
-
-        def prepare() -> tuple[list[Any], list[tuple[int, ClipInput]], Any]:
-            taken = list(islice(source, self.batch_size))
-            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="load") as pool:
-                results: list[Any] = list(pool.map(lambda load: load(), taken))
-            good: list[tuple[int, ClipInput]] = []
-            for index, clip in enumerate(results):
-                if isinstance(clip, Exception):
-                    continue
-                try:
-                    self._check(clip)
-                except ValueError as exc:  # frames of an unusable shape: that clip's error
-                    results[index] = exc
-                    continue
-                good.append((index, clip))
-            decoded = self._decode([clip for _, clip in good])
-            usable = []
-            for (index, _), clip in zip(good, decoded, strict=True):
-                if isinstance(clip, Exception):
-                    results[index] = clip
-                else:
-                    usable.append((index, clip))
-            inputs = self._prepared([clip for _, clip in usable]) if usable else None
-            return results, usable, inputs
-
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as helper:
-            pending = helper.submit(prepare)
-            while True:
-                results, good, inputs = pending.result()
-                if not results:
-                    return
-                pending = helper.submit(prepare)
-                if good:
-                    clips = [clip for _, clip in good]
-                    try:
-                        predictions = self._run(inputs, clips)
-                    except torch.OutOfMemoryError:
-                        self._shrink()
-                        predictions = self.predict(clips)
-                    for (index, _), prediction in zip(good, predictions, strict=True):
-                        results[index] = prediction
-                    if on_batch is not None:
-                        on_batch(min(len(good), self.batch_size))
-                # Every place holds a prediction, or the error that stands in for it.
-                yield results
+        model ran. See streaming.py."""
+        return stream(self, loaders, threads=threads, on_batch=on_batch)
 
     def _shrink(self) -> None:
         if self.batch_size == 1:
@@ -226,8 +180,13 @@ class Labeler:
     def _predict_batch(self, clips: list[ClipInput]) -> list[ClipPrediction | OutputParseError]:
         return self._run(self._prepared(clips), clips)
 
-    @torch.inference_mode()
     def _run(self, inputs: dict, clips: list[ClipInput]) -> list[ClipPrediction | OutputParseError]:
+        return self._finish(self._launch(inputs, clips), clips)
+
+    @torch.inference_mode()
+    def _launch(self, inputs: dict, clips: list[ClipInput]) -> Queued | list:
+        """Start the batch on the device: its answers on their way (constrained), or, for the
+        free-form path, its results already."""
         counts = [clip.clip_frame_count for clip in clips]
         if not self.constrained:
             return generate_free_form(
@@ -240,8 +199,17 @@ class Labeler:
                 stop_token_ids=self.stop_token_ids,
                 pad_token_id=self.pad_token_id,
             )
+        return self.decoder.submit(inputs, counts)
+
+    def _finish(
+        self, launched: Queued | list, clips: list[ClipInput]
+    ) -> list[ClipPrediction | OutputParseError]:
+        """A launched batch's results, once the device has its answers."""
+        if not isinstance(launched, Queued):
+            return launched
         results: list[ClipPrediction | OutputParseError] = []
-        for decoded, count in zip(self.decoder.decode(inputs, counts), counts, strict=True):
+        counts = [clip.clip_frame_count for clip in clips]
+        for decoded, count in zip(self.decoder.collect(launched), counts, strict=True):
             text = self.answer_format.render(decoded.answer)
             try:
                 parsed = parse_prediction(

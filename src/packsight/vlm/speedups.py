@@ -28,15 +28,20 @@
   Qwen2.5-VL, the window order, whose device version reads the GPU once per clip), the check
   of the video tokens and whether any prompt token is padding. Nothing is then read from
   the GPU between a batch's start and its answers. The same values: the same answers.
+- `overlap_batches` (off by default: not yet measured on a GPU): when clips stream in
+  (streaming.py), the next batch is prepared on a CUDA stream of its own and queued on the
+  device before the current batch's answers are read, so the GPU does not idle while the
+  host reads and parses them. The same batches, in the same order: the same answers.
 
 The two compile switches are faster still but close to, not identical with, the eager numbers:
 on the benchmark's random-weight checkpoints they changed 1-9% of the decisions (near ties),
 which is why they are opt-in. The first batch of each shape pays for compiling.
 
-The others apply on CUDA devices only and fall back to the eager path where they cannot run. A GPU
-worker takes them from its settings (PACKSIGHT_CUDA_GRAPHS, PACKSIGHT_FUSED_KERNELS,
-PACKSIGHT_COMPILE_VISION,
-PACKSIGHT_COMPILE_LANGUAGE).
+Graphs, fused kernels and compiling apply on CUDA devices only, and fall back to the eager path
+where they cannot run; what the host computes, and the overlap, apply everywhere. A GPU worker
+takes the switches from its settings (PACKSIGHT_CUDA_GRAPHS, PACKSIGHT_FUSED_KERNELS,
+PACKSIGHT_COMPILE_VISION, PACKSIGHT_COMPILE_LANGUAGE, PACKSIGHT_HOST_VISION,
+PACKSIGHT_OVERLAP_BATCHES).
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ class Speedups:
     host_positions: bool = True
     fewer_syncs: bool = True
     host_vision: bool = False
+    overlap_batches: bool = False
 
     @classmethod
     def none(cls) -> Speedups:
@@ -74,6 +80,7 @@ class Speedups:
             host_positions=False,
             fewer_syncs=False,
             host_vision=False,
+            overlap_batches=False,
         )
 
     def for_device(self, device: torch.device) -> Speedups:
@@ -86,6 +93,7 @@ class Speedups:
             host_positions=self.host_positions,
             fewer_syncs=self.fewer_syncs,
             host_vision=self.host_vision,
+            overlap_batches=self.overlap_batches,
         )
 
 

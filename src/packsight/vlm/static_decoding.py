@@ -24,7 +24,7 @@ import torch
 from transformers.masking_utils import create_causal_mask
 
 from packsight.vlm.answer import AnswerFormat
-from packsight.vlm.decoding import HOST_MASK, Decoded, LockstepDecoder
+from packsight.vlm.decoding import HOST_MASK, LockstepDecoder, Queued
 
 log = logging.getLogger(__name__)
 
@@ -198,9 +198,9 @@ class StaticDecoder(LockstepDecoder):
         return self._answer(self._logits, self._last)
 
     @torch.inference_mode()
-    def decode(self, inputs: dict, frame_counts: list[int]) -> list[Decoded]:
+    def submit(self, inputs: dict, frame_counts: list[int]) -> Queued:
         if not self.supported:
-            return super().decode(inputs, frame_counts)
+            return super().submit(inputs, frame_counts)
         device = inputs["attention_mask"].device
         self._constants(device)
         last = torch.tensor(frame_counts, device=device, dtype=torch.long) - 1
@@ -246,20 +246,19 @@ class StaticDecoder(LockstepDecoder):
         if shape.graph is not None:
             shape.graph.replay()
             rows, evidence = shape.outputs
-            return self.rows(rows, evidence)
-        rows, evidence = self._run_answer()
-        decoded = self.rows(rows, evidence)
+            return Queued.of(rows, evidence)
+        queued = Queued.of(*self._run_answer())  # copied out before the capture's runs
         if self.graphs and device.type == "cuda":
             self._capture(shape)
-        return decoded
+        return queued
 
-    def _decide_eagerly(self, logits: torch.Tensor, last: torch.Tensor) -> list[Decoded]:
+    def _decide_eagerly(self, logits: torch.Tensor, last: torch.Tensor) -> Queued:
         self._eager = True
         try:
             rows, evidence = super()._answer(logits, last)
         finally:
             self._eager, self.cache = False, None
-        return self.rows(rows, evidence)
+        return Queued.of(rows, evidence)
 
     def _capture(self, shape: _Shape) -> None:
         """Capture the decisions for replay on later batches of this shape. A failure only
