@@ -35,14 +35,14 @@ def watch_labeler(monkeypatch: pytest.MonkeyPatch) -> Calls:
 
     def recording(version: Any, settings: Any) -> Any:
         labeler = real(version, settings)
-        stream, run = type(labeler).stream, type(labeler)._run
+        stream, launch = type(labeler).stream, type(labeler)._launch
         if seen.batch_size is not None:
             monkeypatch.setattr(labeler, "batch_size", seen.batch_size)
 
         def running(*args: Any) -> Any:
             if seen.in_batch is not None:
                 seen.in_batch()
-            return run(labeler, *args)
+            return launch(labeler, *args)
 
         def counted(loaders: Iterable[Any], **kwargs: Any) -> Iterator[Any]:
             seen.sizes.append(0)
@@ -61,7 +61,7 @@ def watch_labeler(monkeypatch: pytest.MonkeyPatch) -> Calls:
                     seen.after_batch(results)
 
         monkeypatch.setattr(labeler, "stream", counted)
-        monkeypatch.setattr(labeler, "_run", running)
+        monkeypatch.setattr(labeler, "_launch", running)
         return labeler
 
     monkeypatch.setattr(label_delivery, "labeler_for", recording)

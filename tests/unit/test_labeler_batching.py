@@ -3,6 +3,7 @@ without losing a clip, streamed loads keep their errors in place, and JPEG frame
 device with damage confined to its clip."""
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -185,3 +186,43 @@ def test_overlapped_batches_launch_before_the_answers_before_them_are_read(
         assert steps == ["launch", "launch", "read", "launch", "read", "read"]
     else:
         assert steps == ["launch", "read"] * 3
+
+
+class FailingLabeler(Labeler):
+    """Its third batch cannot be prepared (say, a processor error)."""
+
+    prepared = 0
+
+    def _prepared(self, clips: list[ClipInput]) -> Any:
+        self.prepared += 1
+        if self.prepared == 3:
+            raise RuntimeError("the processor failed on batch 3")
+        return super()._prepared(clips)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_a_batch_that_fails_comes_after_every_batch_before_it(
+    labeler: Labeler, overlap: bool
+) -> None:
+    failing = FailingLabeler(
+        model=labeler.model,
+        processor=labeler.processor,
+        taxonomy=TAXONOMY,
+        device=labeler.device,
+        model_version_name="failing",
+        batch_size=2,
+        speedups=Speedups(overlap_batches=overlap),
+    )
+    clips = [make_clip(seed, 60) for seed in range(7)]
+    loaders: list[Callable[[], ClipInput | Exception]] = [
+        lambda clip=clip: clip  # type: ignore[misc]
+        for clip in clips
+    ]
+    handed: list[list] = []
+    with pytest.raises(RuntimeError, match="batch 3"):
+        for results in failing.stream(loaders):
+            handed.append(results)
+    # Both batches before the failure are handed over whole, so the error stands for the
+    # clips of the third (a delivery blames the clips it has no answer for).
+    assert [len(batch) for batch in handed] == [2, 2]
+    assert all(isinstance(r, ClipPrediction) for batch in handed for r in batch)

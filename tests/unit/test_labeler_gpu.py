@@ -148,14 +148,17 @@ def test_the_host_made_prefill_reads_nothing_from_the_gpu_and_keeps_every_answer
     del default
     host = _labeler(tiny, quantization, torch.bfloat16, Speedups(host_vision=True))
     assert [host.predict(batch) for batch in batches] == expected
-    prepared = host._prepared(clips()[:4])
+    batch = clips()[:4]
+    counts = [clip.clip_frame_count for clip in batch]
+    host.decoder.collect(host.decoder.submit(host._prepared(batch), counts))  # graph captured
+    prepared = host._prepared(batch)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")  # any host wait on the GPU raises
     try:
-        host.decoder._prefill(prepared)
+        queued = host.decoder.submit(prepared, counts)  # the prefill and the replayed decisions
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    torch.cuda.synchronize()
+    assert host.decoder.collect(queued) == host.decoder.decode(host._prepared(batch), counts)
 
 
 @pytest.mark.parametrize("quantization", ["nf4", "none"])

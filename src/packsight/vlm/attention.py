@@ -17,6 +17,8 @@ from itertools import pairwise
 import torch
 import torch.nn.functional as F
 
+from packsight.vlm.transfer import longs
+
 PACKED_SDPA = "packsight_flash_packed_sdpa"
 # The same, reading the segment bounds from the device in every block: the eager reference.
 PACKED_SDPA_EVERY_BLOCK = "packsight_flash_packed_sdpa_every_block"
@@ -54,7 +56,7 @@ def packed_sdpa(
             pick = slice(bounds[0], bounds[-1])
         else:
             offsets = torch.arange(length, device=q.device)
-            pick = (torch.tensor(starts, device=q.device)[:, None] + offsets).flatten()
+            pick = (longs(starts, q.device)[:, None] + offsets).flatten()
         # [heads, n*len, dim] -> [n, heads, len, dim]
         q_n, k_n, v_n = (
             t[:, pick].unflatten(1, (len(starts), length)).transpose(0, 1) for t in (q, k, v)

@@ -64,6 +64,12 @@ def decode_clips(clips: list[ClipInput], device: torch.device) -> list[ClipInput
             for pack in packs
             for jpeg in pack.jpegs
         ]
+        if device.type == "cuda":
+            # nvJPEG's hardware decoder writes its outputs without waiting for the stream they
+            # were allocated on: a block freed there moments ago may still be read by queued
+            # kernels. With nothing queued, no such block exists. (The labeler's helper thread
+            # decodes on a stream of its own, so this waits for its own work only.)
+            torch.cuda.current_stream(device).synchronize()
         images = iter(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
         out = []
         for clip, pack in zip(group, packs, strict=True):
@@ -79,12 +85,16 @@ def decode_clips(clips: list[ClipInput], device: torch.device) -> list[ClipInput
     try:
         decoded = iter(decode(encoded))
         return [next(decoded) if isinstance(c.frames, EncodedFrames) else c for c in clips]
+    except torch.OutOfMemoryError:
+        raise  # a fact about the device, not about the clips
     except (RuntimeError, ValueError):
         pass  # find the damaged clip(s): decode one by one
     results: list[ClipInput | Exception] = []
     for clip in clips:
         try:
             results.append(decode([clip])[0] if isinstance(clip.frames, EncodedFrames) else clip)
+        except torch.OutOfMemoryError:
+            raise
         except (RuntimeError, ValueError) as exc:
             results.append(ValueError(f"damaged JPEG frames: {exc}"))
     return results

@@ -15,6 +15,7 @@ import torch
 
 from packsight.vlm.answer import DIGITS, Answer, AnswerFormat
 from packsight.vlm.prefill import HOST_VISION, prefill
+from packsight.vlm.transfer import longs
 
 if TYPE_CHECKING:
     from transformers import Cache
@@ -261,7 +262,7 @@ class LockstepDecoder:
         answers to the host, without waiting for any of it (`collect` waits)."""
         device = inputs["attention_mask"].device
         self._constants(device)
-        last = torch.tensor(frame_counts, device=device, dtype=torch.long) - 1
+        last = longs(frame_counts, device) - 1
         logits = self._prefill(inputs)
         rows, evidence = self._answer(logits, last)
         self.cache = None  # free the KV cache before the next batch

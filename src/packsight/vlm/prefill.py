@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from packsight.vlm.transfer import send
+
 # The labeler's key for a batch's `HostVision` beside the processor's output.
 HOST_VISION = "packsight_host_vision"
 
@@ -45,14 +47,11 @@ class HostVision:
     def to(self, device: torch.device) -> HostVision:
         """The tensors on `device`, sent without waiting for the GPU's queue (pinned memory)."""
 
-        def sent(value: torch.Tensor | int | None) -> torch.Tensor | int | None:
-            if not isinstance(value, torch.Tensor) or value.device == device:
-                return value
-            if device.type == "cuda":
-                return value.pin_memory().to(device, non_blocking=True)
-            return value.to(device)
-
-        return replace(self, tower={name: sent(value) for name, value in self.tower.items()})
+        tower = {
+            name: send(value, device) if isinstance(value, torch.Tensor) else value
+            for name, value in self.tower.items()
+        }
+        return replace(self, tower=tower)
 
 
 def _base(model: Any) -> Any:

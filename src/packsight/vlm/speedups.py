@@ -29,9 +29,9 @@
   of the video tokens and whether any prompt token is padding. Nothing is then read from
   the GPU between a batch's start and its answers. The same values: the same answers.
 - `overlap_batches` (off by default: not yet measured on a GPU): when clips stream in
-  (streaming.py), the next batch is prepared on a CUDA stream of its own and queued on the
-  device before the current batch's answers are read, so the GPU does not idle while the
-  host reads and parses them. The same batches, in the same order: the same answers.
+  (streaming.py), the next batch is queued on the device before the current batch's answers
+  are read, so the GPU does not idle while the host reads and parses them. The same batches,
+  in the same order: the same answers.
 
 The two compile switches are faster still but close to, not identical with, the eager numbers:
 on the benchmark's random-weight checkpoints they changed 1-9% of the decisions (near ties),

@@ -25,6 +25,7 @@ from transformers.masking_utils import create_causal_mask
 
 from packsight.vlm.answer import AnswerFormat
 from packsight.vlm.decoding import HOST_MASK, LockstepDecoder, Queued
+from packsight.vlm.transfer import longs, send
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ class StaticDecoder(LockstepDecoder):
         self._prefill_length = 0
         self.captures = 0  # graphs captured so far (each costs one eager run's time)
         self._eager = False  # this batch's decisions run on the dynamic cache
+        self._capture_stream: torch.cuda.Stream | None = None
 
     def reset(self) -> None:
         super().reset()
@@ -190,7 +192,7 @@ class StaticDecoder(LockstepDecoder):
         copy from pageable memory would wait for the GPU's queue to drain."""
         if mask.device == device:
             return mask.contiguous().clone()
-        return mask.contiguous().pin_memory().to(device, non_blocking=True)
+        return send(mask.contiguous(), device)
 
     def _run_answer(self) -> tuple[torch.Tensor, ...]:
         assert self.kv is not None
@@ -203,7 +205,7 @@ class StaticDecoder(LockstepDecoder):
             return super().submit(inputs, frame_counts)
         device = inputs["attention_mask"].device
         self._constants(device)
-        last = torch.tensor(frame_counts, device=device, dtype=torch.long) - 1
+        last = longs(frame_counts, device) - 1
         logits = self._prefill(inputs)
         prefill_mask = inputs["attention_mask"]
         batch, length = prefill_mask.shape
@@ -263,7 +265,13 @@ class StaticDecoder(LockstepDecoder):
     def _capture(self, shape: _Shape) -> None:
         """Capture the decisions for replay on later batches of this shape. A failure only
         costs the speed-up: the decoder stays eager from then on."""
-        stream = torch.cuda.Stream()
+        # One stream for every capture, of high priority: CUDA streams come from pools of 32
+        # per priority, and a capture must not share its stream with the helper thread's
+        # preparing stream or the JPEG decoder's (both of normal priority), whose work would
+        # otherwise be captured.
+        if self._capture_stream is None:
+            self._capture_stream = torch.cuda.Stream(priority=-1)
+        stream = self._capture_stream
         stream.wait_stream(torch.cuda.current_stream())
         graph = torch.cuda.CUDAGraph()
         try:

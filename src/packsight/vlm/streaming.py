@@ -3,21 +3,24 @@ while the device runs the current one.
 
 A helper thread draws the next batch's loaders, loads the clips (a pool of threads), decodes
 their JPEGs on the device and preprocesses them, while the main thread runs the current batch.
-With the `overlap_batches` speed-up two more things hold on a CUDA device:
-- the helper's device work runs on a CUDA stream of its own, so it neither waits behind the
-  current batch's queued kernels nor makes the current batch wait behind it; the main
-  stream waits only for the event that marks the batch ready;
-- the next batch is queued on the device before the current one's answers are read, so the
-  GPU has work waiting while the host reads, parses and hands over the answers.
-Results come out in the loaders' order either way.
+On a CUDA device the helper works on a CUDA stream of its own: its JPEG decoding must find its
+stream idle (clip_input.py says why), which on the main stream would mean waiting for the
+current batch. The main stream waits only for the event that marks the next batch ready, and
+the batch's tensors are marked as used there, so that their memory is not handed out again
+before the main stream is done with them.
+
+With the `overlap_batches` speed-up the next batch is also queued on the device before the
+current one's answers are read, so the GPU has work waiting while the host reads, parses and
+hands them over. Results come out in the loaders' order either way, and a batch that fails
+comes after every batch before it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +59,7 @@ def stream(
     taken, in their order; a loader returns its clip or the error that stands in its place."""
     source = iter(loaders)
     overlap = labeler.speedups.overlap_batches and labeler.constrained
-    side = torch.cuda.Stream(labeler.device) if overlap and labeler.device.type == "cuda" else None
+    side = preparing_stream(labeler)
 
     def prepare() -> _Batch:
         with torch.cuda.stream(side) if side is not None else nullcontext():
@@ -65,6 +68,14 @@ def stream(
                 batch.ready = torch.cuda.Event()
                 batch.ready.record(side)
         return batch
+
+    def launch(batch: _Batch) -> None:
+        if batch.ready is not None:
+            main = torch.cuda.current_stream(labeler.device)
+            main.wait_event(batch.ready)
+            for tensor in _device_tensors(batch.inputs):
+                tensor.record_stream(main)  # not reused before the main stream is done with it
+        batch.launched = labeler._launch(batch.inputs, batch.clips)
 
     def settle(batch: _Batch) -> list[Any]:
         predictions = labeler._finish(batch.launched, batch.clips)
@@ -79,20 +90,27 @@ def stream(
         pending = helper.submit(prepare)
         waiting: _Batch | None = None  # launched, its answers not read yet
         while True:
-            batch = pending.result()
-            if batch.results:
-                pending = helper.submit(prepare)
-            if batch.good:
-                if batch.ready is not None:
-                    torch.cuda.current_stream(labeler.device).wait_event(batch.ready)
-                try:
-                    batch.launched = labeler._launch(batch.inputs, batch.clips)
-                except torch.OutOfMemoryError:
-                    if waiting is not None:  # its work is queued: read it before shrinking
-                        yield settle(waiting)
-                        waiting = None
-                    labeler._shrink()
-                    batch.launched = labeler.predict(batch.clips)
+            batch: _Batch | None = None
+            try:
+                batch = pending.result()
+                if batch.results:
+                    pending = helper.submit(prepare)
+                if batch.good:
+                    launch(batch)
+            except torch.OutOfMemoryError:
+                if waiting is not None:  # its work is queued: read it before shrinking
+                    yield settle(waiting)
+                    waiting = None
+                if batch is None or not batch.good:
+                    raise  # out of memory while preparing: the caller's to handle
+                labeler._shrink()
+                batch.launched = labeler.predict(batch.clips)
+            except BaseException:
+                # The batch launched before is whole: hand it over before the error, so that
+                # the error stands for the clips it came from.
+                if waiting is not None:
+                    yield settle(waiting)
+                raise
             if waiting is not None:
                 yield settle(waiting)
                 waiting = None
@@ -104,6 +122,32 @@ def stream(
                 waiting = batch
             else:
                 yield settle(batch)
+
+
+def preparing_stream(labeler: Labeler) -> torch.cuda.Stream | None:
+    """The labeler's stream for preparing batches on a CUDA device (None elsewhere), made once:
+    streams come from a small pool, and one made per call would in time be handed out again
+    to another user, such as a graph capture."""
+    if labeler.device.type != "cuda":
+        return None
+    made = getattr(labeler, "_preparing_stream", None)
+    if made is None:
+        made = torch.cuda.Stream(labeler.device)
+        setattr(labeler, "_preparing_stream", made)  # noqa: B010
+    return made
+
+
+def _device_tensors(value: Any) -> Iterator[torch.Tensor]:
+    """The CUDA tensors in a batch's inputs (the processor's output, the `HostVision`)."""
+    if isinstance(value, torch.Tensor):
+        if value.is_cuda:
+            yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _device_tensors(item)
+    elif is_dataclass(value) and not isinstance(value, type):
+        for item in vars(value).values():
+            yield from _device_tensors(item)
 
 
 def _prepare(labeler: Labeler, taken: list, threads: int) -> _Batch:
