@@ -226,3 +226,40 @@ def test_a_batch_that_fails_comes_after_every_batch_before_it(
     # clips of the third (a delivery blames the clips it has no answer for).
     assert [len(batch) for batch in handed] == [2, 2]
     assert all(isinstance(r, ClipPrediction) for batch in handed for r in batch)
+
+
+class ShortOfMemoryLabeler(Labeler):
+    """Runs out of device memory once, making its third batch's inputs."""
+
+    prepared = 0
+
+    def _prepared(self, clips: list[ClipInput]) -> Any:
+        self.prepared += 1
+        if self.prepared == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated, while preparing)")
+        return super()._prepared(clips)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_out_of_memory_while_preparing_shrinks_and_loses_nothing(
+    labeler: Labeler, overlap: bool
+) -> None:
+    short = ShortOfMemoryLabeler(
+        model=labeler.model,
+        processor=labeler.processor,
+        taxonomy=TAXONOMY,
+        device=labeler.device,
+        model_version_name="short",
+        batch_size=2,
+        speedups=Speedups(overlap_batches=overlap),
+    )
+    clips = [make_clip(seed, 60) for seed in range(7)]
+    loaders: list[Callable[[], ClipInput | Exception]] = [
+        lambda clip=clip: clip  # type: ignore[misc]
+        for clip in clips
+    ]
+    loaders.insert(5, lambda: make_clip(99, 60, size=50))  # unusable, in the batch that fails
+    results = short.predict_stream(loaders)
+    assert short.batch_size == 1  # halved once, for the batch that could not be made
+    assert len(results) == len(loaders) and isinstance(results[5], ValueError)
+    assert all(isinstance(r, ClipPrediction) for i, r in enumerate(results) if i != 5)

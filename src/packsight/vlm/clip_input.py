@@ -3,6 +3,7 @@ clip window): the shape checks it must pass and the on-device decoding of its JP
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import cast
 
@@ -53,10 +54,12 @@ def check_clip(clip: ClipInput, *, frame_multiple: int, temporal_patch: int) -> 
 
 def decode_clips(clips: list[ClipInput], device: torch.device) -> list[ClipInput | Exception]:
     """Decode JPEG-encoded frames on `device` (nvJPEG on a GPU), all clips in one call; a clip
-    whose JPEGs are damaged comes back as its error."""
+    whose JPEGs are damaged comes back as its error. A failure of the device (out of memory,
+    or the GPU failing on frames the CPU decodes) raises `torch.OutOfMemoryError`: it is not
+    a fact about the clip."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    def decode(group: list[ClipInput]) -> list[ClipInput]:
+    def decode(group: list[ClipInput], device: torch.device = device) -> list[ClipInput]:
         # Only clips whose frames are still JPEG are handed in.
         packs = [cast(EncodedFrames, clip.frames) for clip in group]
         data = [
@@ -96,5 +99,19 @@ def decode_clips(clips: list[ClipInput], device: torch.device) -> list[ClipInput
         except torch.OutOfMemoryError:
             raise
         except (RuntimeError, ValueError) as exc:
+            # The GPU decoder reports running out of memory as a plain RuntimeError: frames
+            # are damaged only if the CPU cannot decode them either.
+            if device.type == "cuda" and _decodes_on_cpu(decode, clip):
+                raise torch.OutOfMemoryError(
+                    f"the GPU could not decode JPEG frames that the CPU decodes: {exc}"
+                ) from exc
             results.append(ValueError(f"damaged JPEG frames: {exc}"))
     return results
+
+
+def _decodes_on_cpu(decode: Callable[..., object], clip: ClipInput) -> bool:
+    try:
+        decode([clip], torch.device("cpu"))
+    except (RuntimeError, ValueError):
+        return False
+    return True

@@ -42,6 +42,7 @@ class _Batch:
     inputs: Any  # kept until the batch's answers are read: the device may still use them
     ready: torch.cuda.Event | None = None  # the helper's stream has made `inputs`
     launched: Any = None
+    short_of_memory: bool = False  # loaded, but the device ran out of memory making it
 
     @property
     def clips(self) -> list[ClipInput]:
@@ -98,19 +99,29 @@ def stream(
                 if batch.good:
                     launch(batch)
             except torch.OutOfMemoryError:
+                if batch is None or not batch.good:
+                    raise
+                batch.inputs = None  # its memory back before the retry
                 if waiting is not None:  # its work is queued: read it before shrinking
                     yield settle(waiting)
                     waiting = None
-                if batch is None or not batch.good:
-                    raise  # out of memory while preparing: the caller's to handle
                 labeler._shrink()
                 batch.launched = labeler.predict(batch.clips)
-            except BaseException:
+            except Exception:
                 # The batch launched before is whole: hand it over before the error, so that
                 # the error stands for the clips it came from.
                 if waiting is not None:
                     yield settle(waiting)
                 raise
+            if batch.short_of_memory:
+                # Made again here once nothing is in flight, at the lowered size.
+                if waiting is not None:
+                    yield settle(waiting)
+                    waiting = None
+                labeler._shrink()
+                batch = _make(labeler, batch.results, inputs=False)
+                if batch.good:
+                    batch.launched = labeler.predict(batch.clips)
             if waiting is not None:
                 yield settle(waiting)
                 waiting = None
@@ -151,9 +162,19 @@ def _device_tensors(value: Any) -> Iterator[torch.Tensor]:
 
 
 def _prepare(labeler: Labeler, taken: list, threads: int) -> _Batch:
-    """Load the loaders' clips, check and decode them, and make the usable ones' inputs."""
+    """Load the loaders' clips and `_make` their batch. Out of memory on the way, the loaded
+    clips come back marked so: the main thread makes them again once it has shrunk."""
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="load") as pool:
         results: list[Any] = list(pool.map(lambda load: load(), taken))
+    try:
+        return _make(labeler, results)
+    except torch.OutOfMemoryError:
+        return _Batch(results, [], None, short_of_memory=True)
+
+
+def _make(labeler: Labeler, results: list[Any], *, inputs: bool = True) -> _Batch:
+    """Check and decode the loaded clips (errors take their places in `results`), and make
+    the usable ones' model inputs."""
     good: list[tuple[int, ClipInput]] = []
     for index, clip in enumerate(results):
         if isinstance(clip, Exception):
@@ -171,5 +192,5 @@ def _prepare(labeler: Labeler, taken: list, threads: int) -> _Batch:
             results[index] = clip
         else:
             usable.append((index, clip))
-    inputs = labeler._prepared([clip for _, clip in usable]) if usable else None
-    return _Batch(results, usable, inputs)
+    made = labeler._prepared([clip for _, clip in usable]) if usable and inputs else None
+    return _Batch(results, usable, made)
