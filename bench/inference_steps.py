@@ -26,15 +26,28 @@ class ForwardCounter:
 
     def _hook(self, _module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
-        if ids is None:
+        embeds = kwargs.get("inputs_embeds")
+        if ids is None and embeds is None:
             return
-        # Only the prefill carries the video; later forwards extend the KV cache.
-        if kwargs.get("pixel_values_videos") is None:
+        # Only the prefill carries the video (or, made on the host's answers, its embeddings);
+        # later forwards extend the KV cache.
+        if kwargs.get("pixel_values_videos") is None and ids is not None:
             self.steps += 1
             return
-        mask = kwargs.get("attention_mask")
         self.prefills += 1
-        self.prompt_tokens += int(mask.sum()) if mask is not None else ids.numel()
+        self.prompt_tokens += prompt_tokens(kwargs.get("attention_mask"), ids, embeds)
+
+
+def prompt_tokens(mask: Any, ids: Any, embeds: Any) -> int:
+    """Real (unpadded) prompt tokens of a prefill: from its 2D mask, or, where the prefill
+    got its causal mask ready made, from the last position's row of it (it sees every real
+    token); no mask, no padding."""
+    if isinstance(mask, dict):
+        full = mask.get("full_attention")
+        return int(full[:, 0, -1].sum()) if full is not None else int(embeds.shape[:2].numel())
+    if mask is not None:
+        return int(mask.sum())
+    return int(ids.numel()) if ids is not None else int(embeds.shape[:2].numel())
 
 
 def unpacked(pack: bytes) -> Callable[[], ClipInput]:
@@ -58,10 +71,11 @@ def breakdown(labeler: Labeler, inputs: Any, batch: int) -> dict[str, float]:
 
     clips, _ = inputs(0, batch)
     mark()
-    model_inputs = labeler._inputs(clips)
+    model_inputs = labeler._prepared(clips)  # what the decoder runs, host-made parts included
     mark()
     with torch.inference_mode():
-        labeler.model(**model_inputs, use_cache=True, logits_to_keep=1)
+        labeler.decoder._prefill(model_inputs)
+        labeler.decoder.cache = None
     mark()
     labeler.decoder.decode(model_inputs, [c.clip_frame_count for c in clips])
     mark()
