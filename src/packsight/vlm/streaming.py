@@ -99,12 +99,13 @@ def stream(
                 if batch.good:
                     launch(batch)
             except torch.OutOfMemoryError:
-                if batch is None or not batch.good:
-                    raise
-                batch.inputs = None  # its memory back before the retry
+                if batch is not None:
+                    batch.inputs = None  # its memory back before the retry
                 if waiting is not None:  # its work is queued: read it before shrinking
                     yield settle(waiting)
                     waiting = None
+                if batch is None or not batch.good:
+                    raise
                 labeler._shrink()
                 batch.launched = labeler.predict(batch.clips)
             except Exception:
